@@ -1,0 +1,294 @@
+//! Native Gemini requests: which paths the gateway relays, and which owned resources
+//! (`files/…`, `cachedContents/…`) a request names.
+//!
+//! Files and cached contents live in the Google Cloud project of the key that created them; any
+//! other project's key gets 403 PERMISSION_DENIED for them. The gateway therefore has to know,
+//! before it picks a key, which such resources a request refers to, whether in the path
+//! (`GET files/abc`) or in the body (`fileData.fileUri`, `cachedContent`).
+
+use serde_json::Value;
+
+/// The API versions a native path may start with.
+pub const API_VERSIONS: [&str; 2] = ["v1beta", "v1"];
+
+/// First path segments of the Gemini API surface. Anything else is refused, so that the
+/// gateway cannot be used to reach other Google endpoints with a pool key.
+const COLLECTIONS: [&str; 9] = [
+    "models",
+    "tunedModels",
+    "files",
+    "cachedContents",
+    "batches",
+    "operations",
+    "corpora",
+    "fileSearchStores",
+    "generatedFiles",
+];
+
+/// Kinds of resources that belong to one Google Cloud project.
+const OWNED_COLLECTIONS: [&str; 2] = ["files", "cachedContents"];
+
+/// Why a path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path is empty or has an empty segment (`a//b`, trailing `/`).
+    #[error("the path has an empty segment")]
+    EmptySegment,
+    /// A `.` or `..` segment, or a character outside the Gemini resource-name alphabet
+    /// (which also rules out percent-encoding, backslashes and absolute URLs).
+    #[error("the path has a character or segment the Gemini API does not use")]
+    IllegalCharacter,
+    /// The first segment is not a Gemini API collection.
+    #[error("`{0}` is not part of the Gemini API")]
+    UnknownCollection(String),
+}
+
+/// A validated native path below the API version, such as `models/gemini-2.5-flash:generateContent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativePath {
+    path: String,
+}
+
+impl NativePath {
+    /// Validates `path` (without the leading `/{version}/`).
+    pub fn parse(path: &str) -> Result<Self, PathError> {
+        if path.is_empty() {
+            return Err(PathError::EmptySegment);
+        }
+        for segment in path.split('/') {
+            if segment.is_empty() {
+                return Err(PathError::EmptySegment);
+            }
+            if segment == "." || segment == ".." || !segment.bytes().all(is_name_byte) {
+                return Err(PathError::IllegalCharacter);
+            }
+        }
+        let collection = path.split(['/', ':']).next().unwrap_or_default();
+        if !COLLECTIONS.contains(&collection) {
+            return Err(PathError::UnknownCollection(collection.to_owned()));
+        }
+        Ok(Self {
+            path: path.to_owned(),
+        })
+    }
+
+    /// The validated path.
+    pub fn as_str(&self) -> &str {
+        &self.path
+    }
+
+    /// The model of a `models/{model}` or `models/{model}:{action}` path.
+    pub fn model(&self) -> Option<&str> {
+        let rest = self.path.strip_prefix("models/")?;
+        let model = rest.split([':', '/']).next()?;
+        (!model.is_empty()).then_some(model)
+    }
+
+    /// The action after the colon: `generateContent`, `streamGenerateContent`, `countTokens`, …
+    pub fn action(&self) -> Option<&str> {
+        let last_segment = self.path.rsplit('/').next()?;
+        last_segment.split_once(':').map(|(_, action)| action)
+    }
+
+    /// Whether the upstream answers with a stream that must be relayed as it arrives.
+    pub fn is_streaming(&self) -> bool {
+        matches!(
+            self.action(),
+            Some("streamGenerateContent" | "streamBidiGenerateContent")
+        )
+    }
+
+    /// The owned resource the path itself names (`files/abc`, `cachedContents/xyz`).
+    pub fn owned_resource(&self) -> Option<String> {
+        let mut segments = self.path.split('/');
+        let collection = segments.next()?;
+        let id = segments.next()?.split(':').next()?;
+        (OWNED_COLLECTIONS.contains(&collection) && !id.is_empty())
+            .then(|| format!("{collection}/{id}"))
+    }
+
+    /// Whether a successful answer to `method` on this path creates an owned resource whose name
+    /// is in the response body (file registration, cached content creation).
+    pub fn creates_owned_resource(&self, method: &str) -> bool {
+        method == "POST" && OWNED_COLLECTIONS.contains(&self.path.as_str())
+    }
+}
+
+/// Characters of Gemini resource names and actions: `models/gemini-2.5-flash:generateContent`,
+/// `files/abc-123`, `tunedModels/x/operations/y`.
+fn is_name_byte(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b':')
+}
+
+/// Owned resources a native request body refers to: every `fileData.fileUri` that points at a
+/// Gemini file (`https://…/v1beta/files/abc` or `files/abc`) and a top-level `cachedContent`.
+/// Google accepts snake_case field names too, so both spellings are read.
+pub fn referenced_resources(body: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    collect_references(body, &mut found);
+    found.sort();
+    found.dedup();
+    found
+}
+
+fn collect_references(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (field, child) in map {
+                match (field.as_str(), child) {
+                    ("fileUri" | "file_uri", Value::String(uri)) => {
+                        found.extend(resource_from_reference(uri, "files"));
+                    }
+                    ("cachedContent" | "cached_content", Value::String(name)) => {
+                        found.extend(resource_from_reference(name, "cachedContents"));
+                    }
+                    _ => collect_references(child, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_references(item, found)),
+        _ => {}
+    }
+}
+
+/// Turns `files/abc`, `…/v1beta/files/abc` or `…/files/abc?x` into `files/abc`. External URLs
+/// (YouTube, public HTTPS) are not owned by any project and give `None`.
+fn resource_from_reference(reference: &str, collection: &str) -> Option<String> {
+    let marker = format!("{collection}/");
+    let start = if reference.starts_with(&marker) {
+        0
+    } else {
+        let at = reference.find(&format!("/{marker}"))? + 1;
+        let before = &reference[..at];
+        // Only the Gemini API's own URLs name a project-owned resource.
+        if !before.contains("generativelanguage.googleapis.com")
+            && !API_VERSIONS
+                .iter()
+                .any(|version| before.ends_with(&format!("/{version}/")))
+        {
+            return None;
+        }
+        at
+    };
+    let rest = &reference[start + marker.len()..];
+    let id: String = rest
+        .bytes()
+        .take_while(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_'))
+        .map(char::from)
+        .collect();
+    (!id.is_empty()).then(|| format!("{marker}{id}"))
+}
+
+/// The name of the resource a creating call returned: `{"name": "files/abc"}` or
+/// `{"file": {"name": "files/abc"}}` (the shape of a finished resumable upload).
+pub fn created_resource_name(body: &Value) -> Option<String> {
+    let name = body
+        .get("file")
+        .and_then(|file| file.get("name"))
+        .or_else(|| body.get("name"))?
+        .as_str()?;
+    let (collection, id) = name.split_once('/')?;
+    (OWNED_COLLECTIONS.contains(&collection) && !id.is_empty() && !id.contains('/'))
+        .then(|| name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn gemini_paths_are_accepted_and_described() {
+        let path = NativePath::parse("models/gemini-2.5-flash:streamGenerateContent").unwrap();
+        assert_eq!(path.model(), Some("gemini-2.5-flash"));
+        assert_eq!(path.action(), Some("streamGenerateContent"));
+        assert!(path.is_streaming());
+        assert_eq!(path.owned_resource(), None);
+
+        let list = NativePath::parse("models").unwrap();
+        assert_eq!(list.model(), None);
+        assert_eq!(list.action(), None);
+
+        let file = NativePath::parse("files/abc-123").unwrap();
+        assert_eq!(file.owned_resource().as_deref(), Some("files/abc-123"));
+        assert!(!file.creates_owned_resource("POST"));
+        assert!(NativePath::parse("files").unwrap().creates_owned_resource("POST"));
+        assert!(!NativePath::parse("files").unwrap().creates_owned_resource("GET"));
+
+        let cached = NativePath::parse("cachedContents/xyz").unwrap();
+        assert_eq!(cached.owned_resource().as_deref(), Some("cachedContents/xyz"));
+        let batch = NativePath::parse("models/gemini-2.5-flash:batchEmbedContents").unwrap();
+        assert!(!batch.is_streaming());
+    }
+
+    #[test]
+    fn path_escapes_and_foreign_paths_are_refused() {
+        let cases = [
+            ("", PathError::EmptySegment),
+            ("models//x", PathError::EmptySegment),
+            ("models/", PathError::EmptySegment),
+            ("../admin", PathError::IllegalCharacter),
+            ("models/../../oauth2", PathError::IllegalCharacter),
+            ("models/%2e%2e/x", PathError::IllegalCharacter),
+            ("models/x%2Fy", PathError::IllegalCharacter),
+            ("models/x\\y", PathError::IllegalCharacter),
+            ("models/a b", PathError::IllegalCharacter),
+            ("models/x?key=1", PathError::IllegalCharacter),
+            ("models/x#f", PathError::IllegalCharacter),
+            ("models/x@evil.example", PathError::IllegalCharacter),
+            ("models/.", PathError::IllegalCharacter),
+            (
+                "https:",
+                PathError::UnknownCollection("https".to_owned()),
+            ),
+            (
+                "storage/v1/b",
+                PathError::UnknownCollection("storage".to_owned()),
+            ),
+        ];
+        for (path, expected) in cases {
+            assert_eq!(NativePath::parse(path), Err(expected), "{path:?}");
+        }
+    }
+
+    #[test]
+    fn body_references_to_files_and_cached_contents_are_found() {
+        let body = json!({
+            "cachedContent": "cachedContents/cache-1",
+            "contents": [{"role": "user", "parts": [
+                {"text": "describe"},
+                {"fileData": {"mimeType": "image/png",
+                    "fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc-1"}},
+                {"file_data": {"file_uri": "files/def_2"}},
+                {"fileData": {"fileUri": "https://www.youtube.com/watch?v=x"}},
+                {"fileData": {"fileUri": "https://example.com/files/not-gemini"}},
+                {"fileData": {"fileUri": "http://127.0.0.1:9/v1beta/files/ghi"}},
+            ]}]
+        });
+        assert_eq!(
+            referenced_resources(&body),
+            vec![
+                "cachedContents/cache-1".to_owned(),
+                "files/abc-1".to_owned(),
+                "files/def_2".to_owned(),
+                "files/ghi".to_owned(),
+            ]
+        );
+        assert!(referenced_resources(&json!({"contents": []})).is_empty());
+    }
+
+    #[test]
+    fn created_resource_names_are_read_from_both_shapes() {
+        assert_eq!(
+            created_resource_name(&json!({"file": {"name": "files/abc", "uri": "u"}})),
+            Some("files/abc".to_owned())
+        );
+        assert_eq!(
+            created_resource_name(&json!({"name": "cachedContents/c1", "model": "models/m"})),
+            Some("cachedContents/c1".to_owned())
+        );
+        assert_eq!(created_resource_name(&json!({"name": "models/m"})), None);
+        assert_eq!(created_resource_name(&json!({"name": "files/a/b"})), None);
+        assert_eq!(created_resource_name(&json!([])), None);
+    }
+}

@@ -1,0 +1,206 @@
+//! A byte-level Server-Sent Events decoder.
+//!
+//! Gemini's `streamGenerateContent?alt=sse` frames events as `data: <json>` lines ending in
+//! `\r\n\r\n`, while other servers (and our tests) use bare `\n`. Reads from the network split
+//! events, and even UTF-8 sequences, at arbitrary byte offsets, so the decoder keeps raw bytes
+//! until a whole event has arrived and only then turns it into text.
+
+use bytes::{Buf, BytesMut};
+
+/// One decoded event: the `event:` name (if any) and the `data:` lines joined with `\n`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` field, when the server named the event.
+    pub event: Option<String>,
+    /// The `data:` lines of the event, joined with `\n` as the SSE specification says.
+    pub data: String,
+}
+
+/// Incremental decoder: feed it bytes as they arrive, take complete events out.
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buffer: BytesMut,
+}
+
+impl SseDecoder {
+    /// A decoder with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends bytes read from the network.
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// Returns the next complete event, or `None` until more bytes arrive. Events without any
+    /// `data:` line (comments, keep-alives) are skipped.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let (end, separator_len) = find_event_end(&self.buffer)?;
+            let raw = self.buffer.split_to(end);
+            self.buffer.advance(separator_len);
+            if let Some(event) = parse_event(&raw) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Bytes received that do not yet form a complete event. Non-empty at end of stream means
+    /// the upstream cut the stream in the middle of an event.
+    pub fn pending(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+/// Finds the blank line that ends the first event: the earliest of `\n\n`, `\r\n\r\n`, `\r\r`
+/// (and the mixed forms), returning where the event ends and how long the separator is.
+fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
+    let mut index = 0;
+    while index < buffer.len() {
+        let first_len = line_break_len(&buffer[index..])?;
+        if first_len > 0 {
+            let after = index + first_len;
+            match line_break_len(&buffer[after..]) {
+                Some(0) => {}
+                Some(second_len) => return Some((index, first_len + second_len)),
+                // A lone `\r` at the very end may still become `\r\n`: wait for more bytes.
+                None => return None,
+            }
+            index = after;
+        } else {
+            index += 1;
+        }
+    }
+    None
+}
+
+/// Length of the line break at the start of `bytes` (1 or 2), 0 when there is none, and `None`
+/// when a trailing `\r` cannot be told apart from the start of `\r\n` yet.
+fn line_break_len(bytes: &[u8]) -> Option<usize> {
+    match bytes {
+        [b'\r', b'\n', ..] => Some(2),
+        [b'\r'] => None,
+        [b'\r', ..] | [b'\n', ..] => Some(1),
+        _ => Some(0),
+    }
+}
+
+fn parse_event(raw: &[u8]) -> Option<SseEvent> {
+    let text = String::from_utf8_lossy(raw);
+    let mut event = None;
+    let mut data: Option<String> = None;
+    for line in text.split(['\n', '\r']) {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let (field, value) = match line.split_once(':') {
+            Some((field, value)) => (field, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line, ""),
+        };
+        match field {
+            "data" => match &mut data {
+                Some(existing) => {
+                    existing.push('\n');
+                    existing.push_str(value);
+                }
+                None => data = Some(value.to_owned()),
+            },
+            "event" => event = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    data.map(|data| SseEvent { event, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GEMINI_STREAM: &[u8] = include_bytes!("../tests/fixtures/stream_text.sse");
+
+    fn decode_all(chunks: &[&[u8]]) -> (Vec<SseEvent>, Vec<u8>) {
+        let mut decoder = SseDecoder::new();
+        let mut events = Vec::new();
+        for chunk in chunks {
+            decoder.push(chunk);
+            while let Some(event) = decoder.next_event() {
+                events.push(event);
+            }
+        }
+        (events, decoder.pending().to_vec())
+    }
+
+    #[test]
+    fn crlf_framed_gemini_stream_decodes_to_one_event_per_data_line() {
+        let (events, rest) = decode_all(&[GEMINI_STREAM]);
+        let expected = GEMINI_STREAM
+            .windows(6)
+            .filter(|window| window == b"data: ")
+            .count();
+        assert!(expected >= 2);
+        assert_eq!(events.len(), expected);
+        assert!(rest.is_empty());
+        for event in &events {
+            serde_json::from_str::<serde_json::Value>(&event.data).expect("each event is JSON");
+        }
+    }
+
+    #[test]
+    fn split_at_every_byte_offset_gives_the_same_events() {
+        let (whole, _) = decode_all(&[GEMINI_STREAM]);
+        for offset in 0..=GEMINI_STREAM.len() {
+            let (head, tail) = GEMINI_STREAM.split_at(offset);
+            let (events, rest) = decode_all(&[head, tail]);
+            assert_eq!(events, whole, "split at byte {offset}");
+            assert!(rest.is_empty());
+        }
+    }
+
+    #[test]
+    fn byte_by_byte_feeding_keeps_multibyte_utf8_intact() {
+        let stream = "data: {\"text\":\"héllo 世界 🌍\"}\r\n\r\n".as_bytes();
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        let (events, _) = decode_all(&chunks);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].data, "{\"text\":\"héllo 世界 🌍\"}");
+    }
+
+    #[test]
+    fn lf_framing_multiline_data_event_names_and_comments() {
+        let stream = b": keep-alive\n\nevent: error\ndata: line one\ndata: line two\n\ndata:x\n\n";
+        let (events, rest) = decode_all(&[stream]);
+        assert_eq!(
+            events,
+            vec![
+                SseEvent {
+                    event: Some("error".into()),
+                    data: "line one\nline two".into()
+                },
+                SseEvent {
+                    event: None,
+                    data: "x".into()
+                },
+            ]
+        );
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn truncated_stream_leaves_the_partial_event_pending() {
+        let (events, rest) = decode_all(&[b"data: {\"a\":1}\r\n\r\ndata: {\"b\""]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(rest, b"data: {\"b\"");
+    }
+
+    #[test]
+    fn a_trailing_carriage_return_waits_for_its_line_feed() {
+        let mut decoder = SseDecoder::new();
+        decoder.push(b"data: 1\r\n\r");
+        assert_eq!(decoder.next_event(), None);
+        decoder.push(b"\ndata: 2\r\n\r\n");
+        assert_eq!(decoder.next_event().map(|e| e.data), Some("1".into()));
+        assert_eq!(decoder.next_event().map(|e| e.data), Some("2".into()));
+        assert!(decoder.pending().is_empty());
+    }
+}
