@@ -43,6 +43,8 @@ pub struct KeyRecord {
     pub project: Option<String>,
     /// Disabled keys are kept but never picked.
     pub enabled: bool,
+    /// Why the key is out of service, when an earlier run learned that it is.
+    pub out_of_service: Option<String>,
 }
 
 /// A key in the pool, with its live health.
@@ -182,10 +184,14 @@ impl Pool {
                     project,
                     enabled: record.enabled,
                     out_of_service: AtomicBool::new(
-                        previous.is_some_and(|key| key.out_of_service.load(Ordering::Relaxed)),
+                        record.out_of_service.is_some()
+                            || previous
+                                .is_some_and(|key| key.out_of_service.load(Ordering::Relaxed)),
                     ),
                     out_of_service_reason: Mutex::new(
-                        previous.and_then(|key| key.out_of_service_reason()),
+                        record
+                            .out_of_service
+                            .or_else(|| previous.and_then(|key| key.out_of_service_reason())),
                     ),
                 })
             })
@@ -266,6 +272,7 @@ mod tests {
             secret: SecretString::from(format!("AIzaSyTestKey{id:0>26}")),
             project: project.map(str::to_owned),
             enabled: true,
+            out_of_service: None,
         }
     }
 

@@ -1,1 +1,143 @@
-//! placeholder
+//! gemini-pool: one endpoint over a pool of Google Gemini API keys.
+//!
+//! [`build_router`] assembles the HTTP application; [`serve`] runs it until SIGTERM or SIGINT.
+//! The binary (`main.rs`) only reads the configuration and calls them.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+mod health;
+pub mod native;
+pub mod openai;
+pub mod state;
+pub mod storage;
+pub mod telemetry;
+pub mod upstream;
+pub mod uploads;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::header;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{ApiError, Dialect};
+pub use crate::state::AppState;
+
+/// How long in-flight requests (open streams included) may run after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The whole HTTP application.
+pub fn build_router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1beta/{*path}", any(native::relay))
+        .route("/v1/{*path}", any(dispatch_v1))
+        .route("/upload/v1beta/files", any(uploads::relay))
+        .route("/upload/v1/files", any(uploads::relay))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
+    let public = Router::new()
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready));
+    // Outermost first: hide credentials from everything below, trace with the route template
+    // only, give every request an id, and turn a panic into a 500 instead of a dropped
+    // connection.
+    let layers = ServiceBuilder::new()
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+            header::HeaderName::from_static("x-goog-api-key"),
+            header::HeaderName::from_static("x-api-key"),
+        ]))
+        .layer(SetRequestIdLayer::x_request_id(telemetry::RequestIds::default()))
+        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("a handler panicked".to_owned()).into_response_for(Dialect::Gemini)
+        }));
+    api.merge(public)
+        .fallback(not_found)
+        .layer(layers)
+        .with_state(state)
+}
+
+/// `/v1/…` is shared: OpenAI routes go to the OpenAI handlers, Gemini paths to the passthrough.
+async fn dispatch_v1(
+    state: axum::extract::State<AppState>,
+    request: Request,
+) -> Response {
+    let rest = request.uri().path().trim_start_matches("/v1/");
+    let gemini_auth = auth::uses_gemini_auth(request.headers(), request.uri().query());
+    if openai::is_openai_path(rest, gemini_auth) {
+        openai::unsupported(request).await
+    } else {
+        native::relay(state, request).await
+    }
+}
+
+async fn not_found(request: Request) -> Response {
+    let dialect = auth::dialect_of(request.uri().path(), request.headers(), request.uri().query());
+    ApiError::NotFound("Unknown route.".to_owned())
+        .into_response_for(dialect)
+        .into_response()
+}
+
+/// Serves `router` on `listener` until SIGTERM or SIGINT, then lets in-flight requests finish
+/// for up to [`SHUTDOWN_GRACE`].
+pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
+    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
+    let listener = listener.tap_io(|stream| {
+        // Small SSE events must leave at once, not wait for Nagle's algorithm.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = signalled_tx.send(true);
+    });
+    let deadline = async move {
+        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!("in-flight requests did not finish within the grace period");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

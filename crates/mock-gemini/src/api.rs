@@ -1,0 +1,789 @@
+//! The mock's request handling: authentication, quotas, injected failures and the API calls.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::stream;
+use serde_json::{Value, json};
+
+use crate::{MockState, RecordedRequest, upload};
+
+/// Largest request body the mock reads (the real API takes 100 MB inline).
+const BODY_LIMIT: usize = 256 * 1024 * 1024;
+const BATCH_EMBED_LIMIT: usize = 100;
+const DEFAULT_EMBEDDING_SIZE: usize = 768;
+
+pub(crate) fn router(state: Arc<MockState>) -> Router {
+    Router::new().fallback(handle).with_state(state)
+}
+
+/// Everything the handlers need to know about a request.
+pub(crate) struct Incoming {
+    pub method: Method,
+    pub path: String,
+    pub query: Vec<(String, String)>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Incoming {
+    pub fn query(&self, name: &str) -> Option<&str> {
+        self.query
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    /// The key, from the header or the `key` query parameter (both are accepted by Google).
+    pub fn api_key(&self) -> Option<&str> {
+        self.header("x-goog-api-key").or_else(|| self.query("key"))
+    }
+
+    pub fn json(&self) -> Result<Value, Response> {
+        serde_json::from_slice(&self.body).map_err(|error| {
+            google_error(
+                400,
+                &format!("Invalid JSON payload received. {error}"),
+                "INVALID_ARGUMENT",
+                Vec::new(),
+            )
+        })
+    }
+}
+
+async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(_) => return google_error(413, "Request payload size exceeds the limit.", "INVALID_ARGUMENT", Vec::new()),
+    };
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
+        .map(|query| {
+            url_pairs(query)
+        })
+        .unwrap_or_default();
+    let incoming = Incoming {
+        method: parts.method.clone(),
+        path: parts.uri.path().to_owned(),
+        query,
+        headers: parts.headers.clone(),
+        body,
+    };
+    let response = route(&state, &incoming).await;
+    if state.config.record_requests {
+        let recorded = RecordedRequest {
+            method: parts.method.to_string(),
+            path: incoming.path.clone(),
+            query: parts.uri.query().map(str::to_owned),
+            api_key: incoming.header("x-goog-api-key").map(str::to_owned),
+            headers: parts
+                .headers
+                .iter()
+                .map(|(name, value)| {
+                    (
+                        name.as_str().to_owned(),
+                        String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                    )
+                })
+                .collect(),
+            status: response.status().as_u16(),
+        };
+        state.ledger().requests.push(recorded);
+    }
+    response
+}
+
+fn url_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key), percent_decode(value))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        index += 3;
+                    }
+                    Err(_) => {
+                        out.push(b'%');
+                        index += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                index += 1;
+            }
+            byte => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn route(state: &Arc<MockState>, incoming: &Incoming) -> Response {
+    if let Some(rest) = incoming
+        .path
+        .strip_prefix("/upload/v1beta/files")
+        .or_else(|| incoming.path.strip_prefix("/upload/v1/files"))
+        && rest.is_empty()
+    {
+        return upload::handle(state, incoming);
+    }
+    let Some(rest) = incoming
+        .path
+        .strip_prefix("/v1beta/")
+        .or_else(|| incoming.path.strip_prefix("/v1/"))
+    else {
+        return (StatusCode::NOT_FOUND, "Not Found").into_response();
+    };
+    let project = match authenticate(state, incoming.api_key()) {
+        Ok(project) => project,
+        Err(response) => return response,
+    };
+    let key = incoming.api_key().unwrap_or_default().to_owned();
+    if let Some(response) = injected(state, &incoming.path, &key) {
+        return response;
+    }
+    if !state.config.response_delay.is_zero() {
+        tokio::time::sleep(state.config.response_delay).await;
+    }
+    let caller = Caller { key, project };
+    let (collection, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    match (&incoming.method, collection, tail) {
+        (&Method::GET, "models", "") => list_models(state, incoming),
+        (&Method::GET, "models", model) => get_model(model),
+        (&Method::POST, "models", call) => model_call(state, incoming, &caller, call),
+        (&Method::POST, "cachedContents", "") => create_cached_content(state, incoming, &caller),
+        (&Method::GET, "cachedContents", id) if !id.is_empty() => {
+            get_cached_content(state, &caller, id)
+        }
+        (&Method::GET, "files", "") => list_files(state, &caller),
+        (&Method::GET, "files", id) => get_file(state, &caller, id),
+        (&Method::DELETE, "files", id) => delete_file(state, &caller, id),
+        _ => google_error(
+            404,
+            &format!("Method not found: {} {}", incoming.method, incoming.path),
+            "NOT_FOUND",
+            Vec::new(),
+        ),
+    }
+}
+
+pub(crate) struct Caller {
+    pub key: String,
+    pub project: String,
+}
+
+/// Google's answers to a missing, unknown or suspended key.
+pub(crate) fn authenticate(state: &MockState, key: Option<&str>) -> Result<String, Response> {
+    let Some(key) = key else {
+        return Err(google_error(
+            403,
+            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
+            "PERMISSION_DENIED",
+            Vec::new(),
+        ));
+    };
+    if state.config.suspended_keys.iter().any(|k| k == key) {
+        return Err(google_error(
+            403,
+            &format!("Permission denied: Consumer 'api_key:{key}' has been suspended."),
+            "PERMISSION_DENIED",
+            vec![json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "CONSUMER_SUSPENDED",
+                "domain": "googleapis.com",
+                "metadata": {"containerInfo": format!("api_key:{key}")}
+            })],
+        ));
+    }
+    state.project_of(key).ok_or_else(|| {
+        google_error(
+            400,
+            "API key not valid. Please pass a valid API key.",
+            "INVALID_ARGUMENT",
+            vec![json!({
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "API_KEY_INVALID",
+                "domain": "googleapis.com",
+                "metadata": {"service": "generativelanguage.googleapis.com"}
+            })],
+        )
+    })
+}
+
+fn injected(state: &MockState, path: &str, key: &str) -> Option<Response> {
+    let mut ledger = state.ledger();
+    let position = ledger.injections.iter().position(|injection| {
+        injection.times > 0
+            && injection
+                .path_contains
+                .as_deref()
+                .is_none_or(|part| path.contains(part))
+            && injection.key.as_deref().is_none_or(|k| k == key)
+    })?;
+    let injection = &mut ledger.injections[position];
+    injection.times -= 1;
+    let status = StatusCode::from_u16(injection.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = injection.body.to_string();
+    Some((status, [(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body).into_response())
+}
+
+/// A Gemini error body: `{"error": {"code", "message", "status", "details"?}}`.
+pub(crate) fn google_error(code: u16, message: &str, status: &str, details: Vec<Value>) -> Response {
+    let mut error = json!({"code": code, "message": message, "status": status});
+    if !details.is_empty() {
+        error["details"] = Value::Array(details);
+    }
+    let body = serde_json::to_string_pretty(&json!({ "error": error })).unwrap_or_default();
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, [(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body).into_response()
+}
+
+pub(crate) fn json_response(value: &Value) -> Response {
+    let body = serde_json::to_string_pretty(value).unwrap_or_default();
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        body,
+    )
+        .into_response()
+}
+
+/// The models the mock serves: generation, embedding and a predict-only one (to test filtering).
+const MODELS: [(&str, &str, bool); 8] = [
+    ("gemini-2.5-flash", "generateContent", true),
+    ("gemini-2.5-pro", "generateContent", true),
+    ("gemini-2.5-flash-lite", "generateContent", true),
+    ("gemini-2.0-flash", "generateContent", false),
+    ("gemini-3-pro-preview", "generateContent", true),
+    ("gemini-3-flash-preview", "generateContent", true),
+    ("gemini-embedding-001", "embedContent", false),
+    ("imagen-4.0-generate-001", "predict", false),
+];
+
+fn model_entry(id: &str, method: &str, thinking: bool) -> Value {
+    let methods: Vec<&str> = match method {
+        "generateContent" => vec!["generateContent", "countTokens", "createCachedContent"],
+        "embedContent" => vec!["embedContent", "countTextTokens", "countTokens"],
+        other => vec![other],
+    };
+    let mut entry = json!({
+        "name": format!("models/{id}"),
+        "version": "001",
+        "displayName": id,
+        "description": format!("Mock of {id}"),
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": methods,
+    });
+    if thinking {
+        entry["thinking"] = Value::Bool(true);
+    }
+    entry
+}
+
+fn find_model(id: &str) -> Option<(&'static str, &'static str, bool)> {
+    MODELS.iter().copied().find(|(name, _, _)| *name == id)
+}
+
+fn list_models(state: &MockState, incoming: &Incoming) -> Response {
+    let page_size = incoming
+        .query("pageSize")
+        .and_then(|size| size.parse::<usize>().ok())
+        .filter(|size| *size > 0)
+        .unwrap_or(state.config.default_models_page_size)
+        .min(1000);
+    let offset = incoming
+        .query("pageToken")
+        .and_then(|token| token.strip_prefix("page-"))
+        .and_then(|offset| offset.parse::<usize>().ok())
+        .unwrap_or(0);
+    let models: Vec<Value> = MODELS
+        .iter()
+        .skip(offset)
+        .take(page_size)
+        .map(|(id, method, thinking)| model_entry(id, method, *thinking))
+        .collect();
+    let mut body = json!({ "models": models });
+    if offset + page_size < MODELS.len() {
+        body["nextPageToken"] = Value::String(format!("page-{}", offset + page_size));
+    }
+    json_response(&body)
+}
+
+fn get_model(id: &str) -> Response {
+    match find_model(id) {
+        Some((id, method, thinking)) => json_response(&model_entry(id, method, thinking)),
+        None => model_not_found(id, "get"),
+    }
+}
+
+fn model_not_found(model: &str, method: &str) -> Response {
+    google_error(
+        404,
+        &format!(
+            "models/{model} is not found for API version v1beta, or is not supported for {method}. Call ListModels to see the list of available models and their supported methods."
+        ),
+        "NOT_FOUND",
+        Vec::new(),
+    )
+}
+
+fn model_call(state: &Arc<MockState>, incoming: &Incoming, caller: &Caller, call: &str) -> Response {
+    let Some((model, action)) = call.split_once(':') else {
+        return google_error(404, "Method not found.", "NOT_FOUND", Vec::new());
+    };
+    if find_model(model).is_none() {
+        return model_not_found(model, action);
+    }
+    let body = match incoming.json() {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    if let Err(response) = check_references(state, caller, &body) {
+        return response;
+    }
+    if let Err(response) = take_quota(state, &caller.project, model) {
+        return response;
+    }
+    let response = match action {
+        "generateContent" => json_response(&generate_response(model, &body, None)),
+        "streamGenerateContent" => stream_response(state, model, &body, incoming.query("alt") == Some("sse")),
+        "countTokens" => count_tokens(&body),
+        "embedContent" => embed_content(&body),
+        "batchEmbedContents" => batch_embed_contents(&body),
+        other => return google_error(404, &format!("Method not found: {other}"), "NOT_FOUND", Vec::new()),
+    };
+    if response.status().is_success() {
+        *state.ledger().served_by_key.entry(caller.key.clone()).or_default() += 1;
+    }
+    response
+}
+
+/// Files and cached contents named in a request must belong to the caller's project.
+fn check_references(state: &MockState, caller: &Caller, body: &Value) -> Result<(), Response> {
+    let ledger = state.ledger();
+    for reference in translate_references(body) {
+        let owner = if let Some(id) = reference.strip_prefix("files/") {
+            ledger.files.get(&format!("files/{id}")).map(|f| f.project.clone())
+        } else {
+            ledger.cached_contents.get(&reference).map(|(project, _)| project.clone())
+        };
+        if owner.as_deref() != Some(caller.project.as_str()) {
+            let kind = if reference.starts_with("files/") { "File" } else { "CachedContent" };
+            let id = reference.split_once('/').map_or("", |(_, id)| id);
+            return Err(google_error(
+                403,
+                &format!("You do not have permission to access the {kind} {id} or it may not exist."),
+                "PERMISSION_DENIED",
+                Vec::new(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Resource names in a request body (`fileData.fileUri`, `cachedContent`).
+fn translate_references(body: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    walk(body, &mut found);
+    found
+}
+
+fn walk(value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (field, child) in map {
+                match (field.as_str(), child) {
+                    ("fileUri" | "file_uri", Value::String(uri)) => {
+                        if let Some(at) = uri.find("files/") {
+                            found.push(uri[at..].to_owned());
+                        }
+                    }
+                    ("cachedContent" | "cached_content", Value::String(name)) => {
+                        found.push(name.clone());
+                    }
+                    _ => walk(child, found),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| walk(item, found)),
+        _ => {}
+    }
+}
+
+/// Counts a call against the project's per-minute and per-day limits for the model.
+fn take_quota(state: &MockState, project: &str, model: &str) -> Result<(), Response> {
+    let now = Instant::now();
+    let slot = (project.to_owned(), model.to_owned());
+    let mut ledger = state.ledger();
+    if let Some(limit) = state.config.rpd_limit {
+        let used = ledger.day_counts.get(&slot).copied().unwrap_or(0);
+        if used >= limit {
+            return Err(quota_error(model, limit, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", Duration::from_secs(3600)));
+        }
+    }
+    if let Some(limit) = state.config.rpm_limit {
+        let window = ledger.minute_windows.entry(slot.clone()).or_default();
+        while window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            let oldest = window.front().copied().unwrap_or(now);
+            let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
+            return Err(quota_error(model, limit, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", wait));
+        }
+        window.push_back(now);
+    }
+    *ledger.day_counts.entry(slot).or_default() += 1;
+    Ok(())
+}
+
+fn quota_error(model: &str, limit: u32, quota_id: &str, retry: Duration) -> Response {
+    let seconds = retry.as_secs_f64().ceil().max(1.0) as u64;
+    google_error(
+        429,
+        &format!(
+            "You exceeded your current quota, please check your plan and billing details. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: {limit}, model: {model}\nPlease retry in {seconds}s."
+        ),
+        "RESOURCE_EXHAUSTED",
+        vec![
+            json!({
+                "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                "violations": [{
+                    "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                    "quotaId": quota_id,
+                    "quotaDimensions": {"location": "global", "model": model},
+                    "quotaValue": limit.to_string()
+                }]
+            }),
+            json!({
+                "@type": "type.googleapis.com/google.rpc.Help",
+                "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]
+            }),
+            json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{seconds}s")}),
+        ],
+    )
+}
+
+/// Every text part of the request, in order.
+fn request_texts(body: &Value) -> Vec<String> {
+    let contents = body
+        .get("contents")
+        .or_else(|| body.pointer("/generateContentRequest/contents"));
+    let mut texts = Vec::new();
+    match contents {
+        Some(Value::Array(contents)) => {
+            for content in contents {
+                collect_texts(content, &mut texts);
+            }
+        }
+        Some(Value::String(text)) => texts.push(text.clone()),
+        Some(other) => collect_texts(other, &mut texts),
+        None => {}
+    }
+    texts
+}
+
+fn collect_texts(content: &Value, texts: &mut Vec<String>) {
+    if let Some(parts) = content.get("parts").and_then(Value::as_array) {
+        texts.extend(parts.iter().filter_map(|part| part.get("text")?.as_str().map(str::to_owned)));
+    }
+}
+
+fn word_count(texts: &[String]) -> u64 {
+    texts.iter().map(|text| text.split_whitespace().count() as u64).sum::<u64>().max(1)
+}
+
+/// The reply: `Echo: ` and the last text of the request, or a fixed sentence.
+fn reply_text(body: &Value) -> String {
+    match request_texts(body).last() {
+        Some(text) => format!("Echo: {text}"),
+        None => "Hello from the mock Gemini API.".to_owned(),
+    }
+}
+
+fn thoughts_for(model: &str) -> u64 {
+    if find_model(model).is_some_and(|(_, _, thinking)| thinking) { 5 } else { 0 }
+}
+
+fn usage(prompt: u64, candidates: u64, thoughts: u64) -> Value {
+    let mut usage = json!({
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": prompt + candidates + thoughts,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
+    });
+    if thoughts > 0 {
+        usage["thoughtsTokenCount"] = json!(thoughts);
+    }
+    usage
+}
+
+fn generate_response(model: &str, body: &Value, text_override: Option<&str>) -> Value {
+    let text = text_override.map_or_else(|| reply_text(body), str::to_owned);
+    let prompt = word_count(&request_texts(body));
+    let candidates = word_count(std::slice::from_ref(&text));
+    json!({
+        "candidates": [{
+            "content": {"parts": [{"text": text}], "role": "model"},
+            "finishReason": "STOP",
+            "index": 0
+        }],
+        "usageMetadata": usage(prompt, candidates, thoughts_for(model)),
+        "modelVersion": model,
+        "responseId": format!("mock-{:016x}", rand::random::<u64>()),
+    })
+}
+
+/// Counts a stream as cancelled when it is dropped before its last event.
+struct StreamGuard {
+    state: Arc<MockState>,
+    finished: bool,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        let counter = if self.finished {
+            &self.state.streams.completed
+        } else {
+            &self.state.streams.cancelled
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn stream_response(state: &Arc<MockState>, model: &str, body: &Value, sse: bool) -> Response {
+    let text = reply_text(body);
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
+    let events = state.config.stream_events.max(1);
+    let per_event = words.len().div_ceil(events).max(1);
+    let prompt = word_count(&request_texts(body));
+    let thoughts = thoughts_for(model);
+    let response_id = format!("mock-{:016x}", rand::random::<u64>());
+    let mut payloads = Vec::with_capacity(events);
+    let mut produced = 0u64;
+    for index in 0..events {
+        let piece: String = words.iter().skip(index * per_event).take(per_event).copied().collect();
+        produced += piece.split_whitespace().count() as u64;
+        let mut candidate = json!({
+            "content": {"parts": [{"text": piece}], "role": "model"},
+            "index": 0
+        });
+        if index + 1 == events {
+            candidate["finishReason"] = json!("STOP");
+        }
+        let event = json!({
+            "candidates": [candidate],
+            "usageMetadata": usage(prompt, produced, thoughts),
+            "modelVersion": model,
+            "responseId": response_id,
+        });
+        payloads.push(event.to_string());
+    }
+    let shared = Arc::clone(state);
+    shared.streams.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let gate = shared
+        .stream_gate
+        .lock()
+        .map(|gate| gate.clone())
+        .unwrap_or_default();
+    let interval = shared.config.stream_interval;
+    let guard = StreamGuard { state: shared, finished: false };
+    let total = payloads.len();
+    let body_stream = stream::unfold(
+        (payloads.into_iter().enumerate(), guard),
+        move |(mut payloads, mut guard)| {
+            let gate = gate.clone();
+            async move {
+                let (index, payload) = payloads.next()?;
+                if index > 0 {
+                    if let Some(gate) = &gate
+                        && let Ok(permit) = gate.acquire().await
+                    {
+                        permit.forget();
+                    }
+                    if !interval.is_zero() {
+                        tokio::time::sleep(interval).await;
+                    }
+                }
+                let frame = if sse {
+                    format!("data: {payload}\r\n\r\n")
+                } else {
+                    let open = if index == 0 { "[" } else { "" };
+                    let close = if index + 1 == total { "]" } else { ",\r\n" };
+                    format!("{open}{payload}{close}")
+                };
+                if index + 1 == total {
+                    guard.finished = true;
+                }
+                Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame)), (payloads, guard)))
+            }
+        },
+    );
+    let content_type = if sse { "text/event-stream" } else { "application/json; charset=UTF-8" };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, content_type)],
+        Body::from_stream(body_stream),
+    )
+        .into_response()
+}
+
+fn count_tokens(body: &Value) -> Response {
+    let total = word_count(&request_texts(body));
+    json_response(&json!({
+        "totalTokens": total,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]
+    }))
+}
+
+fn embedding_of(content: &Value, size: usize) -> Value {
+    let mut texts = Vec::new();
+    collect_texts(content, &mut texts);
+    let seed = texts.join(" ").bytes().fold(7u64, |acc, byte| acc.wrapping_mul(31).wrapping_add(u64::from(byte)));
+    let values: Vec<f64> = (0..size)
+        .map(|i| {
+            let x = seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            (x as f64 / (1u64 << 24) as f64) * 2.0 - 1.0
+        })
+        .collect();
+    json!({ "values": values })
+}
+
+fn dimension(request: &Value) -> usize {
+    request
+        .get("outputDimensionality")
+        .and_then(Value::as_u64)
+        .map_or(DEFAULT_EMBEDDING_SIZE, |size| size as usize)
+}
+
+fn embed_content(body: &Value) -> Response {
+    let content = body.get("content").cloned().unwrap_or(Value::Null);
+    json_response(&json!({ "embedding": embedding_of(&content, dimension(body)) }))
+}
+
+fn batch_embed_contents(body: &Value) -> Response {
+    let Some(requests) = body.get("requests").and_then(Value::as_array) else {
+        return google_error(400, "* BatchEmbedContentsRequest.requests: requests is required", "INVALID_ARGUMENT", Vec::new());
+    };
+    if requests.len() > BATCH_EMBED_LIMIT {
+        return google_error(
+            400,
+            &format!("* BatchEmbedContentsRequest.requests: at most {BATCH_EMBED_LIMIT} requests can be in one batch"),
+            "INVALID_ARGUMENT",
+            Vec::new(),
+        );
+    }
+    let embeddings: Vec<Value> = requests
+        .iter()
+        .map(|request| {
+            let content = request.get("content").cloned().unwrap_or(Value::Null);
+            embedding_of(&content, dimension(request))
+        })
+        .collect();
+    json_response(&json!({ "embeddings": embeddings }))
+}
+
+fn create_cached_content(state: &MockState, incoming: &Incoming, caller: &Caller) -> Response {
+    let body = match incoming.json() {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let name = format!("cachedContents/{}", state.fresh_id("c"));
+    let tokens = word_count(&request_texts(&body));
+    let cached = json!({
+        "name": name,
+        "model": body.get("model").cloned().unwrap_or(Value::Null),
+        "createTime": "2026-11-24T00:00:00.000000Z",
+        "updateTime": "2026-11-24T00:00:00.000000Z",
+        "expireTime": "2026-11-24T01:00:00.000000Z",
+        "displayName": body.get("displayName").cloned().unwrap_or(json!("")),
+        "usageMetadata": {"totalTokenCount": tokens}
+    });
+    state
+        .ledger()
+        .cached_contents
+        .insert(name, (caller.project.clone(), cached.clone()));
+    json_response(&cached)
+}
+
+fn get_cached_content(state: &MockState, caller: &Caller, id: &str) -> Response {
+    let name = format!("cachedContents/{id}");
+    match state.ledger().cached_contents.get(&name) {
+        Some((project, cached)) if *project == caller.project => json_response(cached),
+        _ => google_error(
+            403,
+            &format!("CachedContent not found (or permission denied): {id}"),
+            "PERMISSION_DENIED",
+            Vec::new(),
+        ),
+    }
+}
+
+fn list_files(state: &MockState, caller: &Caller) -> Response {
+    let files: Vec<Value> = state
+        .ledger()
+        .files
+        .values()
+        .filter(|file| file.project == caller.project)
+        .map(|file| file.metadata.clone())
+        .collect();
+    json_response(&json!({ "files": files }))
+}
+
+fn file_permission_error(id: &str) -> Response {
+    google_error(
+        403,
+        &format!("You do not have permission to access the File {id} or it may not exist."),
+        "PERMISSION_DENIED",
+        Vec::new(),
+    )
+}
+
+fn get_file(state: &MockState, caller: &Caller, id: &str) -> Response {
+    match state.ledger().files.get(&format!("files/{id}")) {
+        Some(file) if file.project == caller.project => json_response(&file.metadata),
+        _ => file_permission_error(id),
+    }
+}
+
+fn delete_file(state: &MockState, caller: &Caller, id: &str) -> Response {
+    let name = format!("files/{id}");
+    let mut ledger = state.ledger();
+    match ledger.files.get(&name) {
+        Some(file) if file.project == caller.project => {
+            ledger.files.remove(&name);
+            json_response(&json!({}))
+        }
+        _ => file_permission_error(id),
+    }
+}

@@ -1,0 +1,71 @@
+//! `mock-gemini`: serves the Gemini stand-in on a local address, for benchmarks and manual tests.
+//!
+//! ```text
+//! mock-gemini [--listen ADDR] [--keys KEY@PROJECT,...] [--accept-any-key] [--rpm N] [--rpd N]
+//!             [--stream-events N] [--stream-interval-ms N] [--delay-ms N] [--no-record]
+//! ```
+//! It prints `mock-gemini listening on http://ADDR` once it accepts connections.
+
+use std::time::Duration;
+
+use mock_gemini::{MockConfig, MockGemini, MockKey};
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let (listen, config) = parse_args(std::env::args().skip(1))?;
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
+    let addr = listener.local_addr().map_err(|error| error.to_string())?;
+    #[expect(clippy::print_stdout, reason = "the address is the binary's output")]
+    {
+        println!("mock-gemini listening on http://{addr}");
+    }
+    let router = MockGemini::new(config).router();
+    axum::serve(listener, router)
+        .await
+        .map_err(|error| error.to_string())
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(String, MockConfig), String> {
+    let mut listen = "127.0.0.1:0".to_owned();
+    let mut config = MockConfig::default();
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
+        let number = |text: String, name: &str| {
+            text.parse::<u64>()
+                .map_err(|_| format!("{name} takes a whole number, not {text:?}"))
+        };
+        match flag.as_str() {
+            "--listen" => listen = value("--listen")?,
+            "--keys" => {
+                for entry in value("--keys")?.split(',').filter(|e| !e.is_empty()) {
+                    let (key, project) = entry.split_once('@').unwrap_or((entry, entry));
+                    config.keys.push(MockKey::new(key, project));
+                }
+            }
+            "--accept-any-key" => config.accept_any_key = true,
+            "--no-record" => config.record_requests = false,
+            "--rpm" => config.rpm_limit = Some(number(value("--rpm")?, "--rpm")? as u32),
+            "--rpd" => config.rpd_limit = Some(number(value("--rpd")?, "--rpd")? as u32),
+            "--stream-events" => {
+                config.stream_events = number(value("--stream-events")?, "--stream-events")? as usize;
+            }
+            "--stream-interval-ms" => {
+                config.stream_interval = Duration::from_millis(number(
+                    value("--stream-interval-ms")?,
+                    "--stream-interval-ms",
+                )?);
+            }
+            "--delay-ms" => {
+                config.response_delay =
+                    Duration::from_millis(number(value("--delay-ms")?, "--delay-ms")?);
+            }
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if config.keys.is_empty() {
+        config.accept_any_key = true;
+    }
+    Ok((listen, config))
+}

@@ -1,0 +1,224 @@
+//! Client authentication on the API routes.
+//!
+//! A client key may come as `Authorization: Bearer`, `x-goog-api-key`, `x-api-key` or `?key=`
+//! (the forms OpenAI and Gemini SDKs use). It is looked up by its SHA-256 digest in an
+//! in-memory map, so no database round trip sits on the request path, and the key itself is
+//! never stored. Comparing digests leaks nothing useful through timing: finding a digest prefix
+//! does not help find a key.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ApiError, Dialect};
+use crate::state::AppState;
+use crate::storage::ClientKeyRow;
+
+/// The hex SHA-256 digest under which a client key is stored.
+pub fn digest_hex(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The first characters of a key, enough to recognise it in a list.
+pub fn display_prefix(key: &str) -> String {
+    let head: String = key.chars().take(6).collect();
+    format!("{head}…")
+}
+
+/// An authenticated client, added to the request extensions.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Database id of the client key.
+    pub id: i64,
+    /// Its display name.
+    pub name: String,
+}
+
+/// The accepted client keys, by digest. Swapped whole when keys change.
+#[derive(Debug, Default)]
+pub struct ClientKeys {
+    by_digest: ArcSwap<HashMap<String, Arc<Client>>>,
+}
+
+impl ClientKeys {
+    /// Replaces the accepted keys with the enabled ones of `rows`.
+    pub fn replace(&self, rows: Vec<ClientKeyRow>) {
+        let map = rows
+            .into_iter()
+            .filter(|row| row.enabled)
+            .map(|row| {
+                (
+                    row.digest,
+                    Arc::new(Client {
+                        id: row.id,
+                        name: row.name,
+                    }),
+                )
+            })
+            .collect();
+        self.by_digest.store(Arc::new(map));
+    }
+
+    /// The client a presented key belongs to.
+    pub fn resolve(&self, key: &str) -> Option<Arc<Client>> {
+        self.by_digest.load().get(&digest_hex(key)).cloned()
+    }
+
+    /// How many keys are accepted.
+    pub fn len(&self) -> usize {
+        self.by_digest.load().len()
+    }
+
+    /// Whether no key is accepted.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The client key presented with a request, from whichever place the client put it.
+pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+            .filter(|value| !value.is_empty())
+    };
+    if let Some(bearer) = header("authorization").and_then(|value| {
+        value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+    }) {
+        return Some(bearer.trim().to_owned());
+    }
+    header("x-goog-api-key")
+        .or_else(|| header("x-api-key"))
+        .map(str::to_owned)
+        .or_else(|| query_value(query?, "key"))
+}
+
+/// The decoded value of `name` in a raw query string.
+pub fn query_value(query: &str, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether the request authenticates the way Gemini SDKs do (`x-goog-api-key` or `?key=`),
+/// which tells a native `GET /v1/models` from the OpenAI one.
+pub fn uses_gemini_auth(headers: &HeaderMap, query: Option<&str>) -> bool {
+    headers.contains_key("x-goog-api-key") || query.is_some_and(|q| query_value(q, "key").is_some())
+}
+
+/// The dialect of a request, from its path: OpenAI routes under `/v1`, Gemini everywhere else.
+pub fn dialect_of(path: &str, headers: &HeaderMap, query: Option<&str>) -> Dialect {
+    match path.strip_prefix("/v1/") {
+        Some(rest) if crate::openai::is_openai_path(rest, uses_gemini_auth(headers, query)) => {
+            Dialect::OpenAi
+        }
+        _ => Dialect::Gemini,
+    }
+}
+
+/// Middleware: resolves the client key or answers 401 in the route's dialect. Upload chunks
+/// (`/upload/…?upload_id=…`) may come without a key: the SDKs send none there, and the
+/// unguessable upload id is the credential (checked by the upload handler).
+pub async fn require_client(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let query = request.uri().query();
+    let dialect = dialect_of(request.uri().path(), request.headers(), query);
+    match presented_key(request.headers(), query) {
+        Some(key) => match state.clients.resolve(&key) {
+            Some(client) => {
+                request.extensions_mut().insert(client);
+                next.run(request).await
+            }
+            None => ApiError::InvalidKey.into_response_for(dialect),
+        },
+        None if request.uri().path().starts_with("/upload/")
+            && query.is_some_and(|q| query_value(q, "upload_id").is_some()) =>
+        {
+            next.run(request).await
+        }
+        None => ApiError::MissingKey.into_response_for(dialect),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn keys_are_found_in_every_place_clients_put_them() {
+        let cases: [(HeaderMap, Option<&str>, Option<&str>); 6] = [
+            (headers(&[("authorization", "Bearer k-bearer")]), None, Some("k-bearer")),
+            (headers(&[("x-goog-api-key", "k-goog")]), None, Some("k-goog")),
+            (headers(&[("x-api-key", "k-anthropic-style")]), None, Some("k-anthropic-style")),
+            (HeaderMap::new(), Some("alt=sse&key=k%2Dquery"), Some("k-query")),
+            (headers(&[("authorization", "Basic abc")]), None, None),
+            (HeaderMap::new(), Some("key="), None),
+        ];
+        for (headers, query, expected) in cases {
+            assert_eq!(presented_key(&headers, query).as_deref(), expected);
+        }
+    }
+
+    #[test]
+    fn lookups_go_through_the_digest_and_skip_disabled_keys() {
+        let keys = ClientKeys::default();
+        keys.replace(vec![
+            ClientKeyRow {
+                id: 1,
+                name: "alice".into(),
+                digest: digest_hex("alice-key-123"),
+                enabled: true,
+            },
+            ClientKeyRow {
+                id: 2,
+                name: "bob".into(),
+                digest: digest_hex("bob-key-456"),
+                enabled: false,
+            },
+        ]);
+        assert_eq!(keys.resolve("alice-key-123").map(|c| c.id), Some(1));
+        assert!(keys.resolve("bob-key-456").is_none());
+        assert!(keys.resolve("alice-key-12").is_none());
+        assert_eq!(keys.len(), 1);
+    }
+
+    #[test]
+    fn the_dialect_follows_the_route() {
+        let none = HeaderMap::new();
+        let goog = headers(&[("x-goog-api-key", "k")]);
+        assert_eq!(dialect_of("/v1/chat/completions", &none, None), Dialect::OpenAi);
+        assert_eq!(dialect_of("/v1/models", &none, None), Dialect::OpenAi);
+        assert_eq!(dialect_of("/v1/models", &goog, None), Dialect::Gemini);
+        assert_eq!(dialect_of("/v1/models", &none, Some("key=k")), Dialect::Gemini);
+        assert_eq!(dialect_of("/v1/models/gemini-2.5-flash", &none, None), Dialect::OpenAi);
+        assert_eq!(
+            dialect_of("/v1/models/gemini-2.5-flash:generateContent", &none, None),
+            Dialect::Gemini
+        );
+        assert_eq!(dialect_of("/v1beta/models", &none, None), Dialect::Gemini);
+        assert_eq!(dialect_of("/upload/v1beta/files", &none, None), Dialect::Gemini);
+    }
+}

@@ -1,0 +1,409 @@
+//! The gateway's configuration, read once at start from the environment and a `.env` file.
+//!
+//! | variable | default | meaning |
+//! |---|---|---|
+//! | `LISTEN_ADDR` | `0.0.0.0:8080` | where the gateway listens |
+//! | `DATABASE_URL` | `sqlite://data/gemini-pool.db?mode=rwc` | SQLite file (created with its folder) |
+//! | `GEMINI_API_KEYS` | none | upstream keys, `KEY` or `KEY@PROJECT`, separated by commas, pipes, spaces or newlines |
+//! | `GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | upstream origin |
+//! | `CLIENT_API_KEYS` | none | client keys accepted at start |
+//! | `ADMIN_USERNAME` / `ADMIN_PASSWORD` | `admin` / none | dashboard login |
+//! | `JWT_SECRET` | generated and kept in the database | HMAC secret for admin tokens, at least 32 bytes |
+//! | `DEFAULT_RPM_LIMIT` / `DEFAULT_RPD_LIMIT` | 10 / 250 | per project and model |
+//! | `MAX_RETRIES` | 3 | other keys tried for one request before giving up |
+//! | `UPSTREAM_TIMEOUT_SECS` | 300 | whole non-streaming upstream call; a stream's idle limit |
+//! | `OUTBOUND_PROXY` | none | `http://`, `https://` or `socks5://` proxy for upstream traffic |
+//! | `RUST_LOG` | `info` | log filter |
+//! | `LOG_FORMAT` | `text` | `json` for JSON lines |
+//!
+//! Parsing takes a lookup function instead of reading the process environment, so tests build a
+//! `Config` from a map. Every error names the variable and never echoes a secret.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+/// Every variable the configuration reads, in the order of the table above.
+pub const VARIABLES: [&str; 15] = [
+    "LISTEN_ADDR",
+    "DATABASE_URL",
+    "GEMINI_API_KEYS",
+    "GEMINI_BASE_URL",
+    "CLIENT_API_KEYS",
+    "ADMIN_USERNAME",
+    "ADMIN_PASSWORD",
+    "JWT_SECRET",
+    "DEFAULT_RPM_LIMIT",
+    "DEFAULT_RPD_LIMIT",
+    "MAX_RETRIES",
+    "UPSTREAM_TIMEOUT_SECS",
+    "OUTBOUND_PROXY",
+    "RUST_LOG",
+    "LOG_FORMAT",
+];
+
+/// An upstream key from `GEMINI_API_KEYS`.
+#[derive(Debug, Clone)]
+pub struct UpstreamKeySpec {
+    /// The key.
+    pub key: SecretString,
+    /// Its Google Cloud project, when given as `KEY@PROJECT`.
+    pub project: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The parsed configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `LISTEN_ADDR`.
+    pub listen_addr: SocketAddr,
+    /// `DATABASE_URL`.
+    pub database_url: String,
+    /// `GEMINI_API_KEYS`, duplicates collapsed.
+    pub upstream_keys: Vec<UpstreamKeySpec>,
+    /// `GEMINI_BASE_URL`, without a trailing slash.
+    pub upstream_base_url: Url,
+    /// `CLIENT_API_KEYS`, duplicates collapsed.
+    pub client_keys: Vec<SecretString>,
+    /// `ADMIN_USERNAME`.
+    pub admin_username: String,
+    /// `ADMIN_PASSWORD`.
+    pub admin_password: Option<SecretString>,
+    /// `JWT_SECRET`.
+    pub jwt_secret: Option<SecretString>,
+    /// `DEFAULT_RPM_LIMIT`.
+    pub default_rpm_limit: u32,
+    /// `DEFAULT_RPD_LIMIT`.
+    pub default_rpd_limit: u32,
+    /// `MAX_RETRIES`.
+    pub max_retries: u32,
+    /// `UPSTREAM_TIMEOUT_SECS`.
+    pub upstream_timeout: Duration,
+    /// `OUTBOUND_PROXY`.
+    pub outbound_proxy: Option<Url>,
+    /// `RUST_LOG`.
+    pub log_filter: String,
+    /// `LOG_FORMAT`.
+    pub log_format: LogFormat,
+}
+
+/// A configuration error: which variable, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    /// The variable.
+    pub variable: &'static str,
+    /// What is wrong, without the secret itself.
+    pub problem: String,
+}
+
+fn error(variable: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable,
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Parses the configuration from `lookup` (the environment, then `.env`, in `main`).
+    /// Empty values count as unset.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+
+        let listen_addr = get("LISTEN_ADDR")
+            .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
+            .parse()
+            .map_err(|_| error("LISTEN_ADDR", "expected an address such as 0.0.0.0:8080"))?;
+
+        let database_url = get("DATABASE_URL")
+            .unwrap_or_else(|| "sqlite://data/gemini-pool.db?mode=rwc".to_owned());
+        if !database_url.starts_with("sqlite:") {
+            return Err(error(
+                "DATABASE_URL",
+                "only sqlite:// URLs are supported by this build",
+            ));
+        }
+
+        let upstream_base_url = parse_url(
+            "GEMINI_BASE_URL",
+            &get("GEMINI_BASE_URL")
+                .unwrap_or_else(|| "https://generativelanguage.googleapis.com".to_owned()),
+            &["http", "https"],
+        )?;
+        let outbound_proxy = get("OUTBOUND_PROXY")
+            .map(|proxy| {
+                parse_url(
+                    "OUTBOUND_PROXY",
+                    &proxy,
+                    &["http", "https", "socks5", "socks5h"],
+                )
+            })
+            .transpose()?;
+
+        let jwt_secret = get("JWT_SECRET").map(SecretString::from);
+        if let Some(secret) = &jwt_secret
+            && secret.expose_secret().len() < 32
+        {
+            return Err(error(
+                "JWT_SECRET",
+                "must be at least 32 bytes long (try: openssl rand -hex 32)",
+            ));
+        }
+
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(_) => return Err(error("LOG_FORMAT", "expected text or json")),
+        };
+
+        Ok(Self {
+            listen_addr,
+            database_url,
+            upstream_keys: parse_upstream_keys(get("GEMINI_API_KEYS").as_deref().unwrap_or(""))?,
+            upstream_base_url,
+            client_keys: parse_client_keys(get("CLIENT_API_KEYS").as_deref().unwrap_or(""))?,
+            admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_owned()),
+            admin_password: get("ADMIN_PASSWORD").map(SecretString::from),
+            jwt_secret,
+            default_rpm_limit: parse_number("DEFAULT_RPM_LIMIT", get("DEFAULT_RPM_LIMIT"), 10, 1)?,
+            default_rpd_limit: parse_number("DEFAULT_RPD_LIMIT", get("DEFAULT_RPD_LIMIT"), 250, 1)?,
+            max_retries: parse_number("MAX_RETRIES", get("MAX_RETRIES"), 3, 0)?,
+            upstream_timeout: Duration::from_secs(u64::from(parse_number(
+                "UPSTREAM_TIMEOUT_SECS",
+                get("UPSTREAM_TIMEOUT_SECS"),
+                300,
+                1,
+            )?)),
+            outbound_proxy,
+            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_format,
+        })
+    }
+}
+
+fn parse_number(
+    variable: &'static str,
+    value: Option<String>,
+    default: u32,
+    minimum: u32,
+) -> Result<u32, ConfigError> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    match value.parse::<u32>() {
+        Ok(number) if number >= minimum => Ok(number),
+        _ => Err(error(
+            variable,
+            format!("expected a whole number of at least {minimum}, got {value:?}"),
+        )),
+    }
+}
+
+fn parse_url(variable: &'static str, value: &str, schemes: &[&str]) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|_| error(variable, "not a valid URL"))?;
+    if !schemes.contains(&url.scheme()) || url.host_str().is_none() {
+        return Err(error(
+            variable,
+            format!("expected a {} URL", schemes.join(" or ")),
+        ));
+    }
+    Ok(url)
+}
+
+/// Splits a list on commas, pipes and any white space (including newlines).
+fn split_list(value: &str) -> impl Iterator<Item = &str> {
+    value
+        .split(|c: char| c == ',' || c == '|' || c.is_whitespace())
+        .filter(|entry| !entry.is_empty())
+}
+
+/// Characters of Google API keys (`AIza` + 35 of `[A-Za-z0-9_-]`); other formats of the same
+/// alphabet are accepted, so stand-ins and future key formats work.
+fn is_key_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == '-'
+}
+
+/// Project names: Google Cloud project ids and any operator label of the same alphabet.
+pub fn is_valid_project(project: &str) -> bool {
+    !project.is_empty()
+        && project.len() <= 128
+        && project
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn parse_upstream_keys(value: &str) -> Result<Vec<UpstreamKeySpec>, ConfigError> {
+    let mut keys: Vec<UpstreamKeySpec> = Vec::new();
+    for (index, entry) in split_list(value).enumerate() {
+        let position = index + 1;
+        let (key, project) = match entry.split_once('@') {
+            Some((key, project)) => (key, Some(project)),
+            None => (entry, None),
+        };
+        if key.is_empty() || key.len() > 256 || !key.chars().all(is_key_char) {
+            return Err(error(
+                "GEMINI_API_KEYS",
+                format!("entry {position} is not an API key (letters, digits, '-' and '_' only)"),
+            ));
+        }
+        if let Some(project) = project
+            && !is_valid_project(project)
+        {
+            return Err(error(
+                "GEMINI_API_KEYS",
+                format!(
+                    "entry {position} has an invalid project name (letters, digits, '.', '-', '_')"
+                ),
+            ));
+        }
+        match keys.iter().find(|known| known.key.expose_secret() == key) {
+            Some(known) if known.project.as_deref() == project => {}
+            Some(_) => {
+                return Err(error(
+                    "GEMINI_API_KEYS",
+                    format!("entry {position} repeats a key with a different project"),
+                ));
+            }
+            None => keys.push(UpstreamKeySpec {
+                key: SecretString::from(key),
+                project: project.map(str::to_owned),
+            }),
+        }
+    }
+    Ok(keys)
+}
+
+fn parse_client_keys(value: &str) -> Result<Vec<SecretString>, ConfigError> {
+    let mut seen = HashSet::new();
+    let mut keys = Vec::new();
+    for (index, entry) in split_list(value).enumerate() {
+        if entry.len() < 8 || !entry.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(error(
+                "CLIENT_API_KEYS",
+                format!(
+                    "entry {} must be at least 8 printable characters without spaces",
+                    index + 1
+                ),
+            ));
+        }
+        if seen.insert(entry) {
+            keys.push(SecretString::from(entry));
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design_table() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.listen_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(config.database_url, "sqlite://data/gemini-pool.db?mode=rwc");
+        assert_eq!(
+            config.upstream_base_url.as_str(),
+            "https://generativelanguage.googleapis.com/"
+        );
+        assert!(config.upstream_keys.is_empty() && config.client_keys.is_empty());
+        assert_eq!(config.admin_username, "admin");
+        assert_eq!(
+            (config.default_rpm_limit, config.default_rpd_limit),
+            (10, 250)
+        );
+        assert_eq!(config.max_retries, 3);
+        assert_eq!(config.upstream_timeout, Duration::from_secs(300));
+        assert_eq!(config.log_filter, "info");
+        assert_eq!(config.log_format, LogFormat::Text);
+        assert!(config.outbound_proxy.is_none() && config.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn upstream_keys_split_on_every_separator_and_collapse_duplicates() {
+        let config = parse(&[(
+            "GEMINI_API_KEYS",
+            "AIzaA1,AIzaB2@proj-1 | AIzaC3\nAIzaA1\tAIzaD4@proj-1,,AIzaB2@proj-1",
+        )])
+        .unwrap();
+        let keys: Vec<(&str, Option<&str>)> = config
+            .upstream_keys
+            .iter()
+            .map(|k| (k.key.expose_secret(), k.project.as_deref()))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("AIzaA1", None),
+                ("AIzaB2", Some("proj-1")),
+                ("AIzaC3", None),
+                ("AIzaD4", Some("proj-1")),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_hide_secrets() {
+        let cases: [(&str, &str, &str); 12] = [
+            ("LISTEN_ADDR", "localhost", "LISTEN_ADDR: expected an address"),
+            ("DATABASE_URL", "mysql://x", "DATABASE_URL: only sqlite://"),
+            ("GEMINI_BASE_URL", "ftp://x", "GEMINI_BASE_URL: expected a http or https URL"),
+            ("GEMINI_API_KEYS", "good,bad/secret", "GEMINI_API_KEYS: entry 2 is not an API key"),
+            ("GEMINI_API_KEYS", "k@bad!project", "GEMINI_API_KEYS: entry 1 has an invalid project"),
+            ("GEMINI_API_KEYS", "k@p1,k@p2", "GEMINI_API_KEYS: entry 2 repeats a key"),
+            ("CLIENT_API_KEYS", "short", "CLIENT_API_KEYS: entry 1 must be at least 8"),
+            ("JWT_SECRET", "too-short-secret", "JWT_SECRET: must be at least 32 bytes"),
+            ("DEFAULT_RPM_LIMIT", "0", "DEFAULT_RPM_LIMIT: expected a whole number of at least 1"),
+            ("MAX_RETRIES", "-1", "MAX_RETRIES: expected a whole number"),
+            ("OUTBOUND_PROXY", "ftp://proxy:1", "OUTBOUND_PROXY: expected a http or https or socks5"),
+            ("LOG_FORMAT", "xml", "LOG_FORMAT: expected text or json"),
+        ];
+        for (variable, value, expected) in cases {
+            let message = parse(&[(variable, value)]).unwrap_err().to_string();
+            assert!(message.starts_with(expected), "{variable}={value}: {message}");
+            if variable.contains("KEYS") || variable == "JWT_SECRET" {
+                assert!(!message.contains("secret"), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn optional_values_parse() {
+        let config = parse(&[
+            ("LISTEN_ADDR", "127.0.0.1:0"),
+            ("OUTBOUND_PROXY", "socks5://127.0.0.1:1080"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("CLIENT_API_KEYS", "client-key-1 client-key-1,client-key-2"),
+            ("UPSTREAM_TIMEOUT_SECS", "5"),
+            ("LOG_FORMAT", "json"),
+            ("ADMIN_PASSWORD", "   "),
+        ])
+        .unwrap();
+        assert_eq!(config.listen_addr.port(), 0);
+        assert_eq!(config.client_keys.len(), 2);
+        assert_eq!(config.upstream_timeout, Duration::from_secs(5));
+        assert!(config.admin_password.is_none(), "blank counts as unset");
+        assert_eq!(config.log_format, LogFormat::Json);
+    }
+}

@@ -1,0 +1,158 @@
+//! Errors the gateway itself answers with, rendered in the caller's dialect: OpenAI's
+//! `{"error": {"message", "type", "param", "code"}}` on the OpenAI routes, Gemini's
+//! `{"error": {"code", "message", "status"}}` on the native ones.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Which API's error shape the caller expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// OpenAI-compatible routes (`/v1/chat/completions`, …).
+    OpenAi,
+    /// Native Gemini routes (`/v1beta/…`, native `/v1/…`, uploads).
+    Gemini,
+}
+
+/// An error answered by the gateway (not relayed from the upstream).
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// No client key in the request.
+    #[error("Missing API key. Pass a gateway client key as 'Authorization: Bearer <key>', 'x-goog-api-key', 'x-api-key' or '?key='.")]
+    MissingKey,
+    /// The client key is unknown or disabled.
+    #[error("Invalid API key.")]
+    InvalidKey,
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The route or resource does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The body is larger than the gateway accepts.
+    #[error("The request body is larger than {limit} bytes.")]
+    PayloadTooLarge {
+        /// The limit, in bytes.
+        limit: usize,
+    },
+    /// No upstream key can serve the request.
+    #[error("{0}")]
+    NoUsableKey(String),
+    /// Every attempt failed to connect to the upstream.
+    #[error("The upstream could not be reached.")]
+    UpstreamUnreachable,
+    /// The upstream did not answer in time.
+    #[error("The upstream did not answer in time.")]
+    UpstreamTimeout,
+    /// A bug or an unexpected condition; the detail is logged, never returned.
+    #[error("Internal error.")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The HTTP status, the same in both dialects.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::NoUsableKey(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The google.rpc status name of the Gemini error shape.
+    fn gemini_status(&self) -> &'static str {
+        match self {
+            Self::MissingKey | Self::InvalidKey => "UNAUTHENTICATED",
+            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
+            Self::NotFound(_) => "NOT_FOUND",
+            Self::NoUsableKey(_) | Self::UpstreamUnreachable => "UNAVAILABLE",
+            Self::UpstreamTimeout => "DEADLINE_EXCEEDED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
+
+    /// OpenAI's `type` and `code` for this error.
+    fn openai_type_and_code(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::MissingKey => ("invalid_request_error", Some("missing_api_key")),
+            Self::InvalidKey => ("invalid_request_error", Some("invalid_api_key")),
+            Self::BadRequest(_) => ("invalid_request_error", None),
+            Self::NotFound(_) => ("invalid_request_error", Some("not_found")),
+            Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
+            Self::NoUsableKey(_) => ("server_error", Some("no_usable_upstream_key")),
+            Self::UpstreamUnreachable => ("server_error", Some("upstream_connection_error")),
+            Self::UpstreamTimeout => ("server_error", Some("upstream_timeout")),
+            Self::Internal(_) => ("server_error", None),
+        }
+    }
+
+    /// Renders the error in `dialect`.
+    pub fn into_response_for(self, dialect: Dialect) -> Response {
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%detail, "internal error");
+        }
+        let status = self.status();
+        let message = self.to_string();
+        let body = match dialect {
+            Dialect::Gemini => json!({"error": {
+                "code": status.as_u16(),
+                "message": message,
+                "status": self.gemini_status(),
+            }}),
+            Dialect::OpenAi => {
+                let (kind, code) = self.openai_type_and_code();
+                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+            }
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn render(error: ApiError, dialect: Dialect) -> (u16, serde_json::Value) {
+        let response = error.into_response_for(dialect);
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_dialect_gets_its_own_shape() {
+        assert_eq!(
+            render(ApiError::InvalidKey, Dialect::OpenAi).await,
+            (
+                401,
+                json!({"error": {"message": "Invalid API key.", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}})
+            )
+        );
+        assert_eq!(
+            render(ApiError::InvalidKey, Dialect::Gemini).await,
+            (
+                401,
+                json!({"error": {"code": 401, "message": "Invalid API key.", "status": "UNAUTHENTICATED"}})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_details_stay_out_of_the_body() {
+        let (status, body) = render(
+            ApiError::Internal("database password wrong".into()),
+            Dialect::OpenAi,
+        )
+        .await;
+        assert_eq!(status, 500);
+        assert!(!body.to_string().contains("password"));
+    }
+}

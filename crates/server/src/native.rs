@@ -1,0 +1,308 @@
+//! Native Gemini passthrough: `/v1beta/{…}` and the native forms under `/v1/{…}`.
+//!
+//! The request goes upstream as the client sent it, minus the client's key (removed from the
+//! headers and the query) and plus a pool key in `x-goog-api-key`. Only allowlisted headers
+//! cross in either direction. The request body is buffered (bounded), so that a failed attempt
+//! can be retried on another key and owned resources it names can be found; the response body
+//! streams back chunk by chunk as the upstream sends it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use futures_util::{Stream, StreamExt};
+use memchr::memmem;
+use pool::PoolKey;
+use serde_json::Value;
+use translate::native::{NativePath, PathError, created_resource_name, referenced_resources};
+
+use crate::error::{ApiError, Dialect};
+use crate::state::{App, AppState};
+use crate::upstream::{
+    Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, UpstreamFailure,
+    allowlisted,
+};
+
+/// The largest request body the gateway reads (inline media may be up to 100 MB decoded,
+/// which base64 makes about 134 MB).
+pub const REQUEST_BODY_LIMIT: usize = 140 * 1024 * 1024;
+
+/// The largest upstream body buffered to read a created resource's name.
+const CREATED_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Handler for every native route.
+pub async fn relay(State(state): State<AppState>, request: Request) -> Response {
+    relay_native(&state, request)
+        .await
+        .unwrap_or_else(|error| error.into_response_for(Dialect::Gemini))
+}
+
+async fn relay_native(app: &App, request: Request) -> Result<Response, ApiError> {
+    let (parts, body) = request.into_parts();
+    let (version, rest) = split_version(parts.uri.path())
+        .ok_or_else(|| ApiError::NotFound("Unknown route.".to_owned()))?;
+    let path = NativePath::parse(rest).map_err(|error| match error {
+        PathError::UnknownCollection(_) => ApiError::NotFound(error.to_string()),
+        PathError::EmptySegment | PathError::IllegalCharacter => {
+            ApiError::BadRequest(format!("Invalid path: {error}."))
+        }
+    })?;
+    let body = read_body(body, REQUEST_BODY_LIMIT).await?;
+    let project = owning_project(app, &path, &body)?;
+    let outgoing = Outgoing {
+        method: parts.method.clone(),
+        path_and_query: with_query(&format!("{version}/{}", path.as_str()), parts.uri.query()),
+        headers: allowlisted(&parts.headers, &FORWARDED_REQUEST_HEADERS),
+        body,
+        streaming: path.is_streaming(),
+        model: path.model().map(str::to_owned),
+        project,
+    };
+    let committed = match app.send_with_failover(&outgoing).await {
+        Ok(committed) => committed,
+        Err(failure) => return upstream_failure_response(failure),
+    };
+    if path.creates_owned_resource(parts.method.as_str()) {
+        return Ok(remember_created(app, committed).await);
+    }
+    if parts.method == Method::DELETE
+        && let Some(resource) = path.owned_resource()
+    {
+        forget_resource(app, resource);
+    }
+    Ok(relay_response(committed.response, app.upstream.timeout(), None))
+}
+
+/// Splits `/v1beta/rest` or `/v1/rest` into the version and the rest.
+fn split_version(path: &str) -> Option<(&'static str, &str)> {
+    translate::native::API_VERSIONS.iter().find_map(|version| {
+        path.strip_prefix('/')?
+            .strip_prefix(version)?
+            .strip_prefix('/')
+            .map(|rest| (*version, rest))
+    })
+}
+
+/// `path` with the client's query minus its `key` (the client key never goes upstream).
+pub fn with_query(path: &str, query: Option<&str>) -> String {
+    let kept: Vec<&str> = query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .filter(|pair| {
+            let name = pair.split('=').next().unwrap_or_default();
+            !name.eq_ignore_ascii_case("key")
+        })
+        .collect();
+    if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    }
+}
+
+/// Reads a request body up to `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge { limit })
+}
+
+/// The project whose keys must serve a request that names files or cached contents (in the path
+/// or in the body). Unknown resources do not restrict the pick: they were created elsewhere, and
+/// the upstream's own answer will say so.
+fn owning_project(app: &App, path: &NativePath, body: &[u8]) -> Result<Option<Arc<str>>, ApiError> {
+    let mut resources: Vec<String> = path.owned_resource().into_iter().collect();
+    let may_reference = memmem::find(body, b"files/").is_some()
+        || memmem::find(body, b"cachedContents/").is_some();
+    if may_reference && let Ok(json) = serde_json::from_slice::<Value>(body) {
+        resources.extend(referenced_resources(&json));
+    }
+    let mut project: Option<Arc<str>> = None;
+    for resource in &resources {
+        let Some(owner) = app.pool.affinity().resource_project(resource) else {
+            continue;
+        };
+        match &project {
+            Some(known) if *known != owner => {
+                return Err(ApiError::BadRequest(
+                    "The request names files or cached contents of different Google Cloud projects; one request can only use one project's resources.".to_owned(),
+                ));
+            }
+            _ => project = Some(owner),
+        }
+    }
+    Ok(project)
+}
+
+/// Relays the creation of a file or cached content, remembering its owner.
+async fn remember_created(app: &App, committed: Committed) -> Response {
+    let Committed { response, key } = committed;
+    let status = response.status();
+    let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
+    let body = match read_limited(response, CREATED_BODY_LIMIT).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response_for(Dialect::Gemini),
+    };
+    remember_owner_of(app, &body, &key);
+    buffered_response(status, headers, body)
+}
+
+/// Records the owner of the resource named in a creating call's JSON answer, if any.
+pub fn remember_owner_of(app: &App, body: &[u8], key: &PoolKey) {
+    let Some(name) = serde_json::from_slice::<Value>(body)
+        .ok()
+        .as_ref()
+        .and_then(created_resource_name)
+    else {
+        return;
+    };
+    let project = Arc::clone(key.project());
+    app.pool.affinity().remember_resource(name.clone(), Arc::clone(&project));
+    let storage = app.storage.clone();
+    let key_id = key.id();
+    tokio::spawn(async move {
+        if let Err(error) = storage.save_resource_owner(&name, &project, key_id).await {
+            tracing::error!(%error, "could not persist a resource owner");
+        }
+    });
+}
+
+fn forget_resource(app: &App, resource: String) {
+    app.pool.affinity().forget_resource(&resource);
+    let storage = app.storage.clone();
+    tokio::spawn(async move {
+        if let Err(error) = storage.delete_resource_owner(&resource).await {
+            tracing::error!(%error, "could not forget a resource owner");
+        }
+    });
+}
+
+/// Reads an upstream body up to `limit` bytes.
+pub async fn read_limited(response: reqwest::Response, limit: usize) -> Result<Bytes, ApiError> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| ApiError::UpstreamUnreachable)?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::Internal(format!(
+                "an upstream answer was larger than {limit} bytes"
+            )));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// A response from a status, headers and a whole body.
+pub fn buffered_response(status: StatusCode, headers: HeaderMap, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The client's answer for a failed upstream call, in Gemini's shape.
+pub fn upstream_failure_response(failure: UpstreamFailure) -> Result<Response, ApiError> {
+    match failure {
+        UpstreamFailure::Answered {
+            status,
+            headers,
+            body,
+        } => Ok(buffered_response(status, headers, body)),
+        UpstreamFailure::NoUsableKey(message) => Err(ApiError::NoUsableKey(message)),
+        UpstreamFailure::Unreachable => Err(ApiError::UpstreamUnreachable),
+        UpstreamFailure::Timeout => Err(ApiError::UpstreamTimeout),
+    }
+}
+
+/// Streams an upstream response to the client as it arrives: each chunk is written as soon as
+/// it is read. When the client goes away the body is dropped, which drops the upstream
+/// connection and stops the upstream work. A stream silent for longer than `idle` ends; on an
+/// SSE stream, a read failure or that timeout is sent as a final `error` event rather than a
+/// silent cut.
+pub fn relay_response(
+    upstream: reqwest::Response,
+    idle: Duration,
+    header_override: Option<(HeaderValue, HeaderValue)>,
+) -> Response {
+    let status = upstream.status();
+    let mut headers = allowlisted(upstream.headers(), &RELAYED_RESPONSE_HEADERS);
+    if let Some((url, control_url)) = header_override {
+        headers.insert("x-goog-upload-url", url);
+        headers.insert("x-goog-upload-control-url", control_url);
+    }
+    let is_sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    let body = Body::from_stream(with_idle_timeout(upstream.bytes_stream(), idle, is_sse));
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// Ends `stream` after `idle` without a chunk; with `sse`, failures become a last error event.
+fn with_idle_timeout(
+    stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
+    idle: Duration,
+    sse: bool,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let stream = Box::pin(stream);
+    futures_util::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        let (code, status, message) = match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some(stream))),
+            Ok(None) => return None,
+            Ok(Some(Err(error))) => {
+                tracing::warn!(%error, "upstream stream failed");
+                (502, "UNAVAILABLE", "The upstream stream failed.".to_owned())
+            }
+            Err(_) => {
+                tracing::warn!(idle_secs = idle.as_secs(), "upstream stream went silent");
+                (
+                    504,
+                    "DEADLINE_EXCEEDED",
+                    format!("The upstream stream sent nothing for {} s.", idle.as_secs()),
+                )
+            }
+        };
+        if !sse {
+            return Some((Err(std::io::Error::other(message)), None));
+        }
+        let event = serde_json::json!({"error": {"code": code, "message": message, "status": status}});
+        Some((Ok(Bytes::from(format!("data: {event}\r\n\r\n"))), None))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_key_is_removed_from_the_query_and_the_rest_kept_verbatim() {
+        assert_eq!(
+            with_query("v1beta/models", Some("key=secret&pageSize=5&pageToken=a%2Bb")),
+            "v1beta/models?pageSize=5&pageToken=a%2Bb"
+        );
+        assert_eq!(with_query("v1beta/models", Some("KEY=secret")), "v1beta/models");
+        assert_eq!(
+            with_query("v1beta/models/m:streamGenerateContent", Some("alt=sse&key=k")),
+            "v1beta/models/m:streamGenerateContent?alt=sse"
+        );
+        assert_eq!(with_query("v1/files", None), "v1/files");
+        assert_eq!(with_query("v1/files", Some("keyword=x")), "v1/files?keyword=x");
+    }
+
+    #[test]
+    fn versions_split_off_the_path() {
+        assert_eq!(split_version("/v1beta/models"), Some(("v1beta", "models")));
+        assert_eq!(split_version("/v1/models/m:x"), Some(("v1", "models/m:x")));
+        assert_eq!(split_version("/v2/models"), None);
+        assert_eq!(split_version("/v1betamodels"), None);
+    }
+}

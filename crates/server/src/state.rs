@@ -1,0 +1,85 @@
+//! The state every handler shares: configuration, storage, the key pool, client keys and the
+//! one upstream HTTP client.
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+use pool::Pool;
+
+use crate::auth::ClientKeys;
+use crate::config::Config;
+use crate::storage::{Storage, StorageError};
+use crate::upstream::Upstream;
+
+/// A failure while starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The database could not be opened, migrated or read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The upstream HTTP client could not be built (for instance a bad proxy).
+    #[error("cannot build the upstream HTTP client: {0}")]
+    HttpClient(#[from] reqwest::Error),
+}
+
+/// Everything the handlers share.
+pub struct App {
+    /// The configuration.
+    pub config: Config,
+    /// The database.
+    pub storage: Storage,
+    /// The upstream key pool.
+    pub pool: Pool,
+    /// Accepted client keys.
+    pub clients: ClientKeys,
+    /// The upstream client.
+    pub upstream: Upstream,
+}
+
+/// Cheap-to-clone handle on [`App`].
+#[derive(Clone)]
+pub struct AppState(Arc<App>);
+
+impl Deref for AppState {
+    type Target = App;
+    fn deref(&self) -> &App {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// Opens the database, syncs the configured keys into it, and loads the pool, the client
+    /// keys and the remembered resource owners.
+    pub async fn initialize(config: Config) -> Result<Self, StartError> {
+        let storage = Storage::open(&config.database_url).await?;
+        let upstream_sync = storage.sync_upstream_keys(&config.upstream_keys).await?;
+        let client_sync = storage.sync_client_keys(&config.client_keys).await?;
+        tracing::info!(
+            upstream_added = upstream_sync.added,
+            upstream_retired = upstream_sync.retired,
+            client_added = client_sync.added,
+            client_retired = client_sync.retired,
+            "configured keys synced"
+        );
+        let pool = Pool::new(storage.upstream_keys().await?);
+        for (resource, project) in storage.resource_owners().await? {
+            pool.affinity().remember_resource(resource, project.into());
+        }
+        let clients = ClientKeys::default();
+        clients.replace(storage.client_keys().await?);
+        if clients.is_empty() {
+            tracing::warn!("no client keys: every API request will get 401 until one is added (CLIENT_API_KEYS)");
+        }
+        if !pool.has_usable_key() {
+            tracing::warn!("no usable upstream key: set GEMINI_API_KEYS");
+        }
+        let upstream = Upstream::new(&config)?;
+        Ok(Self(Arc::new(App {
+            config,
+            storage,
+            pool,
+            clients,
+            upstream,
+        })))
+    }
+}

@@ -1,0 +1,374 @@
+//! Persistence (SQLite through sqlx): upstream keys, client key digests, resource owners and
+//! settings. Nothing here runs on the request path except writes spawned in the background.
+
+use std::str::FromStr;
+
+use pool::{KeyId, KeyRecord};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::{Row, SqliteConnection};
+
+use crate::config::UpstreamKeySpec;
+
+/// Migrations, embedded in the binary and run at start.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database answered with an error.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// The database folder could not be created.
+    #[error("cannot create the database folder: {0}")]
+    Folder(#[from] std::io::Error),
+}
+
+/// A client key row, as the auth layer needs it.
+#[derive(Debug, Clone)]
+pub struct ClientKeyRow {
+    /// Database id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// Hex SHA-256 digest of the key.
+    pub digest: String,
+    /// Whether the key is accepted.
+    pub enabled: bool,
+}
+
+/// What a sync of configured keys changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Keys inserted or brought back from retirement.
+    pub added: usize,
+    /// Keys retired because they left the variable.
+    pub retired: usize,
+}
+
+/// The database.
+#[derive(Debug, Clone)]
+pub struct Storage {
+    pool: SqlitePool,
+}
+
+impl Storage {
+    /// Opens (creating the file and its folder) and migrates the database at `url`.
+    pub async fn open(url: &str) -> Result<Self, StorageError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(std::time::Duration::from_secs(5))
+            .foreign_keys(true);
+        let file = options.get_filename();
+        if let Some(folder) = file.parent()
+            && !folder.as_os_str().is_empty()
+            && file.as_os_str() != ":memory:"
+        {
+            std::fs::create_dir_all(folder)?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Makes the `env` keys of the table match `GEMINI_API_KEYS`: new ones are added, ones that
+    /// left are retired, and keys added through the management API are left alone.
+    pub async fn sync_upstream_keys(
+        &self,
+        specs: &[UpstreamKeySpec],
+    ) -> Result<SyncReport, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let mut report = SyncReport::default();
+        for spec in specs {
+            let changed = sqlx::query(
+                "INSERT INTO upstream_keys (api_key, project, source) VALUES (?1, ?2, 'env')
+                 ON CONFLICT (api_key) DO UPDATE SET
+                    project = CASE WHEN upstream_keys.source = 'env' THEN excluded.project
+                                   ELSE upstream_keys.project END,
+                    retired_at = NULL
+                 WHERE upstream_keys.retired_at IS NOT NULL
+                    OR upstream_keys.project IS NOT excluded.project",
+            )
+            .bind(spec.key.expose_secret())
+            .bind(spec.project.as_deref())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            report.added += usize::try_from(changed).unwrap_or(0);
+        }
+        let configured: std::collections::HashSet<&str> =
+            specs.iter().map(|spec| spec.key.expose_secret()).collect();
+        report.retired = retire_missing(&mut tx, "upstream_keys", "api_key", &configured).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// The upstream keys in service (not retired), for the pool.
+    pub async fn upstream_keys(&self) -> Result<Vec<KeyRecord>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, api_key, project, enabled, status, last_error FROM upstream_keys
+             WHERE retired_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                let last_error: Option<String> = row.try_get("last_error")?;
+                Ok(KeyRecord {
+                    id: KeyId(row.try_get("id")?),
+                    secret: SecretString::from(row.try_get::<String, _>("api_key")?),
+                    project: row.try_get("project")?,
+                    enabled: row.try_get("enabled")?,
+                    out_of_service: (status == "invalid")
+                        .then(|| last_error.unwrap_or_else(|| "invalid".to_owned())),
+                })
+            })
+            .collect()
+    }
+
+    /// Records that a key was taken out of service, and why.
+    pub async fn mark_key_invalid(&self, id: KeyId, reason: &str) -> Result<(), StorageError> {
+        sqlx::query("UPDATE upstream_keys SET status = 'invalid', last_error = ?2 WHERE id = ?1")
+            .bind(id.0)
+            .bind(reason)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Makes the `env` client keys match `CLIENT_API_KEYS`, storing digests only.
+    pub async fn sync_client_keys(&self, keys: &[SecretString]) -> Result<SyncReport, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let mut report = SyncReport::default();
+        let digests: Vec<String> = keys
+            .iter()
+            .map(|key| crate::auth::digest_hex(key.expose_secret()))
+            .collect();
+        for (key, digest) in keys.iter().zip(&digests) {
+            let changed = sqlx::query(
+                "INSERT INTO client_keys (name, digest, prefix, source)
+                 VALUES ('from CLIENT_API_KEYS', ?1, ?2, 'env')
+                 ON CONFLICT (digest) DO UPDATE SET retired_at = NULL
+                 WHERE client_keys.retired_at IS NOT NULL",
+            )
+            .bind(digest)
+            .bind(crate::auth::display_prefix(key.expose_secret()))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            report.added += usize::try_from(changed).unwrap_or(0);
+        }
+        let configured = digests.iter().map(String::as_str).collect();
+        report.retired = retire_missing(&mut tx, "client_keys", "digest", &configured).await?;
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    /// Client keys in service (not retired).
+    pub async fn client_keys(&self) -> Result<Vec<ClientKeyRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, name, digest, enabled FROM client_keys WHERE retired_at IS NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClientKeyRow {
+                    id: row.try_get("id")?,
+                    name: row.try_get("name")?,
+                    digest: row.try_get("digest")?,
+                    enabled: row.try_get("enabled")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Every remembered resource owner: `(resource, project)`.
+    pub async fn resource_owners(&self) -> Result<Vec<(String, String)>, StorageError> {
+        let rows = sqlx::query("SELECT resource, project FROM resource_owners")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("resource")?, row.try_get("project")?)))
+            .collect()
+    }
+
+    /// Remembers the owner of a created file or cached content.
+    pub async fn save_resource_owner(
+        &self,
+        resource: &str,
+        project: &str,
+        key: KeyId,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO resource_owners (resource, project, key_id) VALUES (?1, ?2, ?3)
+             ON CONFLICT (resource) DO UPDATE SET project = excluded.project, key_id = excluded.key_id",
+        )
+        .bind(resource)
+        .bind(project)
+        .bind(key.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Forgets a deleted resource.
+    pub async fn delete_resource_owner(&self, resource: &str) -> Result<(), StorageError> {
+        sqlx::query("DELETE FROM resource_owners WHERE resource = ?1")
+            .bind(resource)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Retires the `env` rows of `table` whose `column` is not in `configured`; returns how many.
+async fn retire_missing(
+    tx: &mut SqliteConnection,
+    table: &str,
+    column: &str,
+    configured: &std::collections::HashSet<&str>,
+) -> Result<usize, StorageError> {
+    let select = format!(
+        "SELECT id, {column} AS value FROM {table} WHERE source = 'env' AND retired_at IS NULL"
+    );
+    let rows = sqlx::query(&select).fetch_all(&mut *tx).await?;
+    let update = format!(
+        "UPDATE {table} SET retired_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1"
+    );
+    let mut retired = 0;
+    for row in rows {
+        let value: String = row.try_get("value")?;
+        if !configured.contains(value.as_str()) {
+            let id: i64 = row.try_get("id")?;
+            sqlx::query(&update).bind(id).execute(&mut *tx).await?;
+            retired += 1;
+        }
+    }
+    Ok(retired)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(key: &str, project: Option<&str>) -> UpstreamKeySpec {
+        UpstreamKeySpec {
+            key: SecretString::from(key),
+            project: project.map(str::to_owned),
+        }
+    }
+
+    async fn temp_storage() -> (Storage, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/db.sqlite?mode=rwc", dir.path().display());
+        (Storage::open(&url).await.unwrap(), dir)
+    }
+
+    #[tokio::test]
+    async fn the_database_file_and_its_folder_are_created() {
+        let (storage, dir) = temp_storage().await;
+        storage.ping().await.unwrap();
+        assert!(dir.path().join("nested/db.sqlite").exists());
+    }
+
+    #[tokio::test]
+    async fn env_keys_sync_adds_retires_and_keeps_api_keys() {
+        let (storage, _dir) = temp_storage().await;
+        let report = storage
+            .sync_upstream_keys(&[spec("k1", None), spec("k2", Some("p"))])
+            .await
+            .unwrap();
+        assert_eq!(report, SyncReport { added: 2, retired: 0 });
+        sqlx::query("INSERT INTO upstream_keys (api_key, source) VALUES ('k-api', 'api')")
+            .execute(&storage.pool)
+            .await
+            .unwrap();
+
+        // Same list again: nothing changes.
+        let again = storage
+            .sync_upstream_keys(&[spec("k1", None), spec("k2", Some("p"))])
+            .await
+            .unwrap();
+        assert_eq!(again, SyncReport::default());
+
+        // k1 leaves the variable, k2 moves project, k3 arrives.
+        let report = storage
+            .sync_upstream_keys(&[spec("k2", Some("q")), spec("k3", None)])
+            .await
+            .unwrap();
+        assert_eq!(report, SyncReport { added: 2, retired: 1 });
+        let keys: Vec<(String, Option<String>)> = storage
+            .upstream_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.secret.expose_secret().to_owned(), k.project))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                ("k2".to_owned(), Some("q".to_owned())),
+                ("k-api".to_owned(), None),
+                ("k3".to_owned(), None),
+            ]
+        );
+
+        // k1 comes back under its old id.
+        storage.sync_upstream_keys(&[spec("k1", None)]).await.unwrap();
+        let ids: Vec<i64> = storage.upstream_keys().await.unwrap().iter().map(|k| k.id.0).collect();
+        assert_eq!(ids, vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn client_keys_are_stored_as_digests_only() {
+        let (storage, dir) = temp_storage().await;
+        let secret = "client-secret-value-123";
+        storage
+            .sync_client_keys(&[SecretString::from(secret)])
+            .await
+            .unwrap();
+        let rows = storage.client_keys().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].digest, crate::auth::digest_hex(secret));
+        drop(storage);
+        for entry in std::fs::read_dir(dir.path().join("nested")).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the client key is stored in clear"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_and_resource_owners_survive_a_reload() {
+        let (storage, _dir) = temp_storage().await;
+        storage.sync_upstream_keys(&[spec("k1", Some("p"))]).await.unwrap();
+        storage.mark_key_invalid(KeyId(1), "API_KEY_INVALID").await.unwrap();
+        let keys = storage.upstream_keys().await.unwrap();
+        assert_eq!(keys[0].out_of_service.as_deref(), Some("API_KEY_INVALID"));
+
+        storage.save_resource_owner("files/a", "p", KeyId(1)).await.unwrap();
+        assert_eq!(
+            storage.resource_owners().await.unwrap(),
+            vec![("files/a".to_owned(), "p".to_owned())]
+        );
+        storage.delete_resource_owner("files/a").await.unwrap();
+        assert!(storage.resource_owners().await.unwrap().is_empty());
+    }
+}

@@ -1,0 +1,303 @@
+//! The upstream side: one shared HTTP client, the header allowlists, and sending a request with
+//! failover across keys.
+//!
+//! A request is committed to a key when the upstream answers with a success status; until then
+//! a failure that another key may not have (429, 5xx, an invalid key, no connection) moves the
+//! request to the next key, and the pool learns from it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use pool::{Failure, KeyId, PickError, PickRequest, PoolKey, classify_upstream_error};
+
+use crate::config::Config;
+use crate::state::App;
+
+/// Request headers a client may send upstream. Everything else (credentials, cookies, proxy
+/// and forwarding headers, `accept-encoding`) stays at the gateway.
+pub const FORWARDED_REQUEST_HEADERS: [&str; 10] = [
+    "content-type",
+    "accept",
+    "user-agent",
+    "x-goog-api-client",
+    "x-goog-upload-protocol",
+    "x-goog-upload-command",
+    "x-goog-upload-offset",
+    "x-goog-upload-header-content-length",
+    "x-goog-upload-header-content-type",
+    "x-goog-upload-file-name",
+];
+
+/// Response headers relayed back to the client. The upload URLs are rewritten on the way.
+pub const RELAYED_RESPONSE_HEADERS: [&str; 8] = [
+    "content-type",
+    "content-disposition",
+    "retry-after",
+    "x-goog-upload-status",
+    "x-goog-upload-url",
+    "x-goog-upload-control-url",
+    "x-goog-upload-chunk-granularity",
+    "x-goog-upload-size-received",
+];
+
+/// The largest error body read from the upstream (to classify and redact it).
+const ERROR_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Copies the allowlisted headers of `from`.
+pub fn allowlisted(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for name in names {
+        for value in from.get_all(*name) {
+            headers.append(HeaderName::from_static(name), value.clone());
+        }
+    }
+    headers
+}
+
+/// The shared upstream client and where it points.
+pub struct Upstream {
+    client: reqwest::Client,
+    base: String,
+    timeout: Duration,
+    max_retries: u32,
+}
+
+/// A request to send upstream, with any key.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// HTTP method.
+    pub method: Method,
+    /// Path and query below the upstream origin, such as `v1beta/models/m:generateContent`.
+    pub path_and_query: String,
+    /// Allowlisted request headers.
+    pub headers: HeaderMap,
+    /// The body (buffered, so that another key can be tried).
+    pub body: Bytes,
+    /// Whether the answer is a stream (bounded by an idle timeout, not a total one).
+    pub streaming: bool,
+    /// The model the request uses, if any.
+    pub model: Option<String>,
+    /// Only keys of this project may serve the request.
+    pub project: Option<Arc<str>>,
+}
+
+/// An upstream success, and the key that got it.
+pub struct Committed {
+    /// The upstream response; its body is not read yet.
+    pub response: reqwest::Response,
+    /// The key that served the request.
+    pub key: Arc<PoolKey>,
+}
+
+/// Why no success came back.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    /// No key could be picked.
+    NoUsableKey(String),
+    /// The last attempt could not connect.
+    Unreachable,
+    /// The last attempt timed out before the response head.
+    Timeout,
+    /// The upstream answered with an error that is relayed (after redaction).
+    Answered {
+        /// Its status.
+        status: StatusCode,
+        /// Its allowlisted headers.
+        headers: HeaderMap,
+        /// Its body, with keys redacted.
+        body: Bytes,
+    },
+}
+
+impl Upstream {
+    /// Builds the one upstream client: connection reuse, `TCP_NODELAY`, optional proxy.
+    pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("gemini-pool/", env!("CARGO_PKG_VERSION")));
+        if let Some(proxy) = &config.outbound_proxy {
+            builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
+        }
+        Ok(Self {
+            client: builder.build()?,
+            base: config.upstream_base_url.as_str().trim_end_matches('/').to_owned(),
+            timeout: config.upstream_timeout,
+            max_retries: config.max_retries,
+        })
+    }
+
+    /// The longest a stream may stay silent, and a non-streaming call may take.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A request to `path_and_query` with `key` in `x-goog-api-key` (never in the URL, where it
+    /// would end up in logs).
+    pub fn request(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        key: &PoolKey,
+    ) -> reqwest::RequestBuilder {
+        let url = format!("{}/{path_and_query}", self.base);
+        self.client
+            .request(method, url)
+            .headers(headers)
+            .header("x-goog-api-key", key.secret())
+    }
+
+    /// Sends a request whose answer is bounded by the total timeout (non-streaming) or only up
+    /// to the response head (streaming, which then has an idle timeout).
+    pub async fn send(
+        &self,
+        builder: reqwest::RequestBuilder,
+        streaming: bool,
+    ) -> Result<reqwest::Response, UpstreamFailure> {
+        let result = if streaming {
+            tokio::time::timeout(self.timeout, builder.send())
+                .await
+                .map_err(|_| UpstreamFailure::Timeout)?
+        } else {
+            builder.timeout(self.timeout).send().await
+        };
+        result.map_err(|error| {
+            tracing::warn!(error = %without_url(&error), "upstream request failed");
+            if error.is_timeout() {
+                UpstreamFailure::Timeout
+            } else {
+                UpstreamFailure::Unreachable
+            }
+        })
+    }
+}
+
+/// A reqwest error's text without its URL (which holds the path, never the key, but is noise).
+fn without_url(error: &reqwest::Error) -> String {
+    let mut error_text = String::new();
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(current) = source {
+        if !error_text.is_empty() {
+            error_text.push_str(": ");
+        }
+        error_text.push_str(&current.to_string());
+        source = current.source();
+    }
+    error_text
+}
+
+/// Reads an error body (bounded), and hides any key in it.
+pub async fn read_error_body(response: reqwest::Response, key: &PoolKey) -> Bytes {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= ERROR_BODY_LIMIT {
+            body.truncate(ERROR_BODY_LIMIT);
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    Bytes::from(pool::redact_secrets(&text, &[key.secret()]))
+}
+
+impl App {
+    /// Sends `outgoing` with the first key that succeeds, trying up to `MAX_RETRIES` other keys
+    /// after a failure another key may not have.
+    pub async fn send_with_failover(
+        &self,
+        outgoing: &Outgoing,
+    ) -> Result<Committed, UpstreamFailure> {
+        let mut tried: Vec<KeyId> = Vec::new();
+        let mut last_failure = None;
+        for _ in 0..=self.upstream.max_retries {
+            let pick = self.pool.pick(&PickRequest {
+                model: outgoing.model.as_deref(),
+                project: outgoing.project.as_deref(),
+                tried: &tried,
+            });
+            let key = match pick {
+                Ok(key) => key,
+                Err(error) => {
+                    return Err(last_failure.unwrap_or_else(|| no_usable_key(error, outgoing)));
+                }
+            };
+            tried.push(key.id());
+            let builder = self
+                .upstream
+                .request(
+                    outgoing.method.clone(),
+                    &outgoing.path_and_query,
+                    outgoing.headers.clone(),
+                    &key,
+                )
+                .body(outgoing.body.clone());
+            let response = match self.upstream.send(builder, outgoing.streaming).await {
+                Ok(response) => response,
+                Err(failure) => {
+                    self.learn(&key, &Failure::Connection);
+                    last_failure = Some(failure);
+                    continue;
+                }
+            };
+            let status = response.status();
+            if status.is_success() {
+                return Ok(Committed { response, key });
+            }
+            let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
+            let body = read_error_body(response, &key).await;
+            let verdict = classify_upstream_error(status.as_u16(), &body);
+            if let Some(failure) = &verdict.failure {
+                self.learn(&key, failure);
+            }
+            tracing::info!(
+                key_id = %key.id(),
+                status = status.as_u16(),
+                retry = verdict.retry_on_another_key,
+                "upstream answered with an error"
+            );
+            let answered = UpstreamFailure::Answered {
+                status,
+                headers,
+                body,
+            };
+            if !verdict.retry_on_another_key {
+                return Err(answered);
+            }
+            last_failure = Some(answered);
+        }
+        Err(last_failure.unwrap_or_else(|| no_usable_key(PickError::NoUsableKey, outgoing)))
+    }
+
+    /// Teaches the pool, and persists a key's fall out of service in the background.
+    pub fn learn(&self, key: &PoolKey, failure: &Failure) {
+        self.pool.record_failure(key.id(), failure);
+        if let Failure::KeyInvalid { reason } = failure {
+            tracing::warn!(key_id = %key.id(), key = %key.masked(), %reason, "upstream key taken out of service");
+            let storage = self.storage.clone();
+            let (id, reason) = (key.id(), reason.clone());
+            tokio::spawn(async move {
+                if let Err(error) = storage.mark_key_invalid(id, &reason).await {
+                    tracing::error!(%error, "could not persist a key's state");
+                }
+            });
+        }
+    }
+}
+
+fn no_usable_key(error: PickError, outgoing: &Outgoing) -> UpstreamFailure {
+    let message = match (&outgoing.project, error) {
+        (Some(project), _) => format!(
+            "No usable upstream key belongs to the project that owns the file or cached content this request names ({project})."
+        ),
+        (None, PickError::NoUsableKey) => "No usable upstream key is configured.".to_owned(),
+        (None, PickError::AllTried) => "Every usable upstream key was tried.".to_owned(),
+    };
+    UpstreamFailure::NoUsableKey(message)
+}
