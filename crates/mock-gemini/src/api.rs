@@ -64,15 +64,16 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     let (parts, body) = request.into_parts();
     let body = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(body) => body,
-        Err(_) => return google_error(413, "Request payload size exceeds the limit.", "INVALID_ARGUMENT", Vec::new()),
+        Err(_) => {
+            return google_error(
+                413,
+                "Request payload size exceeds the limit.",
+                "INVALID_ARGUMENT",
+                Vec::new(),
+            );
+        }
     };
-    let query: Vec<(String, String)> = parts
-        .uri
-        .query()
-        .map(|query| {
-            url_pairs(query)
-        })
-        .unwrap_or_default();
+    let query: Vec<(String, String)> = parts.uri.query().map(url_pairs).unwrap_or_default();
     let incoming = Incoming {
         method: parts.method.clone(),
         path: parts.uri.path().to_owned(),
@@ -251,20 +252,38 @@ fn injected(state: &MockState, path: &str, key: &str) -> Option<Response> {
     })?;
     let injection = &mut ledger.injections[position];
     injection.times -= 1;
-    let status = StatusCode::from_u16(injection.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status =
+        StatusCode::from_u16(injection.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = injection.body.to_string();
-    Some((status, [(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body).into_response())
+    Some(
+        (
+            status,
+            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+            body,
+        )
+            .into_response(),
+    )
 }
 
 /// A Gemini error body: `{"error": {"code", "message", "status", "details"?}}`.
-pub(crate) fn google_error(code: u16, message: &str, status: &str, details: Vec<Value>) -> Response {
+pub(crate) fn google_error(
+    code: u16,
+    message: &str,
+    status: &str,
+    details: Vec<Value>,
+) -> Response {
     let mut error = json!({"code": code, "message": message, "status": status});
     if !details.is_empty() {
         error["details"] = Value::Array(details);
     }
     let body = serde_json::to_string_pretty(&json!({ "error": error })).unwrap_or_default();
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (status, [(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+        body,
+    )
+        .into_response()
 }
 
 pub(crate) fn json_response(value: &Value) -> Response {
@@ -357,7 +376,12 @@ fn model_not_found(model: &str, method: &str) -> Response {
     )
 }
 
-fn model_call(state: &Arc<MockState>, incoming: &Incoming, caller: &Caller, call: &str) -> Response {
+fn model_call(
+    state: &Arc<MockState>,
+    incoming: &Incoming,
+    caller: &Caller,
+    call: &str,
+) -> Response {
     let Some((model, action)) = call.split_once(':') else {
         return google_error(404, "Method not found.", "NOT_FOUND", Vec::new());
     };
@@ -376,14 +400,27 @@ fn model_call(state: &Arc<MockState>, incoming: &Incoming, caller: &Caller, call
     }
     let response = match action {
         "generateContent" => json_response(&generate_response(model, &body, None)),
-        "streamGenerateContent" => stream_response(state, model, &body, incoming.query("alt") == Some("sse")),
+        "streamGenerateContent" => {
+            stream_response(state, model, &body, incoming.query("alt") == Some("sse"))
+        }
         "countTokens" => count_tokens(&body),
         "embedContent" => embed_content(&body),
         "batchEmbedContents" => batch_embed_contents(&body),
-        other => return google_error(404, &format!("Method not found: {other}"), "NOT_FOUND", Vec::new()),
+        other => {
+            return google_error(
+                404,
+                &format!("Method not found: {other}"),
+                "NOT_FOUND",
+                Vec::new(),
+            );
+        }
     };
     if response.status().is_success() {
-        *state.ledger().served_by_key.entry(caller.key.clone()).or_default() += 1;
+        *state
+            .ledger()
+            .served_by_key
+            .entry(caller.key.clone())
+            .or_default() += 1;
     }
     response
 }
@@ -393,16 +430,28 @@ fn check_references(state: &MockState, caller: &Caller, body: &Value) -> Result<
     let ledger = state.ledger();
     for reference in translate_references(body) {
         let owner = if let Some(id) = reference.strip_prefix("files/") {
-            ledger.files.get(&format!("files/{id}")).map(|f| f.project.clone())
+            ledger
+                .files
+                .get(&format!("files/{id}"))
+                .map(|f| f.project.clone())
         } else {
-            ledger.cached_contents.get(&reference).map(|(project, _)| project.clone())
+            ledger
+                .cached_contents
+                .get(&reference)
+                .map(|(project, _)| project.clone())
         };
         if owner.as_deref() != Some(caller.project.as_str()) {
-            let kind = if reference.starts_with("files/") { "File" } else { "CachedContent" };
+            let kind = if reference.starts_with("files/") {
+                "File"
+            } else {
+                "CachedContent"
+            };
             let id = reference.split_once('/').map_or("", |(_, id)| id);
             return Err(google_error(
                 403,
-                &format!("You do not have permission to access the {kind} {id} or it may not exist."),
+                &format!(
+                    "You do not have permission to access the {kind} {id} or it may not exist."
+                ),
                 "PERMISSION_DENIED",
                 Vec::new(),
             ));
@@ -448,18 +497,31 @@ fn take_quota(state: &MockState, project: &str, model: &str) -> Result<(), Respo
     if let Some(limit) = state.config.rpd_limit {
         let used = ledger.day_counts.get(&slot).copied().unwrap_or(0);
         if used >= limit {
-            return Err(quota_error(model, limit, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", Duration::from_secs(3600)));
+            return Err(quota_error(
+                model,
+                limit,
+                "GenerateRequestsPerDayPerProjectPerModel-FreeTier",
+                Duration::from_secs(3600),
+            ));
         }
     }
     if let Some(limit) = state.config.rpm_limit {
         let window = ledger.minute_windows.entry(slot.clone()).or_default();
-        while window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+        while window
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
             window.pop_front();
         }
         if window.len() >= limit as usize {
             let oldest = window.front().copied().unwrap_or(now);
             let wait = Duration::from_secs(60).saturating_sub(now.duration_since(oldest));
-            return Err(quota_error(model, limit, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", wait));
+            return Err(quota_error(
+                model,
+                limit,
+                "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+                wait,
+            ));
         }
         window.push_back(now);
     }
@@ -515,12 +577,20 @@ fn request_texts(body: &Value) -> Vec<String> {
 
 fn collect_texts(content: &Value, texts: &mut Vec<String>) {
     if let Some(parts) = content.get("parts").and_then(Value::as_array) {
-        texts.extend(parts.iter().filter_map(|part| part.get("text")?.as_str().map(str::to_owned)));
+        texts.extend(
+            parts
+                .iter()
+                .filter_map(|part| part.get("text")?.as_str().map(str::to_owned)),
+        );
     }
 }
 
 fn word_count(texts: &[String]) -> u64 {
-    texts.iter().map(|text| text.split_whitespace().count() as u64).sum::<u64>().max(1)
+    texts
+        .iter()
+        .map(|text| text.split_whitespace().count() as u64)
+        .sum::<u64>()
+        .max(1)
 }
 
 /// The reply: `Echo: ` and the last text of the request, or a fixed sentence.
@@ -532,7 +602,11 @@ fn reply_text(body: &Value) -> String {
 }
 
 fn thoughts_for(model: &str) -> u64 {
-    if find_model(model).is_some_and(|(_, _, thinking)| thinking) { 5 } else { 0 }
+    if find_model(model).is_some_and(|(_, _, thinking)| thinking) {
+        5
+    } else {
+        0
+    }
 }
 
 fn usage(prompt: u64, candidates: u64, thoughts: u64) -> Value {
@@ -592,7 +666,12 @@ fn stream_response(state: &Arc<MockState>, model: &str, body: &Value, sse: bool)
     let mut payloads = Vec::with_capacity(events);
     let mut produced = 0u64;
     for index in 0..events {
-        let piece: String = words.iter().skip(index * per_event).take(per_event).copied().collect();
+        let piece: String = words
+            .iter()
+            .skip(index * per_event)
+            .take(per_event)
+            .copied()
+            .collect();
         produced += piece.split_whitespace().count() as u64;
         let mut candidate = json!({
             "content": {"parts": [{"text": piece}], "role": "model"},
@@ -610,14 +689,20 @@ fn stream_response(state: &Arc<MockState>, model: &str, body: &Value, sse: bool)
         payloads.push(event.to_string());
     }
     let shared = Arc::clone(state);
-    shared.streams.started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    shared
+        .streams
+        .started
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     let gate = shared
         .stream_gate
         .lock()
         .map(|gate| gate.clone())
         .unwrap_or_default();
     let interval = shared.config.stream_interval;
-    let guard = StreamGuard { state: shared, finished: false };
+    let guard = StreamGuard {
+        state: shared,
+        finished: false,
+    };
     let total = payloads.len();
     let body_stream = stream::unfold(
         (payloads.into_iter().enumerate(), guard),
@@ -645,11 +730,18 @@ fn stream_response(state: &Arc<MockState>, model: &str, body: &Value, sse: bool)
                 if index + 1 == total {
                     guard.finished = true;
                 }
-                Some((Ok::<_, std::convert::Infallible>(Bytes::from(frame)), (payloads, guard)))
+                Some((
+                    Ok::<_, std::convert::Infallible>(Bytes::from(frame)),
+                    (payloads, guard),
+                ))
             }
         },
     );
-    let content_type = if sse { "text/event-stream" } else { "application/json; charset=UTF-8" };
+    let content_type = if sse {
+        "text/event-stream"
+    } else {
+        "application/json; charset=UTF-8"
+    };
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, content_type)],
@@ -669,10 +761,15 @@ fn count_tokens(body: &Value) -> Response {
 fn embedding_of(content: &Value, size: usize) -> Value {
     let mut texts = Vec::new();
     collect_texts(content, &mut texts);
-    let seed = texts.join(" ").bytes().fold(7u64, |acc, byte| acc.wrapping_mul(31).wrapping_add(u64::from(byte)));
+    let seed = texts.join(" ").bytes().fold(7u64, |acc, byte| {
+        acc.wrapping_mul(31).wrapping_add(u64::from(byte))
+    });
     let values: Vec<f64> = (0..size)
         .map(|i| {
-            let x = seed.wrapping_add(i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 40;
+            let x = seed
+                .wrapping_add(i as u64)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                >> 40;
             (x as f64 / (1u64 << 24) as f64) * 2.0 - 1.0
         })
         .collect();
@@ -693,12 +790,19 @@ fn embed_content(body: &Value) -> Response {
 
 fn batch_embed_contents(body: &Value) -> Response {
     let Some(requests) = body.get("requests").and_then(Value::as_array) else {
-        return google_error(400, "* BatchEmbedContentsRequest.requests: requests is required", "INVALID_ARGUMENT", Vec::new());
+        return google_error(
+            400,
+            "* BatchEmbedContentsRequest.requests: requests is required",
+            "INVALID_ARGUMENT",
+            Vec::new(),
+        );
     };
     if requests.len() > BATCH_EMBED_LIMIT {
         return google_error(
             400,
-            &format!("* BatchEmbedContentsRequest.requests: at most {BATCH_EMBED_LIMIT} requests can be in one batch"),
+            &format!(
+                "* BatchEmbedContentsRequest.requests: at most {BATCH_EMBED_LIMIT} requests can be in one batch"
+            ),
             "INVALID_ARGUMENT",
             Vec::new(),
         );

@@ -49,7 +49,8 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(String, MockCon
             "--rpm" => config.rpm_limit = Some(number(value("--rpm")?, "--rpm")? as u32),
             "--rpd" => config.rpd_limit = Some(number(value("--rpd")?, "--rpd")? as u32),
             "--stream-events" => {
-                config.stream_events = number(value("--stream-events")?, "--stream-events")? as usize;
+                config.stream_events =
+                    number(value("--stream-events")?, "--stream-events")? as usize;
             }
             "--stream-interval-ms" => {
                 config.stream_interval = Duration::from_millis(number(

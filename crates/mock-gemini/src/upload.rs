@@ -135,7 +135,11 @@ fn start(state: &MockState, incoming: &Incoming) -> Response {
     let mime_type = incoming
         .header("x-goog-upload-header-content-type")
         .map(str::to_owned)
-        .or_else(|| file.get("mimeType").and_then(Value::as_str).map(str::to_owned))
+        .or_else(|| {
+            file.get("mimeType")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
         .unwrap_or_else(|| "application/octet-stream".to_owned());
     let upload_id = state.fresh_id("upload-");
     let host = incoming.header("host").unwrap_or("localhost");

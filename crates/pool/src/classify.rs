@@ -80,11 +80,7 @@ pub fn classify_upstream_error(status: u16, body: &[u8]) -> Verdict {
         });
     match status {
         400 | 403 if key_problem.is_some() => key_invalid(key_problem.unwrap_or_default()),
-        401 => key_invalid(
-            error
-                .reason
-                .unwrap_or_else(|| "UNAUTHENTICATED".to_owned()),
-        ),
+        401 => key_invalid(error.reason.unwrap_or_else(|| "UNAUTHENTICATED".to_owned())),
         // Location not supported, billing required: this key (or its project) cannot serve,
         // another one may.
         400 if error.status == "FAILED_PRECONDITION" => Verdict {
@@ -94,7 +90,10 @@ pub fn classify_upstream_error(status: u16, body: &[u8]) -> Verdict {
         429 => Verdict {
             failure: Some(Failure::RateLimited {
                 retry_after: error.retry_delay,
-                per_day: error.quota_id.as_deref().is_some_and(|id| id.contains("PerDay")),
+                per_day: error
+                    .quota_id
+                    .as_deref()
+                    .is_some_and(|id| id.contains("PerDay")),
                 model: error.quota_model,
             }),
             retry_on_another_key: true,
@@ -207,7 +206,10 @@ fn redact_after(text: &str, marker: &str, min_len: usize) -> String {
     let mut rest = text;
     while let Some(at) = rest.find(marker) {
         let after_marker = &rest[at + marker.len()..];
-        let run = after_marker.bytes().take_while(|byte| is_key_byte(*byte)).count();
+        let run = after_marker
+            .bytes()
+            .take_while(|byte| is_key_byte(*byte))
+            .count();
         out.push_str(&rest[..at]);
         if run >= min_len {
             if marker == "key=" {

@@ -303,7 +303,10 @@ mod tests {
             assert_eq!(pool.pick(&PickRequest::default()).unwrap().id(), KeyId(3));
         }
         assert_eq!(
-            pool.key(KeyId(2)).unwrap().out_of_service_reason().as_deref(),
+            pool.key(KeyId(2))
+                .unwrap()
+                .out_of_service_reason()
+                .as_deref(),
             Some("API_KEY_INVALID")
         );
         pool.record_failure(

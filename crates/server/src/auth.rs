@@ -170,10 +170,26 @@ mod tests {
     #[test]
     fn keys_are_found_in_every_place_clients_put_them() {
         let cases: [(HeaderMap, Option<&str>, Option<&str>); 6] = [
-            (headers(&[("authorization", "Bearer k-bearer")]), None, Some("k-bearer")),
-            (headers(&[("x-goog-api-key", "k-goog")]), None, Some("k-goog")),
-            (headers(&[("x-api-key", "k-anthropic-style")]), None, Some("k-anthropic-style")),
-            (HeaderMap::new(), Some("alt=sse&key=k%2Dquery"), Some("k-query")),
+            (
+                headers(&[("authorization", "Bearer k-bearer")]),
+                None,
+                Some("k-bearer"),
+            ),
+            (
+                headers(&[("x-goog-api-key", "k-goog")]),
+                None,
+                Some("k-goog"),
+            ),
+            (
+                headers(&[("x-api-key", "k-anthropic-style")]),
+                None,
+                Some("k-anthropic-style"),
+            ),
+            (
+                HeaderMap::new(),
+                Some("alt=sse&key=k%2Dquery"),
+                Some("k-query"),
+            ),
             (headers(&[("authorization", "Basic abc")]), None, None),
             (HeaderMap::new(), Some("key="), None),
         ];
@@ -209,16 +225,28 @@ mod tests {
     fn the_dialect_follows_the_route() {
         let none = HeaderMap::new();
         let goog = headers(&[("x-goog-api-key", "k")]);
-        assert_eq!(dialect_of("/v1/chat/completions", &none, None), Dialect::OpenAi);
+        assert_eq!(
+            dialect_of("/v1/chat/completions", &none, None),
+            Dialect::OpenAi
+        );
         assert_eq!(dialect_of("/v1/models", &none, None), Dialect::OpenAi);
         assert_eq!(dialect_of("/v1/models", &goog, None), Dialect::Gemini);
-        assert_eq!(dialect_of("/v1/models", &none, Some("key=k")), Dialect::Gemini);
-        assert_eq!(dialect_of("/v1/models/gemini-2.5-flash", &none, None), Dialect::OpenAi);
+        assert_eq!(
+            dialect_of("/v1/models", &none, Some("key=k")),
+            Dialect::Gemini
+        );
+        assert_eq!(
+            dialect_of("/v1/models/gemini-2.5-flash", &none, None),
+            Dialect::OpenAi
+        );
         assert_eq!(
             dialect_of("/v1/models/gemini-2.5-flash:generateContent", &none, None),
             Dialect::Gemini
         );
         assert_eq!(dialect_of("/v1beta/models", &none, None), Dialect::Gemini);
-        assert_eq!(dialect_of("/upload/v1beta/files", &none, None), Dialect::Gemini);
+        assert_eq!(
+            dialect_of("/upload/v1beta/files", &none, None),
+            Dialect::Gemini
+        );
     }
 }

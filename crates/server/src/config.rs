@@ -119,7 +119,11 @@ impl Config {
     /// Parses the configuration from `lookup` (the environment, then `.env`, in `main`).
     /// Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| lookup(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            lookup(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
 
         let listen_addr = get("LISTEN_ADDR")
             .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
@@ -366,22 +370,61 @@ mod tests {
     #[test]
     fn bad_values_name_the_variable_and_hide_secrets() {
         let cases: [(&str, &str, &str); 12] = [
-            ("LISTEN_ADDR", "localhost", "LISTEN_ADDR: expected an address"),
+            (
+                "LISTEN_ADDR",
+                "localhost",
+                "LISTEN_ADDR: expected an address",
+            ),
             ("DATABASE_URL", "mysql://x", "DATABASE_URL: only sqlite://"),
-            ("GEMINI_BASE_URL", "ftp://x", "GEMINI_BASE_URL: expected a http or https URL"),
-            ("GEMINI_API_KEYS", "good,bad/secret", "GEMINI_API_KEYS: entry 2 is not an API key"),
-            ("GEMINI_API_KEYS", "k@bad!project", "GEMINI_API_KEYS: entry 1 has an invalid project"),
-            ("GEMINI_API_KEYS", "k@p1,k@p2", "GEMINI_API_KEYS: entry 2 repeats a key"),
-            ("CLIENT_API_KEYS", "short", "CLIENT_API_KEYS: entry 1 must be at least 8"),
-            ("JWT_SECRET", "too-short-secret", "JWT_SECRET: must be at least 32 bytes"),
-            ("DEFAULT_RPM_LIMIT", "0", "DEFAULT_RPM_LIMIT: expected a whole number of at least 1"),
+            (
+                "GEMINI_BASE_URL",
+                "ftp://x",
+                "GEMINI_BASE_URL: expected a http or https URL",
+            ),
+            (
+                "GEMINI_API_KEYS",
+                "good,bad/secret",
+                "GEMINI_API_KEYS: entry 2 is not an API key",
+            ),
+            (
+                "GEMINI_API_KEYS",
+                "k@bad!project",
+                "GEMINI_API_KEYS: entry 1 has an invalid project",
+            ),
+            (
+                "GEMINI_API_KEYS",
+                "k@p1,k@p2",
+                "GEMINI_API_KEYS: entry 2 repeats a key",
+            ),
+            (
+                "CLIENT_API_KEYS",
+                "short",
+                "CLIENT_API_KEYS: entry 1 must be at least 8",
+            ),
+            (
+                "JWT_SECRET",
+                "too-short-secret",
+                "JWT_SECRET: must be at least 32 bytes",
+            ),
+            (
+                "DEFAULT_RPM_LIMIT",
+                "0",
+                "DEFAULT_RPM_LIMIT: expected a whole number of at least 1",
+            ),
             ("MAX_RETRIES", "-1", "MAX_RETRIES: expected a whole number"),
-            ("OUTBOUND_PROXY", "ftp://proxy:1", "OUTBOUND_PROXY: expected a http or https or socks5"),
+            (
+                "OUTBOUND_PROXY",
+                "ftp://proxy:1",
+                "OUTBOUND_PROXY: expected a http or https or socks5",
+            ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT: expected text or json"),
         ];
         for (variable, value, expected) in cases {
             let message = parse(&[(variable, value)]).unwrap_err().to_string();
-            assert!(message.starts_with(expected), "{variable}={value}: {message}");
+            assert!(
+                message.starts_with(expected),
+                "{variable}={value}: {message}"
+            );
             if variable.contains("KEYS") || variable == "JWT_SECRET" {
                 assert!(!message.contains("secret"), "{message}");
             }

@@ -20,7 +20,9 @@ pub enum Dialect {
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// No client key in the request.
-    #[error("Missing API key. Pass a gateway client key as 'Authorization: Bearer <key>', 'x-goog-api-key', 'x-api-key' or '?key='.")]
+    #[error(
+        "Missing API key. Pass a gateway client key as 'Authorization: Bearer <key>', 'x-goog-api-key', 'x-api-key' or '?key='."
+    )]
     MissingKey,
     /// The client key is unknown or disabled.
     #[error("Invalid API key.")]

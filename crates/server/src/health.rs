@@ -15,7 +15,12 @@ pub async fn alive() -> Json<Value> {
 /// 200 when the database answers and at least one upstream key is usable, 503 otherwise.
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let database = state.storage.ping().await.is_ok();
-    let usable_keys = state.pool.keys().iter().filter(|key| key.is_usable()).count();
+    let usable_keys = state
+        .pool
+        .keys()
+        .iter()
+        .filter(|key| key.is_usable())
+        .count();
     let ready = database && usable_keys > 0;
     let status = if ready {
         StatusCode::OK

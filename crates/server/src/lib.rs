@@ -12,8 +12,8 @@ pub mod openai;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
-pub mod upstream;
 pub mod uploads;
+pub mod upstream;
 
 use std::time::Duration;
 
@@ -44,7 +44,10 @@ pub fn build_router(state: AppState) -> Router {
         .route("/v1/{*path}", any(dispatch_v1))
         .route("/upload/v1beta/files", any(uploads::relay))
         .route("/upload/v1/files", any(uploads::relay))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_client));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_client,
+        ));
     let public = Router::new()
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready));
@@ -58,7 +61,9 @@ pub fn build_router(state: AppState) -> Router {
             header::HeaderName::from_static("x-goog-api-key"),
             header::HeaderName::from_static("x-api-key"),
         ]))
-        .layer(SetRequestIdLayer::x_request_id(telemetry::RequestIds::default()))
+        .layer(SetRequestIdLayer::x_request_id(
+            telemetry::RequestIds::default(),
+        ))
         .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(|_| {
@@ -71,10 +76,7 @@ pub fn build_router(state: AppState) -> Router {
 }
 
 /// `/v1/…` is shared: OpenAI routes go to the OpenAI handlers, Gemini paths to the passthrough.
-async fn dispatch_v1(
-    state: axum::extract::State<AppState>,
-    request: Request,
-) -> Response {
+async fn dispatch_v1(state: axum::extract::State<AppState>, request: Request) -> Response {
     let rest = request.uri().path().trim_start_matches("/v1/");
     let gemini_auth = auth::uses_gemini_auth(request.headers(), request.uri().query());
     if openai::is_openai_path(rest, gemini_auth) {
@@ -85,7 +87,11 @@ async fn dispatch_v1(
 }
 
 async fn not_found(request: Request) -> Response {
-    let dialect = auth::dialect_of(request.uri().path(), request.headers(), request.uri().query());
+    let dialect = auth::dialect_of(
+        request.uri().path(),
+        request.headers(),
+        request.uri().query(),
+    );
     ApiError::NotFound("Unknown route.".to_owned())
         .into_response_for(dialect)
         .into_response()

@@ -13,7 +13,9 @@ async fn main() -> ExitCode {
         .map(|entries| entries.filter_map(Result::ok).collect())
         .unwrap_or_default();
     let config = match Config::from_lookup(|name| {
-        std::env::var(name).ok().or_else(|| dotenv.get(name).cloned())
+        std::env::var(name)
+            .ok()
+            .or_else(|| dotenv.get(name).cloned())
     }) {
         Ok(config) => config,
         Err(error) => return fail(&error.to_string()),
@@ -26,7 +28,11 @@ async fn main() -> ExitCode {
     };
     let listener = match tokio::net::TcpListener::bind(listen_addr).await {
         Ok(listener) => listener,
-        Err(error) => return fail(&format!("LISTEN_ADDR: cannot listen on {listen_addr}: {error}")),
+        Err(error) => {
+            return fail(&format!(
+                "LISTEN_ADDR: cannot listen on {listen_addr}: {error}"
+            ));
+        }
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("listening on http://{addr}");
@@ -39,7 +45,10 @@ async fn main() -> ExitCode {
 
 /// One line on standard error, exit code 2.
 fn fail(message: &str) -> ExitCode {
-    #[expect(clippy::print_stderr, reason = "a start-up failure is reported before or without logging")]
+    #[expect(
+        clippy::print_stderr,
+        reason = "a start-up failure is reported before or without logging"
+    )]
     {
         eprintln!("gemini-pool: {message}");
     }

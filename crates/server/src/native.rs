@@ -73,7 +73,11 @@ async fn relay_native(app: &App, request: Request) -> Result<Response, ApiError>
     {
         forget_resource(app, resource);
     }
-    Ok(relay_response(committed.response, app.upstream.timeout(), None))
+    Ok(relay_response(
+        committed.response,
+        app.upstream.timeout(),
+        None,
+    ))
 }
 
 /// Splits `/v1beta/rest` or `/v1/rest` into the version and the rest.
@@ -116,8 +120,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 /// the upstream's own answer will say so.
 fn owning_project(app: &App, path: &NativePath, body: &[u8]) -> Result<Option<Arc<str>>, ApiError> {
     let mut resources: Vec<String> = path.owned_resource().into_iter().collect();
-    let may_reference = memmem::find(body, b"files/").is_some()
-        || memmem::find(body, b"cachedContents/").is_some();
+    let may_reference =
+        memmem::find(body, b"files/").is_some() || memmem::find(body, b"cachedContents/").is_some();
     if may_reference && let Ok(json) = serde_json::from_slice::<Value>(body) {
         resources.extend(referenced_resources(&json));
     }
@@ -161,7 +165,9 @@ pub fn remember_owner_of(app: &App, body: &[u8], key: &PoolKey) {
         return;
     };
     let project = Arc::clone(key.project());
-    app.pool.affinity().remember_resource(name.clone(), Arc::clone(&project));
+    app.pool
+        .affinity()
+        .remember_resource(name.clone(), Arc::clone(&project));
     let storage = app.storage.clone();
     let key_id = key.id();
     tokio::spawn(async move {
@@ -274,7 +280,8 @@ fn with_idle_timeout(
         if !sse {
             return Some((Err(std::io::Error::other(message)), None));
         }
-        let event = serde_json::json!({"error": {"code": code, "message": message, "status": status}});
+        let event =
+            serde_json::json!({"error": {"code": code, "message": message, "status": status}});
         Some((Ok(Bytes::from(format!("data: {event}\r\n\r\n"))), None))
     })
 }
@@ -286,16 +293,28 @@ mod tests {
     #[test]
     fn the_client_key_is_removed_from_the_query_and_the_rest_kept_verbatim() {
         assert_eq!(
-            with_query("v1beta/models", Some("key=secret&pageSize=5&pageToken=a%2Bb")),
+            with_query(
+                "v1beta/models",
+                Some("key=secret&pageSize=5&pageToken=a%2Bb")
+            ),
             "v1beta/models?pageSize=5&pageToken=a%2Bb"
         );
-        assert_eq!(with_query("v1beta/models", Some("KEY=secret")), "v1beta/models");
         assert_eq!(
-            with_query("v1beta/models/m:streamGenerateContent", Some("alt=sse&key=k")),
+            with_query("v1beta/models", Some("KEY=secret")),
+            "v1beta/models"
+        );
+        assert_eq!(
+            with_query(
+                "v1beta/models/m:streamGenerateContent",
+                Some("alt=sse&key=k")
+            ),
             "v1beta/models/m:streamGenerateContent?alt=sse"
         );
         assert_eq!(with_query("v1/files", None), "v1/files");
-        assert_eq!(with_query("v1/files", Some("keyword=x")), "v1/files?keyword=x");
+        assert_eq!(
+            with_query("v1/files", Some("keyword=x")),
+            "v1/files?keyword=x"
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ impl AppState {
         let clients = ClientKeys::default();
         clients.replace(storage.client_keys().await?);
         if clients.is_empty() {
-            tracing::warn!("no client keys: every API request will get 401 until one is added (CLIENT_API_KEYS)");
+            tracing::warn!(
+                "no client keys: every API request will get 401 until one is added (CLIENT_API_KEYS)"
+            );
         }
         if !pool.has_usable_key() {
             tracing::warn!("no usable upstream key: set GEMINI_API_KEYS");

@@ -151,7 +151,10 @@ impl Storage {
     }
 
     /// Makes the `env` client keys match `CLIENT_API_KEYS`, storing digests only.
-    pub async fn sync_client_keys(&self, keys: &[SecretString]) -> Result<SyncReport, StorageError> {
+    pub async fn sync_client_keys(
+        &self,
+        keys: &[SecretString],
+    ) -> Result<SyncReport, StorageError> {
         let mut tx = self.pool.begin().await?;
         let mut report = SyncReport::default();
         let digests: Vec<String> = keys
@@ -275,7 +278,10 @@ mod tests {
 
     async fn temp_storage() -> (Storage, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/nested/db.sqlite?mode=rwc", dir.path().display());
+        let url = format!(
+            "sqlite://{}/nested/db.sqlite?mode=rwc",
+            dir.path().display()
+        );
         (Storage::open(&url).await.unwrap(), dir)
     }
 
@@ -293,7 +299,13 @@ mod tests {
             .sync_upstream_keys(&[spec("k1", None), spec("k2", Some("p"))])
             .await
             .unwrap();
-        assert_eq!(report, SyncReport { added: 2, retired: 0 });
+        assert_eq!(
+            report,
+            SyncReport {
+                added: 2,
+                retired: 0
+            }
+        );
         sqlx::query("INSERT INTO upstream_keys (api_key, source) VALUES ('k-api', 'api')")
             .execute(&storage.pool)
             .await
@@ -311,7 +323,13 @@ mod tests {
             .sync_upstream_keys(&[spec("k2", Some("q")), spec("k3", None)])
             .await
             .unwrap();
-        assert_eq!(report, SyncReport { added: 2, retired: 1 });
+        assert_eq!(
+            report,
+            SyncReport {
+                added: 2,
+                retired: 1
+            }
+        );
         let keys: Vec<(String, Option<String>)> = storage
             .upstream_keys()
             .await
@@ -329,8 +347,17 @@ mod tests {
         );
 
         // k1 comes back under its old id.
-        storage.sync_upstream_keys(&[spec("k1", None)]).await.unwrap();
-        let ids: Vec<i64> = storage.upstream_keys().await.unwrap().iter().map(|k| k.id.0).collect();
+        storage
+            .sync_upstream_keys(&[spec("k1", None)])
+            .await
+            .unwrap();
+        let ids: Vec<i64> = storage
+            .upstream_keys()
+            .await
+            .unwrap()
+            .iter()
+            .map(|k| k.id.0)
+            .collect();
         assert_eq!(ids, vec![1, 3]);
     }
 
@@ -358,12 +385,21 @@ mod tests {
     #[tokio::test]
     async fn invalid_keys_and_resource_owners_survive_a_reload() {
         let (storage, _dir) = temp_storage().await;
-        storage.sync_upstream_keys(&[spec("k1", Some("p"))]).await.unwrap();
-        storage.mark_key_invalid(KeyId(1), "API_KEY_INVALID").await.unwrap();
+        storage
+            .sync_upstream_keys(&[spec("k1", Some("p"))])
+            .await
+            .unwrap();
+        storage
+            .mark_key_invalid(KeyId(1), "API_KEY_INVALID")
+            .await
+            .unwrap();
         let keys = storage.upstream_keys().await.unwrap();
         assert_eq!(keys[0].out_of_service.as_deref(), Some("API_KEY_INVALID"));
 
-        storage.save_resource_owner("files/a", "p", KeyId(1)).await.unwrap();
+        storage
+            .save_resource_owner("files/a", "p", KeyId(1))
+            .await
+            .unwrap();
         assert_eq!(
             storage.resource_owners().await.unwrap(),
             vec![("files/a".to_owned(), "p".to_owned())]

@@ -7,7 +7,6 @@
 //! same upstream key so the finished file lands in that key's project. When the final chunk's
 //! answer names the new file, its owner is remembered for affinity.
 
-
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
@@ -29,7 +28,11 @@ const FINAL_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Handler for both upload routes.
 pub async fn relay(State(state): State<AppState>, request: Request) -> Response {
-    let result = match request.uri().query().and_then(|q| query_value(q, "upload_id")) {
+    let result = match request
+        .uri()
+        .query()
+        .and_then(|q| query_value(q, "upload_id"))
+    {
         Some(upload_id) => relay_chunk(&state, request, upload_id).await,
         None => start_upload(&state, request).await,
     };
@@ -70,7 +73,11 @@ async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError>
         .map(str::to_owned);
     let Some(upstream_url) = upstream_url else {
         // Not a resumable start (or a non-protocol answer): relay it unchanged.
-        return Ok(relay_response(committed.response, app.upstream.timeout(), None));
+        return Ok(relay_response(
+            committed.response,
+            app.upstream.timeout(),
+            None,
+        ));
     };
     let upload_id = url::Url::parse(&upstream_url)
         .ok()
@@ -78,11 +85,17 @@ async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError>
         .ok_or_else(|| ApiError::Internal("the upstream upload URL has no upload_id".to_owned()))?;
     let rewritten = with_query(
         &format!("{origin}/upload/{version}/files"),
-        url::Url::parse(&upstream_url).ok().as_ref().and_then(url::Url::query),
+        url::Url::parse(&upstream_url)
+            .ok()
+            .as_ref()
+            .and_then(url::Url::query),
     );
-    let rewritten = HeaderValue::from_str(&rewritten)
-        .map_err(|_| ApiError::Internal("the rewritten upload URL is not a header value".to_owned()))?;
-    app.pool.affinity().bind_upload(upload_id, committed.key.id());
+    let rewritten = HeaderValue::from_str(&rewritten).map_err(|_| {
+        ApiError::Internal("the rewritten upload URL is not a header value".to_owned())
+    })?;
+    app.pool
+        .affinity()
+        .bind_upload(upload_id, committed.key.id());
     Ok(relay_response(
         committed.response,
         app.upstream.timeout(),
@@ -92,7 +105,11 @@ async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError>
 
 async fn relay_chunk(app: &App, request: Request, upload_id: String) -> Result<Response, ApiError> {
     let unknown = || ApiError::NotFound("Upload session not found.".to_owned());
-    let key_id = app.pool.affinity().upload_key(&upload_id).ok_or_else(unknown)?;
+    let key_id = app
+        .pool
+        .affinity()
+        .upload_key(&upload_id)
+        .ok_or_else(unknown)?;
     // The session belongs to this key even if it has since been disabled: another key's
     // project would not know the upload.
     let key = app.pool.key(key_id).ok_or_else(unknown)?;
@@ -151,7 +168,6 @@ fn public_origin(headers: &HeaderMap) -> Option<String> {
     valid.then(|| format!("{scheme}://{host}"))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,10 +176,19 @@ mod tests {
     fn the_public_origin_prefers_forwarded_headers_and_refuses_odd_hosts() {
         let mut headers = HeaderMap::new();
         headers.insert("host", HeaderValue::from_static("127.0.0.1:8080"));
-        assert_eq!(public_origin(&headers).as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            public_origin(&headers).as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
         headers.insert("x-forwarded-proto", HeaderValue::from_static("https, http"));
-        headers.insert("x-forwarded-host", HeaderValue::from_static("gw.example.com"));
-        assert_eq!(public_origin(&headers).as_deref(), Some("https://gw.example.com"));
+        headers.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("gw.example.com"),
+        );
+        assert_eq!(
+            public_origin(&headers).as_deref(),
+            Some("https://gw.example.com")
+        );
         headers.insert("x-forwarded-host", HeaderValue::from_static("evil.com/x?y"));
         assert_eq!(public_origin(&headers), None);
     }

@@ -126,7 +126,11 @@ impl Upstream {
         }
         Ok(Self {
             client: builder.build()?,
-            base: config.upstream_base_url.as_str().trim_end_matches('/').to_owned(),
+            base: config
+                .upstream_base_url
+                .as_str()
+                .trim_end_matches('/')
+                .to_owned(),
             timeout: config.upstream_timeout,
             max_retries: config.max_retries,
         })

@@ -1,6 +1,8 @@
 //! The native Gemini passthrough against `mock-gemini`: auth, key swapping, path validation,
 //! streaming, cancellation, failover and health.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
 mod common;
 
 use std::time::Duration;
@@ -14,7 +16,10 @@ use serde_json::{Value, json};
 async fn generate_goes_upstream_with_a_pool_key_and_never_the_client_key() {
     let gw = Harness::start(Setup::with_keys(&[("pool-key-a", "p1")])).await;
     let response = gw
-        .native(Method::POST, "/v1beta/models/gemini-2.5-flash:generateContent?key=ignored-too")
+        .native(
+            Method::POST,
+            "/v1beta/models/gemini-2.5-flash:generateContent?key=ignored-too",
+        )
         .header("authorization", format!("Bearer {CLIENT_KEY}"))
         .header("cookie", "session=abc")
         .header("x-forwarded-for", "10.0.0.1")
@@ -26,7 +31,8 @@ async fn generate_goes_upstream_with_a_pool_key_and_never_the_client_key() {
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(
-        body.pointer("/candidates/0/content/parts/0/text").and_then(Value::as_str),
+        body.pointer("/candidates/0/content/parts/0/text")
+            .and_then(Value::as_str),
         Some("Echo: hello there")
     );
     let seen = gw.mock.requests();
@@ -35,14 +41,23 @@ async fn generate_goes_upstream_with_a_pool_key_and_never_the_client_key() {
     assert_eq!(upstream.api_key.as_deref(), Some("pool-key-a"));
     assert_eq!(upstream.query, None, "the ?key= of the client is dropped");
     for (name, value) in &upstream.headers {
-        assert!(!value.contains(CLIENT_KEY), "client key leaked in header {name}");
+        assert!(
+            !value.contains(CLIENT_KEY),
+            "client key leaked in header {name}"
+        );
         assert!(!value.contains("ignored-too"));
     }
     let names: Vec<&str> = upstream.headers.iter().map(|(n, _)| n.as_str()).collect();
     for forbidden in ["authorization", "cookie", "x-forwarded-for", "x-api-key"] {
-        assert!(!names.contains(&forbidden), "{forbidden} crossed to the upstream");
+        assert!(
+            !names.contains(&forbidden),
+            "{forbidden} crossed to the upstream"
+        );
     }
-    assert!(names.contains(&"x-goog-api-client"), "allowlisted header kept");
+    assert!(
+        names.contains(&"x-goog-api-client"),
+        "allowlisted header kept"
+    );
 }
 
 #[tokio::test]
@@ -52,7 +67,9 @@ async fn every_client_key_placement_is_accepted() {
     let body = text_request("count me");
     let requests = [
         gw.http.post(gw.url(path)).bearer_auth(CLIENT_KEY),
-        gw.http.post(gw.url(path)).header("x-goog-api-key", CLIENT_KEY),
+        gw.http
+            .post(gw.url(path))
+            .header("x-goog-api-key", CLIENT_KEY),
         gw.http.post(gw.url(path)).header("x-api-key", CLIENT_KEY),
         gw.http.post(gw.url(&format!("{path}?key={CLIENT_KEY}"))),
     ];
@@ -111,7 +128,10 @@ async fn missing_or_unknown_keys_get_401_in_the_route_dialect_and_reach_nothing(
         .await
         .unwrap();
     assert_eq!(pool_key.status(), 401);
-    assert!(gw.mock.requests().is_empty(), "nothing reached the upstream");
+    assert!(
+        gw.mock.requests().is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -130,7 +150,10 @@ async fn path_escapes_and_foreign_paths_are_refused_before_the_upstream() {
     for (line, expected) in cases {
         assert_eq!(gw.raw_status(line).await, expected, "{line}");
     }
-    assert!(gw.mock.requests().is_empty(), "nothing reached the upstream");
+    assert!(
+        gw.mock.requests().is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +172,10 @@ async fn native_v1_models_list_and_paging_pass_through() {
     assert_eq!(first["models"].as_array().unwrap().len(), 3);
     let token = first["nextPageToken"].as_str().unwrap();
     let second: Value = gw
-        .native(Method::GET, &format!("/v1beta/models?pageToken={token}&pageSize=100"))
+        .native(
+            Method::GET,
+            &format!("/v1beta/models?pageToken={token}&pageSize=100"),
+        )
         .send()
         .await
         .unwrap()
@@ -159,7 +185,10 @@ async fn native_v1_models_list_and_paging_pass_through() {
     assert!(second["models"].as_array().unwrap().len() >= 5);
     let seen = gw.mock.requests();
     assert_eq!(seen[0].path, "/v1/models");
-    assert_eq!(seen[1].query.as_deref(), Some(&*format!("pageToken={token}&pageSize=100")));
+    assert_eq!(
+        seen[1].query.as_deref(),
+        Some(&*format!("pageToken={token}&pageSize=100"))
+    );
 }
 
 #[tokio::test]
@@ -199,7 +228,11 @@ async fn a_stream_is_relayed_event_by_event_as_the_upstream_sends_it() {
             pending.extend_from_slice(&chunk);
         }
         let text = String::from_utf8(pending.clone()).unwrap();
-        assert_eq!(text.matches("data: ").count(), 1, "exactly one event: {text}");
+        assert_eq!(
+            text.matches("data: ").count(),
+            1,
+            "exactly one event: {text}"
+        );
         received.extend(pending);
     }
     assert!(response.chunk().await.unwrap().is_none());
@@ -218,7 +251,10 @@ async fn a_stream_is_relayed_event_by_event_as_the_upstream_sends_it() {
 async fn the_json_array_stream_form_passes_through() {
     let gw = Harness::start(Setup::with_keys(&[("pool-key-a", "p1")])).await;
     let response = gw
-        .native(Method::POST, "/v1beta/models/gemini-2.5-flash:streamGenerateContent")
+        .native(
+            Method::POST,
+            "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+        )
         .json(&text_request("array form please"))
         .send()
         .await
@@ -260,15 +296,27 @@ async fn a_client_that_goes_away_stops_the_upstream_stream() {
 #[tokio::test]
 async fn rate_limited_and_failing_keys_fail_over_to_another_key() {
     let gw = Harness::start(Setup::with_keys(&[("key-a", "p1"), ("key-b", "p2")])).await;
-    let quota = serde_json::from_str::<Value>(include_str!("fixtures/error_429_resource_exhausted.json")).unwrap();
-    for (status, body) in [(429, quota), (503, json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}))] {
+    let quota =
+        serde_json::from_str::<Value>(include_str!("fixtures/error_429_resource_exhausted.json"))
+            .unwrap();
+    for (status, body) in [
+        (429, quota),
+        (
+            503,
+            json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
+        ),
+    ] {
         gw.mock.inject(Injection {
             key: Some("key-a".into()),
             ..Injection::status(status, body, 1)
         });
         gw.mock.inject(Injection {
             key: Some("key-b".into()),
-            ..Injection::status(status, json!({"error": {"code": status, "message": "x", "status": "X"}}), 0)
+            ..Injection::status(
+                status,
+                json!({"error": {"code": status, "message": "x", "status": "X"}}),
+                0,
+            )
         });
         // Whichever key the round robin starts with, the request succeeds.
         for _ in 0..2 {
@@ -277,7 +325,11 @@ async fn rate_limited_and_failing_keys_fail_over_to_another_key() {
         }
     }
     let statuses: Vec<u16> = gw.mock.requests().iter().map(|r| r.status).collect();
-    assert_eq!(statuses.iter().filter(|s| **s != 200).count(), 2, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s != 200).count(),
+        2,
+        "{statuses:?}"
+    );
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4);
 }
 
@@ -300,13 +352,24 @@ async fn an_invalid_key_is_used_once_then_kept_out_of_service_across_restarts() 
     assert!(revoked_uses(&gw) <= 1);
     let state = gw.state.clone();
     assert!(
-        eventually(|| state.pool.keys().iter().any(|k| k.out_of_service_reason().as_deref() == Some("API_KEY_INVALID"))).await
+        eventually(|| state
+            .pool
+            .keys()
+            .iter()
+            .any(|k| k.out_of_service_reason().as_deref() == Some("API_KEY_INVALID")))
+        .await
     );
     // Give the background write a moment, then restart on the same database.
     let storage = gw.state.storage.clone();
     let mut persisted = false;
     for _ in 0..100 {
-        if storage.upstream_keys().await.unwrap().iter().any(|k| k.out_of_service.is_some()) {
+        if storage
+            .upstream_keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.out_of_service.is_some())
+        {
             persisted = true;
             break;
         }
@@ -314,12 +377,22 @@ async fn an_invalid_key_is_used_once_then_kept_out_of_service_across_restarts() 
     }
     assert!(persisted, "the key's state was not persisted");
     let (restarted, addr) = gw.restart().await;
-    assert_eq!(restarted.pool.keys().iter().filter(|k| k.is_usable()).count(), 1);
+    assert_eq!(
+        restarted
+            .pool
+            .keys()
+            .iter()
+            .filter(|k| k.is_usable())
+            .count(),
+        1
+    );
     let before = revoked_uses(&gw);
     for _ in 0..4 {
         let response = gw
             .http
-            .post(format!("http://{addr}/v1beta/models/gemini-2.5-flash:generateContent"))
+            .post(format!(
+                "http://{addr}/v1beta/models/gemini-2.5-flash:generateContent"
+            ))
             .header("x-goog-api-key", CLIENT_KEY)
             .json(&text_request("again"))
             .send()
@@ -327,7 +400,11 @@ async fn an_invalid_key_is_used_once_then_kept_out_of_service_across_restarts() 
             .unwrap();
         assert_eq!(response.status(), 200);
     }
-    assert_eq!(revoked_uses(&gw), before, "the revoked key was used after the restart");
+    assert_eq!(
+        revoked_uses(&gw),
+        before,
+        "the revoked key was used after the restart"
+    );
 }
 
 #[tokio::test]
@@ -379,13 +456,18 @@ async fn an_unreachable_upstream_gives_a_gemini_502() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed_addr = closed.local_addr().unwrap();
     drop(closed);
-    setup.env.push(("GEMINI_BASE_URL", format!("http://{closed_addr}")));
+    setup
+        .env
+        .push(("GEMINI_BASE_URL", format!("http://{closed_addr}")));
     let gw = Harness::start(setup).await;
     let response = gw.generate("gemini-2.5-flash", text_request("hi")).await;
     assert_eq!(response.status(), 502);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["status"], "UNAVAILABLE");
-    assert!(!body.to_string().contains(&closed_addr.to_string()), "no upstream address in errors");
+    assert!(
+        !body.to_string().contains(&closed_addr.to_string()),
+        "no upstream address in errors"
+    );
 }
 
 #[tokio::test]
@@ -393,8 +475,19 @@ async fn health_and_readiness() {
     let gw = Harness::start(Setup::with_keys(&[("k1", "p1")])).await;
     let alive = gw.http.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(alive.status(), 200);
-    let ready: Value = gw.http.get(gw.url("/readyz")).send().await.unwrap().json().await.unwrap();
-    assert_eq!(ready, json!({"status": "ready", "database": true, "usable_keys": 1}));
+    let ready: Value = gw
+        .http
+        .get(gw.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        ready,
+        json!({"status": "ready", "database": true, "usable_keys": 1})
+    );
 
     let empty = Harness::start(Setup {
         mock: MockConfig::default(),

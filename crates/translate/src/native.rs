@@ -146,7 +146,9 @@ fn collect_references(value: &Value, found: &mut Vec<String>) {
                 }
             }
         }
-        Value::Array(items) => items.iter().for_each(|item| collect_references(item, found)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_references(item, found)),
         _ => {}
     }
 }
@@ -212,11 +214,22 @@ mod tests {
         let file = NativePath::parse("files/abc-123").unwrap();
         assert_eq!(file.owned_resource().as_deref(), Some("files/abc-123"));
         assert!(!file.creates_owned_resource("POST"));
-        assert!(NativePath::parse("files").unwrap().creates_owned_resource("POST"));
-        assert!(!NativePath::parse("files").unwrap().creates_owned_resource("GET"));
+        assert!(
+            NativePath::parse("files")
+                .unwrap()
+                .creates_owned_resource("POST")
+        );
+        assert!(
+            !NativePath::parse("files")
+                .unwrap()
+                .creates_owned_resource("GET")
+        );
 
         let cached = NativePath::parse("cachedContents/xyz").unwrap();
-        assert_eq!(cached.owned_resource().as_deref(), Some("cachedContents/xyz"));
+        assert_eq!(
+            cached.owned_resource().as_deref(),
+            Some("cachedContents/xyz")
+        );
         let batch = NativePath::parse("models/gemini-2.5-flash:batchEmbedContents").unwrap();
         assert!(!batch.is_streaming());
     }
@@ -237,10 +250,7 @@ mod tests {
             ("models/x#f", PathError::IllegalCharacter),
             ("models/x@evil.example", PathError::IllegalCharacter),
             ("models/.", PathError::IllegalCharacter),
-            (
-                "https:",
-                PathError::UnknownCollection("https".to_owned()),
-            ),
+            ("https:", PathError::UnknownCollection("https".to_owned())),
             (
                 "storage/v1/b",
                 PathError::UnknownCollection("storage".to_owned()),

@@ -1,6 +1,10 @@
 //! Test harness: a `mock-gemini` on port 0 and the gateway's real router on port 0 in front of it.
 
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    reason = "shared by several test crates, each using a part"
+)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -1,0 +1,149 @@
+//! The real `gemini-pool` binary: start-up errors, defaults, and graceful shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use mock_gemini::{MockConfig, MockGemini, MockKey};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
+
+fn gateway(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+/// Waits for the "listening on http://…" log line and returns the address.
+async fn listening_addr(child: &mut Child) -> String {
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let find = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("listening on http://") {
+                return line[at + "listening on http://".len()..].trim().to_owned();
+            }
+        }
+        panic!("the gateway exited before listening");
+    };
+    let addr = tokio::time::timeout(Duration::from_secs(20), find)
+        .await
+        .unwrap();
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    addr
+}
+
+#[tokio::test]
+async fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = gateway(dir.path(), &[("JWT_SECRET", "short-secret-value")])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("JWT_SECRET: must be at least 32 bytes"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("short-secret-value"));
+}
+
+#[tokio::test]
+async fn settings_come_from_a_dot_env_file_and_the_database_folder_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "# comment\nCLIENT_API_KEYS=from-dot-env-key\nGEMINI_API_KEYS=k1@p1\nGEMINI_BASE_URL=http://127.0.0.1:9\n",
+    )
+    .unwrap();
+    let mut child = gateway(dir.path(), &[]).spawn().unwrap();
+    let addr = listening_addr(&mut child).await;
+    assert!(dir.path().join("data/gemini-pool.db").exists());
+    let http = reqwest::Client::new();
+    let ready: serde_json::Value = http
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["usable_keys"], 1);
+    // The client key from .env is accepted (the upstream is down: 502, not 401).
+    let response = http
+        .get(format!("http://{addr}/v1beta/models"))
+        .header("x-goog-api-key", "from-dot-env-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
+    let (_mock, mock_addr) = MockGemini::start(MockConfig {
+        keys: vec![MockKey::new("k1", "p1")],
+        response_delay: Duration::from_millis(800),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://{mock_addr}");
+    let mut child = gateway(
+        dir.path(),
+        &[
+            ("GEMINI_API_KEYS", "k1@p1"),
+            ("GEMINI_BASE_URL", &base),
+            ("CLIENT_API_KEYS", "client-key-for-shutdown"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let addr = listening_addr(&mut child).await;
+    let in_flight = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{addr}/v1beta/models/gemini-2.5-flash:generateContent"
+            ))
+            .header("x-goog-api-key", "client-key-for-shutdown")
+            .json(&serde_json::json!({"contents": [{"parts": [{"text": "slow"}]}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+    assert_eq!(
+        in_flight.await.unwrap(),
+        200,
+        "the in-flight request finished"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
