@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use serde_json::Value;
+use translate::gemini::UpstreamError;
 
 /// A failure that says something about the key (or upstream), not about the request.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,17 +55,16 @@ const KEY_REASONS: [&str; 8] = [
 ];
 
 /// Message fragments of key-level 400/403 errors that come without an ErrorInfo.
-const KEY_MESSAGES: [&str; 5] = [
+const KEY_MESSAGES: [&str; 4] = [
     "api key not valid",
     "api key not found",
     "reported as leaked",
-    "unregistered callers",
     "has been suspended",
 ];
 
 /// Classifies an upstream answer with a non-success `status` and body `body`.
 pub fn classify_upstream_error(status: u16, body: &[u8]) -> Verdict {
-    let error = parse_error(body);
+    let error = UpstreamError::parse(body);
     let message = error.message.to_ascii_lowercase();
     let key_problem = error
         .reason
@@ -116,74 +115,6 @@ fn key_invalid(reason: String) -> Verdict {
     }
 }
 
-/// The fields of a Gemini error body that classification reads.
-#[derive(Debug, Default)]
-struct ParsedError {
-    status: String,
-    message: String,
-    reason: Option<String>,
-    retry_delay: Option<Duration>,
-    quota_id: Option<String>,
-    quota_model: Option<String>,
-}
-
-fn parse_error(body: &[u8]) -> ParsedError {
-    let Ok(value) = serde_json::from_slice::<Value>(body) else {
-        return ParsedError::default();
-    };
-    // Google's OpenAI-compatible surface wraps the error in an array; accept both.
-    let error = match &value {
-        Value::Array(items) => items.first().and_then(|item| item.get("error")),
-        _ => value.get("error"),
-    };
-    let Some(error) = error else {
-        return ParsedError::default();
-    };
-    let text = |field: &str| error.get(field).and_then(Value::as_str).map(str::to_owned);
-    let mut parsed = ParsedError {
-        status: text("status").unwrap_or_default(),
-        message: text("message").unwrap_or_default(),
-        ..ParsedError::default()
-    };
-    let details = error.get("details").and_then(Value::as_array);
-    for detail in details.into_iter().flatten() {
-        let kind = detail.get("@type").and_then(Value::as_str).unwrap_or("");
-        if kind.ends_with("google.rpc.ErrorInfo") {
-            parsed.reason = detail
-                .get("reason")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
-        } else if kind.ends_with("google.rpc.RetryInfo") {
-            parsed.retry_delay = detail
-                .get("retryDelay")
-                .and_then(Value::as_str)
-                .and_then(parse_duration);
-        } else if kind.ends_with("google.rpc.QuotaFailure") {
-            let violation = detail
-                .get("violations")
-                .and_then(Value::as_array)
-                .and_then(|violations| violations.first());
-            if let Some(violation) = violation {
-                parsed.quota_id = violation
-                    .get("quotaId")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                parsed.quota_model = violation
-                    .pointer("/quotaDimensions/model")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-            }
-        }
-    }
-    parsed
-}
-
-/// Parses a protobuf JSON `Duration` such as `"26s"` or `"34.417833292s"`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
-}
-
 /// Hides API keys in text that came from the upstream: every `AIza…` key, every `key=` query
 /// value, and `known` (the key the request used) wherever it appears. Upstream messages do quote
 /// keys, for instance `Consumer 'api_key:AIza…' has been suspended`.
@@ -230,7 +161,10 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let path = format!("{}/tests/fixtures/{name}.json", env!("CARGO_MANIFEST_DIR"));
+        let path = format!(
+            "{}/../translate/tests/fixtures/gemini/errors/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
     }
 
@@ -244,7 +178,6 @@ mod tests {
             (400, "error_400_api_key_invalid", "API_KEY_INVALID"),
             (403, "error_403_consumer_suspended", "CONSUMER_SUSPENDED"),
             (403, "error_403_leaked_key", "reported as leaked"),
-            (403, "error_403_unregistered_caller", "unregistered callers"),
         ];
         for (status, name, reason) in cases {
             assert_eq!(
@@ -316,6 +249,8 @@ mod tests {
             (400, "error_400_missing_thought_signature"),
             (400, "error_400_function_response_count"),
             (404, "error_404_model_not_found"),
+            // No key reached Google: a gateway fault, not the key's, and no other key helps.
+            (403, "error_403_unregistered_caller"),
         ] {
             assert_eq!(
                 verdict(status, name),
@@ -328,14 +263,6 @@ mod tests {
         }
         // A 502 with an HTML body from a front end is still an upstream fault.
         assert!(classify_upstream_error(502, b"<html>Bad Gateway</html>").retry_on_another_key);
-    }
-
-    #[test]
-    fn durations_parse_fractional_seconds() {
-        assert_eq!(parse_duration("34.5s"), Some(Duration::from_millis(34_500)));
-        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_duration("12"), None);
     }
 
     #[test]

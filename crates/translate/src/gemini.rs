@@ -1,0 +1,350 @@
+//! Gemini `v1beta` response wire types, read tolerantly.
+//!
+//! Gemini follows proto3 JSON rules: fields equal to 0, false or empty may be left out (a
+//! candidate's `index` 0, `candidatesTokenCount` when nothing visible was produced), so every
+//! field has a default. Unknown fields are kept in `extra`; unknown enum values land in
+//! `Unknown` instead of failing the whole response.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+/// `GenerateContentResponse`, also each event of a stream.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GenerateContentResponse {
+    /// The candidates (absent when the prompt was blocked).
+    #[serde(default)]
+    pub candidates: Vec<Candidate>,
+    /// Why the prompt was blocked, if it was.
+    pub prompt_feedback: Option<PromptFeedback>,
+    /// Token counts; in streams a cumulative snapshot.
+    pub usage_metadata: Option<UsageMetadata>,
+    /// The model version that answered.
+    pub model_version: Option<String>,
+    /// The upstream response id.
+    pub response_id: Option<String>,
+    /// Fields this gateway does not read.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// One candidate answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Candidate {
+    /// Its content; `{"role": "model"}` without parts when nothing was produced.
+    pub content: Option<Content>,
+    /// Why generation stopped (only on the last event of a stream).
+    pub finish_reason: Option<FinishReason>,
+    /// Its index among `candidateCount` candidates; omitted when 0.
+    #[serde(default)]
+    pub index: u32,
+    /// Gemini's explanation of the finish reason.
+    pub finish_message: Option<String>,
+    /// Log probabilities, when requested.
+    pub logprobs_result: Option<LogprobsResult>,
+}
+
+/// A content: role and parts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Content {
+    /// The parts, in order.
+    #[serde(default)]
+    pub parts: Vec<Part>,
+    /// `model` on answers.
+    pub role: Option<String>,
+}
+
+/// One part. Every kind is an optional field, so an unknown kind is simply a part with none of
+/// the known fields set.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Part {
+    /// Text (a thought summary when `thought` is true).
+    pub text: Option<String>,
+    /// Whether `text` is a thought summary.
+    #[serde(default)]
+    pub thought: bool,
+    /// Opaque signature that must be sent back with this part in later turns.
+    pub thought_signature: Option<String>,
+    /// A function call.
+    pub function_call: Option<FunctionCall>,
+    /// Inline media (image-output models).
+    pub inline_data: Option<InlineData>,
+    /// Code written by the code-execution tool.
+    pub executable_code: Option<ExecutableCode>,
+    /// The result of running it.
+    pub code_execution_result: Option<CodeExecutionResult>,
+    /// Other part kinds.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+/// A function call requested by the model.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FunctionCall {
+    /// The function's name.
+    #[serde(default)]
+    pub name: String,
+    /// Its arguments; proto3 may omit an empty object.
+    pub args: Option<Value>,
+    /// An id, sent by some models.
+    pub id: Option<String>,
+}
+
+/// Inline bytes with a MIME type.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InlineData {
+    /// MIME type.
+    #[serde(default)]
+    pub mime_type: String,
+    /// Base64 bytes.
+    #[serde(default)]
+    pub data: String,
+}
+
+/// Code from the code-execution tool.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExecutableCode {
+    /// Language, such as `PYTHON`.
+    #[serde(default)]
+    pub language: String,
+    /// The code.
+    #[serde(default)]
+    pub code: String,
+}
+
+/// The output of executed code.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct CodeExecutionResult {
+    /// `OUTCOME_OK` and so on.
+    #[serde(default)]
+    pub outcome: String,
+    /// What the code printed.
+    #[serde(default)]
+    pub output: String,
+}
+
+/// `Candidate.finishReason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[expect(missing_docs, reason = "the variants are Gemini's enum values")]
+pub enum FinishReason {
+    FinishReasonUnspecified,
+    Stop,
+    MaxTokens,
+    Safety,
+    Recitation,
+    Language,
+    Other,
+    Blocklist,
+    ProhibitedContent,
+    Spii,
+    MalformedFunctionCall,
+    ImageSafety,
+    ImageProhibitedContent,
+    ImageRecitation,
+    ImageOther,
+    NoImage,
+    UnexpectedToolCall,
+    TooManyToolCalls,
+    MissingThoughtSignature,
+    /// A value newer than this gateway.
+    #[serde(other)]
+    Unknown,
+}
+
+/// `promptFeedback`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PromptFeedback {
+    /// Set when the prompt was blocked.
+    pub block_reason: Option<String>,
+}
+
+/// `usageMetadata`. Every count defaults to 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[expect(
+    missing_docs,
+    reason = "the fields are Gemini's counters, named as in the API"
+)]
+pub struct UsageMetadata {
+    #[serde(default)]
+    pub prompt_token_count: u64,
+    #[serde(default)]
+    pub candidates_token_count: u64,
+    #[serde(default)]
+    pub total_token_count: u64,
+    #[serde(default)]
+    pub thoughts_token_count: u64,
+    #[serde(default)]
+    pub tool_use_prompt_token_count: u64,
+    #[serde(default)]
+    pub cached_content_token_count: u64,
+    #[serde(default)]
+    pub prompt_tokens_details: Vec<ModalityTokenCount>,
+    #[serde(default)]
+    pub candidates_tokens_details: Vec<ModalityTokenCount>,
+}
+
+/// Tokens of one modality.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModalityTokenCount {
+    /// `TEXT`, `AUDIO`, `IMAGE`, …
+    #[serde(default)]
+    pub modality: String,
+    /// The count.
+    #[serde(default)]
+    pub token_count: u64,
+}
+
+/// `logprobsResult`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogprobsResult {
+    /// Top candidates per position.
+    #[serde(default)]
+    pub top_candidates: Vec<TopCandidates>,
+    /// The chosen token per position.
+    #[serde(default)]
+    pub chosen_candidates: Vec<LogprobCandidate>,
+}
+
+/// Top candidates at one position.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TopCandidates {
+    /// Candidates, most likely first.
+    #[serde(default)]
+    pub candidates: Vec<LogprobCandidate>,
+}
+
+/// One token and its log probability.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogprobCandidate {
+    /// The token.
+    #[serde(default)]
+    pub token: String,
+    /// Its log probability.
+    #[serde(default)]
+    pub log_probability: f64,
+}
+
+/// The parts of a Gemini error body (`{"error": {"code", "message", "status", "details"}}`)
+/// that decide what to do with it. `details` entries are matched on `@type`, never on position,
+/// because their order varies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamError {
+    /// The google.rpc status name (`RESOURCE_EXHAUSTED`, …); empty when the body is not JSON.
+    pub status: String,
+    /// The message.
+    pub message: String,
+    /// `ErrorInfo.reason` (`API_KEY_INVALID`, `CONSUMER_SUSPENDED`, …).
+    pub reason: Option<String>,
+    /// `RetryInfo.retryDelay`.
+    pub retry_delay: Option<std::time::Duration>,
+    /// `QuotaFailure.violations[0].quotaId`.
+    pub quota_id: Option<String>,
+    /// `QuotaFailure.violations[0].quotaDimensions.model`.
+    pub quota_model: Option<String>,
+    /// `BadRequest.fieldViolations[0].field`.
+    pub field_violation: Option<String>,
+}
+
+impl UpstreamError {
+    /// Reads an error body; anything unreadable gives empty fields.
+    pub fn parse(body: &[u8]) -> Self {
+        let Ok(value) = serde_json::from_slice::<Value>(body) else {
+            return Self::default();
+        };
+        // Google's OpenAI-compatible surface wraps the error in an array; accept both.
+        let error = match &value {
+            Value::Array(items) => items.first().and_then(|item| item.get("error")),
+            _ => value.get("error"),
+        };
+        let Some(error) = error else {
+            return Self::default();
+        };
+        let text = |value: &Value, field: &str| {
+            value.get(field).and_then(Value::as_str).map(str::to_owned)
+        };
+        let mut parsed = Self {
+            status: text(error, "status").unwrap_or_default(),
+            message: text(error, "message").unwrap_or_default(),
+            ..Self::default()
+        };
+        let details = error.get("details").and_then(Value::as_array);
+        for detail in details.into_iter().flatten() {
+            let kind = detail.get("@type").and_then(Value::as_str).unwrap_or("");
+            if kind.ends_with("google.rpc.ErrorInfo") {
+                parsed.reason = text(detail, "reason");
+            } else if kind.ends_with("google.rpc.RetryInfo") {
+                parsed.retry_delay = detail
+                    .get("retryDelay")
+                    .and_then(Value::as_str)
+                    .and_then(parse_duration);
+            } else if kind.ends_with("google.rpc.QuotaFailure") {
+                if let Some(violation) = detail.pointer("/violations/0") {
+                    parsed.quota_id = text(violation, "quotaId");
+                    parsed.quota_model = violation
+                        .pointer("/quotaDimensions/model")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                }
+            } else if kind.ends_with("google.rpc.BadRequest") {
+                parsed.field_violation = detail
+                    .pointer("/fieldViolations/0/field")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+            }
+        }
+        parsed
+    }
+
+    /// Whether the violated quota is a per-day one.
+    pub fn is_daily_quota(&self) -> bool {
+        self.quota_id
+            .as_deref()
+            .is_some_and(|id| id.contains("PerDay"))
+    }
+}
+
+/// Parses a protobuf JSON `Duration` such as `"26s"` or `"34.417833292s"`.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
+    (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_fractional_seconds() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("34.5s"), Some(Duration::from_millis(34_500)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("12"), None);
+    }
+
+    #[test]
+    fn error_details_are_read_by_type_in_any_order() {
+        let body = br#"[{"error": {"code": 400, "message": "bad", "status": "INVALID_ARGUMENT", "details": [
+            {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [{"field": "tools[0].function_declarations[0]", "description": "x"}]},
+            {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "R"}
+        ]}}]"#;
+        let error = UpstreamError::parse(body);
+        assert_eq!(error.status, "INVALID_ARGUMENT");
+        assert_eq!(error.reason.as_deref(), Some("R"));
+        assert_eq!(
+            error.field_violation.as_deref(),
+            Some("tools[0].function_declarations[0]")
+        );
+        assert_eq!(UpstreamError::parse(b"<html>"), UpstreamError::default());
+    }
+}
