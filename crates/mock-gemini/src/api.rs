@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::{Value, json};
 
+use crate::answer::{Answer, compose};
 use crate::{MockState, RecordedRequest, upload};
 
 /// Largest request body the mock reads (the real API takes 100 MB inline).
@@ -81,6 +82,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         headers: parts.headers.clone(),
         body,
     };
+    if incoming.path == "/__mock/requests" {
+        return inspection(&state);
+    }
     let response = route(&state, &incoming).await;
     if state.config.record_requests {
         let recorded = RecordedRequest {
@@ -99,10 +103,27 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
                 })
                 .collect(),
             status: response.status().as_u16(),
+            body: serde_json::from_slice(&incoming.body).ok(),
         };
         state.ledger().requests.push(recorded);
     }
     response
+}
+
+/// `GET /__mock/requests`: what the mock recorded, as JSON, for tests that run the binary.
+fn inspection(state: &MockState) -> Response {
+    let requests: Vec<Value> = state
+        .ledger()
+        .requests
+        .iter()
+        .map(|r| {
+            json!({
+                "method": r.method, "path": r.path, "query": r.query,
+                "api_key": r.api_key, "status": r.status, "body": r.body,
+            })
+        })
+        .collect();
+    json_response(&Value::Array(requests))
 }
 
 fn url_pairs(query: &str) -> Vec<(String, String)> {
@@ -398,11 +419,16 @@ fn model_call(
     if let Err(response) = take_quota(state, &caller.project, model) {
         return response;
     }
-    let response = match action {
-        "generateContent" => json_response(&generate_response(model, &body, None)),
-        "streamGenerateContent" => {
-            stream_response(state, model, &body, incoming.query("alt") == Some("sse"))
+    let generate = |stream: bool| match compose(model, &body) {
+        Ok(answer) if stream => {
+            stream_response(state, model, &answer, incoming.query("alt") == Some("sse"))
         }
+        Ok(answer) => json_response(&answer.body(model, &response_id())),
+        Err(response) => response,
+    };
+    let response = match action {
+        "generateContent" => generate(false),
+        "streamGenerateContent" => generate(true),
         "countTokens" => count_tokens(&body),
         "embedContent" => embed_content(&body),
         "batchEmbedContents" => batch_embed_contents(&body),
@@ -593,51 +619,6 @@ fn word_count(texts: &[String]) -> u64 {
         .max(1)
 }
 
-/// The reply: `Echo: ` and the last text of the request, or a fixed sentence.
-fn reply_text(body: &Value) -> String {
-    match request_texts(body).last() {
-        Some(text) => format!("Echo: {text}"),
-        None => "Hello from the mock Gemini API.".to_owned(),
-    }
-}
-
-fn thoughts_for(model: &str) -> u64 {
-    if find_model(model).is_some_and(|(_, _, thinking)| thinking) {
-        5
-    } else {
-        0
-    }
-}
-
-fn usage(prompt: u64, candidates: u64, thoughts: u64) -> Value {
-    let mut usage = json!({
-        "promptTokenCount": prompt,
-        "candidatesTokenCount": candidates,
-        "totalTokenCount": prompt + candidates + thoughts,
-        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt}],
-    });
-    if thoughts > 0 {
-        usage["thoughtsTokenCount"] = json!(thoughts);
-    }
-    usage
-}
-
-fn generate_response(model: &str, body: &Value, text_override: Option<&str>) -> Value {
-    let text = text_override.map_or_else(|| reply_text(body), str::to_owned);
-    let prompt = word_count(&request_texts(body));
-    let candidates = word_count(std::slice::from_ref(&text));
-    json!({
-        "candidates": [{
-            "content": {"parts": [{"text": text}], "role": "model"},
-            "finishReason": "STOP",
-            "index": 0
-        }],
-        "usageMetadata": usage(prompt, candidates, thoughts_for(model)),
-        "modelVersion": model,
-        "responseId": format!("mock-{:016x}", rand::random::<u64>()),
-    })
-}
-
 /// Counts a stream as cancelled when it is dropped before its last event.
 struct StreamGuard {
     state: Arc<MockState>,
@@ -655,39 +636,16 @@ impl Drop for StreamGuard {
     }
 }
 
-fn stream_response(state: &Arc<MockState>, model: &str, body: &Value, sse: bool) -> Response {
-    let text = reply_text(body);
-    let words: Vec<&str> = text.split_inclusive(' ').collect();
-    let events = state.config.stream_events.max(1);
-    let per_event = words.len().div_ceil(events).max(1);
-    let prompt = word_count(&request_texts(body));
-    let thoughts = thoughts_for(model);
-    let response_id = format!("mock-{:016x}", rand::random::<u64>());
-    let mut payloads = Vec::with_capacity(events);
-    let mut produced = 0u64;
-    for index in 0..events {
-        let piece: String = words
-            .iter()
-            .skip(index * per_event)
-            .take(per_event)
-            .copied()
-            .collect();
-        produced += piece.split_whitespace().count() as u64;
-        let mut candidate = json!({
-            "content": {"parts": [{"text": piece}], "role": "model"},
-            "index": 0
-        });
-        if index + 1 == events {
-            candidate["finishReason"] = json!("STOP");
-        }
-        let event = json!({
-            "candidates": [candidate],
-            "usageMetadata": usage(prompt, produced, thoughts),
-            "modelVersion": model,
-            "responseId": response_id,
-        });
-        payloads.push(event.to_string());
-    }
+fn response_id() -> String {
+    format!("mock-{:016x}", rand::random::<u64>())
+}
+
+fn stream_response(state: &Arc<MockState>, model: &str, answer: &Answer, sse: bool) -> Response {
+    let payloads: Vec<String> = answer
+        .events(model, &response_id(), state.config.stream_events)
+        .iter()
+        .map(Value::to_string)
+        .collect();
     let shared = Arc::clone(state);
     shared
         .streams
@@ -720,6 +678,7 @@ fn stream_response(state: &Arc<MockState>, model: &str, body: &Value, sse: bool)
                         tokio::time::sleep(interval).await;
                     }
                 }
+                // Live Gemini frames SSE events with CRLF.
                 let frame = if sse {
                     format!("data: {payload}\r\n\r\n")
                 } else {

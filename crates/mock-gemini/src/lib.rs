@@ -13,6 +13,7 @@
     reason = "handlers return finished error responses; the mock is a test fixture, not a hot path"
 )]
 
+mod answer;
 mod api;
 mod upload;
 
@@ -130,6 +131,8 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     /// Status the mock answered with.
     pub status: u16,
+    /// The body, when it was JSON.
+    pub body: Option<Value>,
 }
 
 /// Counters of streamed answers.

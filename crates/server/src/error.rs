@@ -30,6 +30,20 @@ pub enum ApiError {
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
+    /// A field of the request is wrong (OpenAI's `param` names it).
+    #[error("{message}")]
+    InvalidField {
+        /// What is wrong.
+        message: String,
+        /// The field, such as `messages[2].content`.
+        param: Option<String>,
+    },
+    /// An upstream error answer, already mapped to OpenAI's status, type and code.
+    #[error("{}", .0.message)]
+    Upstream(translate::errors::OpenAiError),
+    /// The upstream answered 200 with something that is not a Gemini answer.
+    #[error("The upstream answer could not be read.")]
+    UpstreamInvalidResponse(String),
     /// The route or resource does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -58,7 +72,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::Upstream(error) => {
+                StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY)
+            }
+            Self::UpstreamInvalidResponse(_) => StatusCode::BAD_GATEWAY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::NoUsableKey(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +90,18 @@ impl ApiError {
     fn gemini_status(&self) -> &'static str {
         match self {
             Self::MissingKey | Self::InvalidKey => "UNAUTHENTICATED",
-            Self::BadRequest(_) | Self::PayloadTooLarge { .. } => "INVALID_ARGUMENT",
+            Self::BadRequest(_) | Self::InvalidField { .. } | Self::PayloadTooLarge { .. } => {
+                "INVALID_ARGUMENT"
+            }
+            Self::Upstream(error) => match error.status {
+                400 | 413 => "INVALID_ARGUMENT",
+                403 => "PERMISSION_DENIED",
+                404 => "NOT_FOUND",
+                429 => "RESOURCE_EXHAUSTED",
+                504 => "DEADLINE_EXCEEDED",
+                _ => "UNAVAILABLE",
+            },
+            Self::UpstreamInvalidResponse(_) => "UNAVAILABLE",
             Self::NotFound(_) => "NOT_FOUND",
             Self::NoUsableKey(_) | Self::UpstreamUnreachable => "UNAVAILABLE",
             Self::UpstreamTimeout => "DEADLINE_EXCEEDED",
@@ -85,7 +114,9 @@ impl ApiError {
         match self {
             Self::MissingKey => ("invalid_request_error", Some("missing_api_key")),
             Self::InvalidKey => ("invalid_request_error", Some("invalid_api_key")),
-            Self::BadRequest(_) => ("invalid_request_error", None),
+            Self::BadRequest(_) | Self::InvalidField { .. } => ("invalid_request_error", None),
+            Self::Upstream(error) => (error.kind, error.code),
+            Self::UpstreamInvalidResponse(_) => ("server_error", Some("upstream_invalid_response")),
             Self::NotFound(_) => ("invalid_request_error", Some("not_found")),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
             Self::NoUsableKey(_) => ("server_error", Some("no_usable_upstream_key")),
@@ -97,10 +128,23 @@ impl ApiError {
 
     /// Renders the error in `dialect`.
     pub fn into_response_for(self, dialect: Dialect) -> Response {
-        if let Self::Internal(detail) = &self {
-            tracing::error!(%detail, "internal error");
+        match &self {
+            Self::Internal(detail) => tracing::error!(%detail, "internal error"),
+            Self::UpstreamInvalidResponse(detail) => {
+                tracing::warn!(%detail, "unreadable upstream answer");
+            }
+            _ => {}
         }
         let status = self.status();
+        let retry_after = match &self {
+            Self::Upstream(error) => error.retry_after,
+            _ => None,
+        };
+        let param = match &self {
+            Self::InvalidField { param, .. } => param.clone(),
+            Self::Upstream(error) => error.param.clone(),
+            _ => None,
+        };
         let message = self.to_string();
         let body = match dialect {
             Dialect::Gemini => json!({"error": {
@@ -110,10 +154,29 @@ impl ApiError {
             }}),
             Dialect::OpenAi => {
                 let (kind, code) = self.openai_type_and_code();
-                json!({"error": {"message": message, "type": kind, "param": null, "code": code}})
+                json!({"error": {"message": message, "type": kind, "param": param, "code": code}})
             }
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, seconds.into());
+        }
+        response
+    }
+}
+
+impl From<translate::TranslateError> for ApiError {
+    fn from(error: translate::TranslateError) -> Self {
+        match error {
+            translate::TranslateError::InvalidRequest { message, param } => {
+                Self::InvalidField { message, param }
+            }
+            translate::TranslateError::UpstreamResponse(detail) => {
+                Self::UpstreamInvalidResponse(detail)
+            }
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) only reads the configuration and calls them.
 
 pub mod auth;
+pub mod call_memory;
 pub mod config;
 pub mod error;
 mod health;
@@ -80,7 +81,7 @@ async fn dispatch_v1(state: axum::extract::State<AppState>, request: Request) ->
     let rest = request.uri().path().trim_start_matches("/v1/");
     let gemini_auth = auth::uses_gemini_auth(request.headers(), request.uri().query());
     if openai::is_openai_path(rest, gemini_auth) {
-        openai::unsupported(request).await
+        openai::handle(state.0, request).await
     } else {
         native::relay(state, request).await
     }

@@ -125,8 +125,13 @@ fn owning_project(app: &App, path: &NativePath, body: &[u8]) -> Result<Option<Ar
     if may_reference && let Ok(json) = serde_json::from_slice::<Value>(body) {
         resources.extend(referenced_resources(&json));
     }
+    project_owning(app, &resources)
+}
+
+/// The one project that owns the known `resources`; an error when they belong to several.
+pub fn project_owning(app: &App, resources: &[String]) -> Result<Option<Arc<str>>, ApiError> {
     let mut project: Option<Arc<str>> = None;
-    for resource in &resources {
+    for resource in resources {
         let Some(owner) = app.pool.affinity().resource_project(resource) else {
             continue;
         };

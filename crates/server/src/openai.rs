@@ -1,10 +1,39 @@
-//! The OpenAI-compatible routes under `/v1`. Which `/v1` paths are OpenAI's is decided here;
-//! the translation itself lives in the `translate` crate.
+//! The OpenAI-compatible routes under `/v1`: chat completions (plain and streamed), models and
+//! embeddings. Requests are translated by the `translate` crate, sent with failover, and the
+//! answers translated back; errors come in OpenAI's shape with the status its SDKs expect.
 
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
 use axum::extract::Request;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use pool::{Failure, KeyId};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use translate::embeddings::{EmbeddingsPlan, EmbeddingsRequest};
+use translate::errors::{OpenAiError, from_upstream};
+use translate::gemini::GenerateContentResponse;
+use translate::native::referenced_resources;
+use translate::openai::ChatCompletionRequest;
+use translate::request::translate_chat_request;
+use translate::response::{ResponseContext, chat_completion};
+use translate::sse::SseDecoder;
+use translate::stream::{StreamContext, StreamItem, StreamTranslator};
 
 use crate::error::{ApiError, Dialect};
+use crate::native::{REQUEST_BODY_LIMIT, project_owning, read_body, read_limited};
+use crate::state::{App, AppState};
+use crate::upstream::{Outgoing, UpstreamFailure};
+
+/// The largest non-streamed upstream answer read (answers with inline images can be large).
+const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+/// Comment lines sent while a thinking model is silent, so proxies keep the stream open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Whether a path below `/v1/` is an OpenAI route. `models` and `models/{id}` are shared with
 /// Gemini: a request authenticated the Gemini way (`x-goog-api-key` or `?key=`) is native.
@@ -19,12 +48,363 @@ pub fn is_openai_path(rest: &str, gemini_auth: bool) -> bool {
     }
 }
 
-/// Answers OpenAI routes this build does not serve yet, in OpenAI's error shape.
-pub async fn unsupported(request: Request) -> Response {
-    ApiError::NotFound(format!(
-        "{} {} is not served by this gateway build.",
-        request.method(),
-        request.uri().path()
-    ))
-    .into_response_for(Dialect::OpenAi)
+/// Dispatches an OpenAI route.
+pub async fn handle(state: AppState, request: Request) -> Response {
+    let rest = request.uri().path().trim_start_matches("/v1/").to_owned();
+    let method = request.method().clone();
+    let result = match (method, rest.as_str()) {
+        (Method::POST, "chat/completions") => create_chat_completion(&state, request).await,
+        (Method::POST, "embeddings") => create_embeddings(&state, request).await,
+        (Method::GET, "models") => list_models(&state).await,
+        (Method::GET, path) if path.starts_with("models/") => {
+            retrieve_model(&state, &path["models/".len()..]).await
+        }
+        (method, path) => Err(ApiError::NotFound(format!(
+            "{method} /v1/{path} is not an OpenAI-compatible route of this gateway."
+        ))),
+    };
+    result.unwrap_or_else(|error| error.into_response_for(Dialect::OpenAi))
+}
+
+/// Reads a JSON body into `T`; a malformed or mistyped body is a 400 naming the field.
+async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+    let body = read_body(request.into_body(), REQUEST_BODY_LIMIT).await?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::InvalidField {
+                message: format!("The request body is not valid JSON: {inner}."),
+                param: None,
+            }
+        } else {
+            ApiError::InvalidField {
+                message: format!("Invalid value for '{path}': {inner}."),
+                param: (path != ".").then_some(path),
+            }
+        }
+    })
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `call_` and 24 random alphanumerics: the id of a tool call the upstream gave none.
+fn new_call_id() -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("call_{suffix}")
+}
+
+fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
+/// The client's error for a failed upstream call about `model`.
+fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
+    match failure {
+        UpstreamFailure::Answered { status, body, .. } => {
+            ApiError::Upstream(from_upstream(status.as_u16(), &body, model))
+        }
+        UpstreamFailure::NoUsableKey(message) => ApiError::NoUsableKey(message),
+        UpstreamFailure::Unreachable => ApiError::UpstreamUnreachable,
+        UpstreamFailure::Timeout => ApiError::UpstreamTimeout,
+    }
+}
+
+async fn create_chat_completion(app: &App, request: Request) -> Result<Response, ApiError> {
+    let chat: ChatCompletionRequest = read_json(request).await?;
+    let translated = translate_chat_request(&chat, &*app.calls)?;
+    let body = serde_json::to_vec(&translated.body)
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    // Cached contents and uploaded files can only be used through their own project's keys.
+    let project = project_owning(app, &referenced_resources(&translated.body))?;
+    let outgoing = Outgoing {
+        method: Method::POST,
+        path_and_query: translated.upstream_path(),
+        headers: json_headers(),
+        body: Bytes::from(body),
+        streaming: translated.stream,
+        model: Some(translated.model.clone()),
+        project,
+    };
+    if translated.stream {
+        let context = StreamContext {
+            model: translated.model,
+            created: unix_now(),
+            include_usage: translated.include_usage,
+        };
+        return stream_chat_completion(app, &outgoing, context).await;
+    }
+    let committed = app
+        .send_with_failover(&outgoing)
+        .await
+        .map_err(|failure| upstream_error(failure, &translated.model))?;
+    let answer = read_limited(committed.response, ANSWER_LIMIT).await?;
+    let answer: GenerateContentResponse = serde_json::from_slice(&answer)
+        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+    let context = ResponseContext {
+        model: translated.model,
+        created: unix_now(),
+        logprobs: translated.logprobs,
+    };
+    let (completion, calls) = chat_completion(&answer, &context, &mut new_call_id)?;
+    app.calls.remember(calls);
+    Ok(axum::Json(completion).into_response())
+}
+
+/// The upstream stream after its first event: what was read so far, and the rest.
+struct OpenedStream {
+    decoder: SseDecoder,
+    first_event: String,
+    rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+}
+
+/// Sends a streamed request, moving to another key until one answers with a first event that is
+/// not an error (the commit point): before it, the client has seen nothing, so a 429 inside the
+/// stream or a connection dropped before the first event can still be retried.
+async fn open_stream(
+    app: &App,
+    outgoing: &Outgoing,
+    model: &str,
+) -> Result<OpenedStream, ApiError> {
+    let mut tried: Vec<KeyId> = Vec::new();
+    loop {
+        let committed = app
+            .send_with_failover_after(outgoing, &mut tried)
+            .await
+            .map_err(|failure| upstream_error(failure, model))?;
+        let key = committed.key;
+        let mut rest = committed.response.bytes_stream().boxed();
+        let mut decoder = SseDecoder::new();
+        let first = tokio::time::timeout(app.upstream.timeout(), async {
+            loop {
+                if let Some(event) = decoder.next_event() {
+                    return Ok(Some(event.data));
+                }
+                match rest.next().await {
+                    Some(Ok(bytes)) => decoder.push(&bytes),
+                    Some(Err(_)) => return Err(()),
+                    None => return Ok(None),
+                }
+            }
+        })
+        .await;
+        let failure = match first {
+            Ok(Ok(Some(data))) => {
+                let error = serde_json::from_str::<Value>(&data)
+                    .ok()
+                    .and_then(|value| value.get("error").cloned());
+                let Some(error) = error else {
+                    return Ok(OpenedStream {
+                        decoder,
+                        first_event: data,
+                        rest,
+                    });
+                };
+                let body = serde_json::json!({ "error": error }).to_string();
+                let status = error.get("code").and_then(Value::as_u64).unwrap_or(500);
+                let verdict = pool::classify_upstream_error(
+                    u16::try_from(status).unwrap_or(500),
+                    body.as_bytes(),
+                );
+                if let Some(failure) = &verdict.failure {
+                    app.learn(&key, failure);
+                }
+                if !verdict.retry_on_another_key
+                    || tried.len() > app.upstream.max_retries() as usize
+                {
+                    let redacted = pool::redact_secrets(&body, &[key.secret()]);
+                    return Err(ApiError::Upstream(from_upstream(
+                        u16::try_from(status).unwrap_or(500),
+                        redacted.as_bytes(),
+                        model,
+                    )));
+                }
+                continue;
+            }
+            // The stream ended or broke before its first event.
+            Ok(Ok(None)) | Ok(Err(())) => Failure::Connection,
+            Err(_) => Failure::Connection,
+        };
+        app.learn(&key, &failure);
+        if tried.len() > app.upstream.max_retries() as usize {
+            return Err(ApiError::UpstreamUnreachable);
+        }
+    }
+}
+
+async fn stream_chat_completion(
+    app: &App,
+    outgoing: &Outgoing,
+    context: StreamContext,
+) -> Result<Response, ApiError> {
+    let opened = open_stream(app, outgoing, &context.model).await?;
+    let idle = app.upstream.timeout();
+    let state = Arc::clone(&app.calls);
+    let events = async_stream::stream! {
+        let OpenedStream { mut decoder, first_event, mut rest } = opened;
+        let mut translator = StreamTranslator::new(context);
+        let mut pending = vec![first_event];
+        loop {
+            for data in pending.drain(..) {
+                for item in translator.on_event(&data, &mut new_call_id) {
+                    yield Ok::<Event, Infallible>(sse_event(&item));
+                }
+                state.remember(translator.take_emitted_calls());
+            }
+            if translator.is_ended() {
+                break;
+            }
+            match tokio::time::timeout(idle, rest.next()).await {
+                Ok(Some(Ok(bytes))) => {
+                    decoder.push(&bytes);
+                    while let Some(event) = decoder.next_event() {
+                        pending.push(event.data);
+                    }
+                }
+                Ok(None) => {
+                    // A last event without its blank line is still an event.
+                    let tail = String::from_utf8_lossy(decoder.pending()).trim().to_owned();
+                    if let Some(data) = tail.strip_prefix("data:") {
+                        for item in translator.on_event(data.trim_start(), &mut new_call_id) {
+                            yield Ok(sse_event(&item));
+                        }
+                    }
+                    for item in translator.finish() {
+                        yield Ok(sse_event(&item));
+                    }
+                    break;
+                }
+                Ok(Some(Err(_))) | Err(_) => {
+                    let error = OpenAiError::upstream_stream("The upstream stream failed or went silent.");
+                    yield Ok(sse_event(&StreamItem::Error(error)));
+                    break;
+                }
+            }
+        }
+    };
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// One downstream SSE event: a chunk, an error payload, or `[DONE]`.
+fn sse_event(item: &StreamItem) -> Event {
+    let data = match item {
+        StreamItem::Chunk(chunk) => serde_json::to_string(chunk).unwrap_or_default(),
+        StreamItem::Error(error) => error.body().to_string(),
+        StreamItem::Done => "[DONE]".to_owned(),
+    };
+    Event::default().data(data)
+}
+
+/// Sends a GET for `path_and_query` with failover and returns the JSON answer.
+async fn get_json(app: &App, path_and_query: String, model: &str) -> Result<Value, ApiError> {
+    let outgoing = Outgoing {
+        method: Method::GET,
+        path_and_query,
+        headers: HeaderMap::new(),
+        body: Bytes::new(),
+        streaming: false,
+        model: None,
+        project: None,
+    };
+    let committed = app
+        .send_with_failover(&outgoing)
+        .await
+        .map_err(|failure| upstream_error(failure, model))?;
+    let body = read_limited(committed.response, ANSWER_LIMIT).await?;
+    serde_json::from_slice(&body)
+        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))
+}
+
+/// `GET /v1/models`: every page of the upstream list, chat and embedding models only.
+async fn list_models(app: &App) -> Result<Response, ApiError> {
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    // Bounded: a misbehaving upstream cannot keep the gateway paging forever.
+    for _ in 0..50 {
+        let mut path = "v1beta/models?pageSize=1000".to_owned();
+        if let Some(token) = &token {
+            path.push_str("&pageToken=");
+            path.push_str(
+                &url::form_urlencoded::byte_serialize(token.as_bytes()).collect::<String>(),
+            );
+        }
+        let page = get_json(app, path, "").await?;
+        token = page
+            .get("nextPageToken")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned);
+        pages.push(page);
+        if token.is_none() {
+            break;
+        }
+    }
+    Ok(axum::Json(translate::models::openai_model_list(&pages)).into_response())
+}
+
+/// `GET /v1/models/{id}`.
+async fn retrieve_model(app: &App, id: &str) -> Result<Response, ApiError> {
+    let model = translate::model::normalize_model(id)?;
+    let entry = get_json(app, format!("v1beta/models/{model}"), &model).await?;
+    let object = translate::models::openai_model(&entry).unwrap_or_else(
+        || serde_json::json!({"id": model, "object": "model", "created": 0, "owned_by": "google"}),
+    );
+    Ok(axum::Json(object).into_response())
+}
+
+/// `POST /v1/embeddings`: one `embedContent`, or `batchEmbedContents` in slices of 100.
+async fn create_embeddings(app: &App, request: Request) -> Result<Response, ApiError> {
+    let embeddings: EmbeddingsRequest = read_json(request).await?;
+    let plan = translate::embeddings::plan(&embeddings)?;
+    let mut vectors = Vec::with_capacity(plan.inputs.len());
+    for (path, body) in plan.upstream_calls() {
+        let body =
+            serde_json::to_vec(&body).map_err(|error| ApiError::Internal(error.to_string()))?;
+        let outgoing = Outgoing {
+            method: Method::POST,
+            path_and_query: path,
+            headers: json_headers(),
+            body: Bytes::from(body),
+            streaming: false,
+            model: Some(plan.model.clone()),
+            project: None,
+        };
+        let committed = app
+            .send_with_failover(&outgoing)
+            .await
+            .map_err(|failure| upstream_error(failure, &plan.model))?;
+        let answer = read_limited(committed.response, ANSWER_LIMIT).await?;
+        let answer: Value = serde_json::from_slice(&answer)
+            .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+        vectors.extend(EmbeddingsPlan::vectors_of(&answer)?);
+    }
+    if vectors.len() != plan.inputs.len() {
+        return Err(ApiError::UpstreamInvalidResponse(format!(
+            "{} vectors for {} inputs",
+            vectors.len(),
+            plan.inputs.len()
+        )));
+    }
+    Ok(axum::Json(plan.response(vectors)).into_response())
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use pool::Pool;
 
 use crate::auth::ClientKeys;
+use crate::call_memory::CallMemoryStore;
 use crate::config::Config;
 use crate::storage::{Storage, StorageError};
 use crate::upstream::Upstream;
@@ -34,6 +35,8 @@ pub struct App {
     pub clients: ClientKeys,
     /// The upstream client.
     pub upstream: Upstream,
+    /// Tool calls returned to clients (thought signatures, upstream ids).
+    pub calls: Arc<CallMemoryStore>,
 }
 
 /// Cheap-to-clone handle on [`App`].
@@ -82,6 +85,7 @@ impl AppState {
             pool,
             clients,
             upstream,
+            calls: Arc::default(),
         })))
     }
 }

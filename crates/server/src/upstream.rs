@@ -141,6 +141,11 @@ impl Upstream {
         self.timeout
     }
 
+    /// Other keys tried for one request before giving up.
+    pub fn max_retries(&self) -> u32 {
+        self.max_retries
+    }
+
     /// A request to `path_and_query` with `key` in `x-goog-api-key` (never in the URL, where it
     /// would end up in logs).
     pub fn request(
@@ -218,13 +223,24 @@ impl App {
         &self,
         outgoing: &Outgoing,
     ) -> Result<Committed, UpstreamFailure> {
-        let mut tried: Vec<KeyId> = Vec::new();
+        self.send_with_failover_after(outgoing, &mut Vec::new())
+            .await
+    }
+
+    /// [`App::send_with_failover`] continuing after the keys in `tried` (which it extends), for a
+    /// caller that found a committed answer unusable (a stream that failed before its first
+    /// event) and moves on to another key.
+    pub async fn send_with_failover_after(
+        &self,
+        outgoing: &Outgoing,
+        tried: &mut Vec<KeyId>,
+    ) -> Result<Committed, UpstreamFailure> {
         let mut last_failure = None;
-        for _ in 0..=self.upstream.max_retries {
+        while tried.len() <= self.upstream.max_retries as usize {
             let pick = self.pool.pick(&PickRequest {
                 model: outgoing.model.as_deref(),
                 project: outgoing.project.as_deref(),
-                tried: &tried,
+                tried,
             });
             let key = match pick {
                 Ok(key) => key,
