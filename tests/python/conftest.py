@@ -61,30 +61,43 @@ class Process:
                 self.proc.kill()
 
 
+def start_mock(*args):
+    return Process([str(BIN_DIR / "mock-gemini"), *args])
+
+
+def start_gateway(mock, upstream_keys, **extra_env):
+    data = tempfile.mkdtemp(prefix="gemini-pool-sdk-")
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "LISTEN_ADDR": "127.0.0.1:0",
+        "DATABASE_URL": f"sqlite://{data}/gateway.db?mode=rwc",
+        "GEMINI_API_KEYS": upstream_keys,
+        "GEMINI_BASE_URL": mock.url,
+        "CLIENT_API_KEYS": CLIENT_KEY,
+        "RUST_LOG": "info",
+        **extra_env,
+    }
+    return Process([str(BIN_DIR / "gemini-pool")], env=env, cwd=data)
+
+
+def assert_log_has_no_secrets(process, upstream_keys):
+    log = "".join(process.lines)
+    # Secrets never reach the log: neither the client key nor a whole upstream key.
+    assert CLIENT_KEY not in log
+    for key in upstream_keys.split(","):
+        assert key.split("@")[0] not in log
+
+
 @pytest.fixture(scope="session")
 def mock_gemini():
-    process = Process([str(BIN_DIR / "mock-gemini"), "--keys", UPSTREAM_KEYS])
+    process = start_mock("--keys", UPSTREAM_KEYS)
     yield process
     process.stop()
 
 
 @pytest.fixture(scope="session")
 def gateway(mock_gemini):
-    data = tempfile.mkdtemp(prefix="gemini-pool-sdk-")
-    env = {
-        "PATH": os.environ.get("PATH", ""),
-        "LISTEN_ADDR": "127.0.0.1:0",
-        "DATABASE_URL": f"sqlite://{data}/gateway.db?mode=rwc",
-        "GEMINI_API_KEYS": UPSTREAM_KEYS,
-        "GEMINI_BASE_URL": mock_gemini.url,
-        "CLIENT_API_KEYS": CLIENT_KEY,
-        "RUST_LOG": "info",
-    }
-    process = Process([str(BIN_DIR / "gemini-pool")], env=env, cwd=data)
+    process = start_gateway(mock_gemini, UPSTREAM_KEYS)
     yield process
     process.stop()
-    log = "".join(process.lines)
-    # Secrets never reach the log: neither the client key nor a whole upstream key.
-    assert CLIENT_KEY not in log
-    for key in UPSTREAM_KEYS.split(","):
-        assert key.split("@")[0] not in log
+    assert_log_has_no_secrets(process, UPSTREAM_KEYS)

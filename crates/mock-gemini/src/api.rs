@@ -273,6 +273,21 @@ fn injected(state: &MockState, path: &str, key: &str) -> Option<Response> {
     })?;
     let injection = &mut ledger.injections[position];
     injection.times -= 1;
+    if !injection.sse_events.is_empty() {
+        let body: String = injection
+            .sse_events
+            .iter()
+            .map(|event| format!("data: {event}\r\n\r\n"))
+            .collect();
+        return Some(
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "text/event-stream")],
+                body,
+            )
+                .into_response(),
+        );
+    }
     let status =
         StatusCode::from_u16(injection.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = injection.body.to_string();

@@ -101,6 +101,9 @@ pub struct Injection {
     pub status: u16,
     /// JSON body to answer.
     pub body: Value,
+    /// When not empty: answer 200 with these events as an SSE stream instead (errors inside a
+    /// stream, truncated streams).
+    pub sse_events: Vec<Value>,
 }
 
 impl Injection {
@@ -112,6 +115,15 @@ impl Injection {
             times,
             status,
             body,
+            sse_events: Vec::new(),
+        }
+    }
+
+    /// A 200 SSE stream of `events` for the next `times` API requests.
+    pub fn stream(events: Vec<Value>, times: usize) -> Self {
+        Self {
+            sse_events: events,
+            ..Self::status(200, Value::Null, times)
         }
     }
 }

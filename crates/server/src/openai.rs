@@ -182,68 +182,71 @@ async fn open_stream(
     model: &str,
 ) -> Result<OpenedStream, ApiError> {
     let mut tried: Vec<KeyId> = Vec::new();
+    let mut last_error: Option<ApiError> = None;
     loop {
-        let committed = app
-            .send_with_failover_after(outgoing, &mut tried)
-            .await
-            .map_err(|failure| upstream_error(failure, model))?;
+        let committed = match app.send_with_failover_after(outgoing, &mut tried).await {
+            Ok(committed) => committed,
+            // Out of keys after a failed stream: that failure is the answer.
+            Err(UpstreamFailure::NoUsableKey(message)) => {
+                return Err(last_error.unwrap_or(ApiError::NoUsableKey(message)));
+            }
+            Err(failure) => return Err(upstream_error(failure, model)),
+        };
         let key = committed.key;
         let mut rest = committed.response.bytes_stream().boxed();
         let mut decoder = SseDecoder::new();
         let first = tokio::time::timeout(app.upstream.timeout(), async {
             loop {
                 if let Some(event) = decoder.next_event() {
-                    return Ok(Some(event.data));
+                    return Some(event.data);
                 }
                 match rest.next().await {
                     Some(Ok(bytes)) => decoder.push(&bytes),
-                    Some(Err(_)) => return Err(()),
-                    None => return Ok(None),
+                    Some(Err(_)) | None => return None,
                 }
             }
         })
         .await;
-        let failure = match first {
-            Ok(Ok(Some(data))) => {
-                let error = serde_json::from_str::<Value>(&data)
-                    .ok()
-                    .and_then(|value| value.get("error").cloned());
-                let Some(error) = error else {
-                    return Ok(OpenedStream {
-                        decoder,
-                        first_event: data,
-                        rest,
-                    });
-                };
-                let body = serde_json::json!({ "error": error }).to_string();
-                let status = error.get("code").and_then(Value::as_u64).unwrap_or(500);
-                let verdict = pool::classify_upstream_error(
-                    u16::try_from(status).unwrap_or(500),
-                    body.as_bytes(),
-                );
-                if let Some(failure) = &verdict.failure {
-                    app.learn(&key, failure);
-                }
-                if !verdict.retry_on_another_key
-                    || tried.len() > app.upstream.max_retries() as usize
-                {
-                    let redacted = pool::redact_secrets(&body, &[key.secret()]);
-                    return Err(ApiError::Upstream(from_upstream(
-                        u16::try_from(status).unwrap_or(500),
-                        redacted.as_bytes(),
-                        model,
-                    )));
-                }
+        let budget_left = tried.len() <= app.upstream.max_retries() as usize;
+        let Ok(Some(data)) = first else {
+            // The stream ended, broke or stayed silent before its first event.
+            app.learn(&key, &Failure::Connection);
+            last_error = Some(ApiError::UpstreamUnreachable);
+            if budget_left {
                 continue;
             }
-            // The stream ended or broke before its first event.
-            Ok(Ok(None)) | Ok(Err(())) => Failure::Connection,
-            Err(_) => Failure::Connection,
-        };
-        app.learn(&key, &failure);
-        if tried.len() > app.upstream.max_retries() as usize {
             return Err(ApiError::UpstreamUnreachable);
+        };
+        let error = serde_json::from_str::<Value>(&data)
+            .ok()
+            .and_then(|value| value.get("error").cloned());
+        let Some(error) = error else {
+            return Ok(OpenedStream {
+                decoder,
+                first_event: data,
+                rest,
+            });
+        };
+        // Gemini can put an error (a 429, an overload) in the first event of a 200 stream:
+        // nothing has reached the client yet, so it counts like an error status.
+        let status = error
+            .get("code")
+            .and_then(Value::as_u64)
+            .and_then(|code| u16::try_from(code).ok())
+            .unwrap_or(500);
+        let body = pool::redact_secrets(
+            &serde_json::json!({ "error": error }).to_string(),
+            &[key.secret()],
+        );
+        let verdict = pool::classify_upstream_error(status, body.as_bytes());
+        if let Some(failure) = &verdict.failure {
+            app.learn(&key, failure);
         }
+        let mapped = ApiError::Upstream(from_upstream(status, body.as_bytes(), model));
+        if !verdict.retry_on_another_key || !budget_left {
+            return Err(mapped);
+        }
+        last_error = Some(mapped);
     }
 }
 
