@@ -28,6 +28,23 @@ pub struct GenerateContentResponse {
     pub extra: Map<String, Value>,
 }
 
+impl GenerateContentResponse {
+    /// Whether the prompt was blocked (`promptFeedback.blockReason`).
+    pub fn is_prompt_blocked(&self) -> bool {
+        self.prompt_feedback
+            .as_ref()
+            .is_some_and(|feedback| feedback.block_reason.is_some())
+    }
+
+    /// The OpenAI completion id: `chatcmpl-` and the upstream `responseId`, or a fresh id.
+    pub fn completion_id(&self, new_id: &mut dyn FnMut() -> String) -> String {
+        match &self.response_id {
+            Some(id) => format!("chatcmpl-{id}"),
+            None => format!("chatcmpl-{}", new_id().trim_start_matches("call_")),
+        }
+    }
+}
+
 /// One candidate answer.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -176,11 +176,7 @@ pub fn chat_completion(
     new_id: &mut dyn FnMut() -> String,
 ) -> Result<(ChatCompletion, Vec<EmittedCall>), TranslateError> {
     let mut emitted = Vec::new();
-    let blocked = response
-        .prompt_feedback
-        .as_ref()
-        .and_then(|f| f.block_reason.as_ref())
-        .is_some();
+    let blocked = response.is_prompt_blocked();
     let choices = if response.candidates.is_empty() {
         if !blocked {
             return Err(TranslateError::UpstreamResponse(
@@ -208,10 +204,7 @@ pub fn chat_completion(
             .map(|candidate| choice(candidate, context, new_id, &mut emitted))
             .collect()
     };
-    let id = match &response.response_id {
-        Some(id) => format!("chatcmpl-{id}"),
-        None => format!("chatcmpl-{}", new_id().trim_start_matches("call_")),
-    };
+    let id = response.completion_id(new_id);
     let completion = ChatCompletion {
         id,
         object: "chat.completion",

@@ -147,14 +147,26 @@ mod tests {
     }
 
     #[test]
-    fn split_at_every_byte_offset_gives_the_same_events() {
-        let (whole, _) = decode_all(&[GEMINI_STREAM]);
-        for offset in 0..=GEMINI_STREAM.len() {
-            let (head, tail) = GEMINI_STREAM.split_at(offset);
-            let (events, rest) = decode_all(&[head, tail]);
-            assert_eq!(events, whole, "split at byte {offset}");
-            assert!(rest.is_empty());
+    fn every_fixture_split_at_every_byte_offset_gives_the_same_events() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gemini");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("sse") {
+                continue;
+            }
+            let stream = std::fs::read(&path).unwrap();
+            let (whole, rest) = decode_all(&[&stream]);
+            assert!(!whole.is_empty() && rest.is_empty(), "{}", path.display());
+            for offset in 0..=stream.len() {
+                let (head, tail) = stream.split_at(offset);
+                let (events, rest) = decode_all(&[head, tail]);
+                assert_eq!(events, whole, "{} split at byte {offset}", path.display());
+                assert!(rest.is_empty());
+            }
+            checked += 1;
         }
+        assert!(checked >= 9, "only {checked} SSE fixtures found");
     }
 
     #[test]

@@ -111,20 +111,13 @@ impl StreamTranslator {
             ));
         };
         if self.id.is_none() {
-            self.id = Some(match &event.response_id {
-                Some(id) => format!("chatcmpl-{id}"),
-                None => format!("chatcmpl-{}", new_id().trim_start_matches("call_")),
-            });
+            self.id = Some(event.completion_id(new_id));
         }
-        if let Some(usage) = event.usage_metadata {
-            self.last_usage = Some(usage);
+        if let Some(usage) = &event.usage_metadata {
+            self.last_usage = Some(usage.clone());
         }
         let mut items = Vec::new();
-        let blocked = event
-            .prompt_feedback
-            .as_ref()
-            .and_then(|f| f.block_reason.as_ref())
-            .is_some();
+        let blocked = event.is_prompt_blocked();
         if event.candidates.is_empty() && blocked {
             self.role_chunk(0, &mut items);
             if let Some(state) = self.choices.get_mut(&0) {
