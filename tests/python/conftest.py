@@ -75,6 +75,9 @@ def start_gateway(mock, upstream_keys, **extra_env):
         "GEMINI_BASE_URL": mock.url,
         "CLIENT_API_KEYS": CLIENT_KEY,
         "RUST_LOG": "info",
+        # The SDK tests are not about quotas: the default 10 per minute would get in the way.
+        "DEFAULT_RPM_LIMIT": "100000",
+        "DEFAULT_RPD_LIMIT": "1000000",
         **extra_env,
     }
     return Process([str(BIN_DIR / "gemini-pool")], env=env, cwd=data)

@@ -1,26 +1,51 @@
-//! The pool of upstream Gemini keys.
+//! The pool of upstream Gemini keys: which key serves a request, and what the upstream's answers
+//! teach about keys and quotas.
 //!
-//! It knows each key's project and health, picks a key for a request (affinity first: a file or
-//! cached content can only be used through a key of the project that created it), and learns
-//! from upstream failures. It does no I/O: the server reports what the upstream said and asks
-//! for the next key.
+//! Quota is counted per **project and model** (keys of one Google Cloud project share it; a key
+//! without a project is its own project): requests per minute in a sliding window, requests per
+//! Pacific day, tokens per minute. A pick goes to the project the request is bound to (affinity),
+//! else to the project with the most quota left among two drawn at random from the projects that
+//! can serve now (the power of two choices: even spreading at O(1) per pick), then to the next
+//! healthy key of that project. 429s cool a project down for a model, until the delay the
+//! upstream named or until Pacific midnight for a daily quota; an invalid key leaves service;
+//! repeated 5xx or connection failures open a key's circuit for a while.
 //!
-//! The key table is swapped whole (`ArcSwap`) when keys are added or removed, so a pick never
-//! takes a lock; per-key health lives in atomics on the key itself.
+//! No I/O and no system clock: the server reports what happened and a [`Clock`] is injected.
+//! The key table is swapped whole (`ArcSwap`); each model's book has its own lock, held for a
+//! few hundred nanoseconds per pick.
 
 mod affinity;
+mod book;
+mod budget;
 pub mod classify;
+mod clock;
+mod limits;
+mod pacific;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use dashmap::DashMap;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use affinity::Affinity;
+use book::{Check, Cooling, ModelBook};
+pub use budget::RetryBudget;
 pub use classify::{Failure, Verdict, classify_upstream_error, redact_secrets};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use limits::{Limits, LimitsTable};
+pub use pacific::{next_pacific_midnight_ms, pacific_day};
+
+/// The most model books kept; requests for further models share one overflow book.
+const MAX_MODEL_BOOKS: usize = 1024;
+/// Failures in a row that open a key's circuit.
+const CIRCUIT_THRESHOLD: u32 = 3;
+/// How long a project without a usable key stays out before it is looked at again.
+const HEALTH_RECHECK_MS: u64 = 30_000;
 
 /// The database id of an upstream key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,6 +80,8 @@ pub struct PoolKey {
     enabled: bool,
     out_of_service: AtomicBool,
     out_of_service_reason: Mutex<Option<String>>,
+    failures_in_a_row: AtomicU32,
+    circuit_open_until: AtomicU64,
 }
 
 impl fmt::Debug for PoolKey {
@@ -90,9 +117,19 @@ impl PoolKey {
         mask_secret(self.secret.expose_secret())
     }
 
-    /// Whether the pool may pick this key now.
+    /// Whether the key is enabled and in service (its circuit may still be open for a while).
     pub fn is_usable(&self) -> bool {
         self.enabled && !self.out_of_service.load(Ordering::Relaxed)
+    }
+
+    /// Whether the pool may pick this key at `now_ms`.
+    pub fn is_available(&self, now_ms: u64) -> bool {
+        self.is_usable() && self.circuit_open_until.load(Ordering::Relaxed) <= now_ms
+    }
+
+    /// Until when the key's circuit is open (0 when closed).
+    pub fn circuit_open_until_ms(&self) -> u64 {
+        self.circuit_open_until.load(Ordering::Relaxed)
     }
 
     /// Why the key was taken out of service, if it was.
@@ -101,6 +138,23 @@ impl PoolKey {
             .lock()
             .map(|reason| reason.clone())
             .unwrap_or_default()
+    }
+
+    fn take_out_of_service(&self, reason: &str) {
+        if let Ok(mut slot) = self.out_of_service_reason.lock() {
+            *slot = Some(reason.to_owned());
+        }
+        self.out_of_service.store(true, Ordering::Relaxed);
+    }
+
+    /// Puts a key found healthy again (by a probe) back in service.
+    pub fn restore(&self) {
+        if let Ok(mut slot) = self.out_of_service_reason.lock() {
+            *slot = None;
+        }
+        self.out_of_service.store(false, Ordering::Relaxed);
+        self.failures_in_a_row.store(0, Ordering::Relaxed);
+        self.circuit_open_until.store(0, Ordering::Relaxed);
     }
 }
 
@@ -118,30 +172,73 @@ pub fn mask_secret(secret: &str) -> String {
 /// What the caller needs a key for.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PickRequest<'a> {
-    /// The model the request will use (quota is per project and model; used by the scheduler).
+    /// The model whose quota the request uses (`None`: calls without model quota, such as
+    /// file and model listings).
     pub model: Option<&'a str>,
     /// Only keys of this project will do (the request names a resource the project owns).
     pub project: Option<&'a str>,
-    /// Keys already tried for this request.
+    /// Keys already tried for this request. Their projects are avoided while others can serve.
     pub tried: &'a [KeyId],
 }
 
 /// Why no key could be picked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PickError {
-    /// No enabled, in-service key exists at all (or none in the required project).
+    /// No enabled, in-service key can serve (or none in the required project).
     #[error("no usable upstream key")]
     NoUsableKey,
-    /// Usable keys exist, but each was already tried for this request.
+    /// Keys could serve, but each was already tried for this request.
     #[error("every usable upstream key was tried")]
     AllTried,
+    /// Every project that could serve has used up its quota for the model.
+    #[error("every usable upstream key is out of quota")]
+    Exhausted {
+        /// When the first project frees up.
+        retry_after: Duration,
+        /// Whether that is the daily reset.
+        daily: bool,
+    },
 }
 
-/// The key pool: the table of keys, the round-robin cursor and the affinity maps.
-pub struct Pool {
-    table: ArcSwap<Vec<Arc<PoolKey>>>,
+/// One project of the key table: its keys and a cursor to rotate among them.
+struct ProjectEntry {
+    name: Arc<str>,
+    keys: Vec<usize>,
     cursor: AtomicUsize,
+}
+
+/// The keys and projects, swapped whole when keys change.
+#[derive(Default)]
+struct KeyTable {
+    keys: Vec<Arc<PoolKey>>,
+    projects: Vec<ProjectEntry>,
+    project_index: HashMap<Arc<str>, usize>,
+    key_index: HashMap<KeyId, usize>,
+    generation: u64,
+}
+
+/// Today's count of requests for one project and model (for persistence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCount {
+    /// The project.
+    pub project: String,
+    /// The model (empty for calls without model quota).
+    pub model: String,
+    /// The Pacific day number.
+    pub day: i32,
+    /// Requests counted.
+    pub count: u32,
+}
+
+/// The key pool.
+pub struct Pool {
+    clock: Arc<dyn Clock>,
+    table: ArcSwap<KeyTable>,
+    limits: ArcSwap<LimitsTable>,
+    books: DashMap<String, Arc<Mutex<ModelBook>>>,
     affinity: Affinity,
+    budget: RetryBudget,
+    generation: AtomicU64,
 }
 
 impl Default for Pool {
@@ -150,68 +247,136 @@ impl Default for Pool {
     }
 }
 
+fn lock(book: &Mutex<ModelBook>) -> MutexGuard<'_, ModelBook> {
+    book.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Which of the keys of a project can serve.
+enum KeyChoice {
+    Found(Arc<PoolKey>),
+    /// Some could, but this request already tried them.
+    OnlyTried,
+    /// None can now: until this time (a circuit reopens) or for a health recheck.
+    Unhealthy(u64),
+}
+
 impl Pool {
-    /// A pool of `records`.
+    /// A pool of `records` on the system clock, without quota limits.
     pub fn new(records: Vec<KeyRecord>) -> Self {
+        Self::with_clock(records, LimitsTable::default(), Arc::new(SystemClock))
+    }
+
+    /// A pool with limits and a clock.
+    pub fn with_clock(records: Vec<KeyRecord>, limits: LimitsTable, clock: Arc<dyn Clock>) -> Self {
+        let now = clock.now_ms();
         let pool = Self {
-            table: ArcSwap::from_pointee(Vec::new()),
-            cursor: AtomicUsize::new(0),
+            clock,
+            table: ArcSwap::from_pointee(KeyTable::default()),
+            limits: ArcSwap::from_pointee(limits),
+            books: DashMap::new(),
             affinity: Affinity::default(),
+            budget: RetryBudget::new(now),
+            generation: AtomicU64::new(0),
         };
         pool.replace_keys(records);
         pool
     }
 
+    /// The pool's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     /// Replaces the key table, keeping the learned health of keys that stay.
     pub fn replace_keys(&self, records: Vec<KeyRecord>) {
-        let old: HashMap<KeyId, Arc<PoolKey>> = self
-            .table
-            .load()
-            .iter()
-            .map(|key| (key.id, Arc::clone(key)))
-            .collect();
-        let keys = records
-            .into_iter()
-            .map(|record| {
-                let previous = old.get(&record.id);
-                let project: Arc<str> = match record.project {
-                    Some(project) => project.into(),
-                    None => format!("~key-{}", record.id).into(),
-                };
-                Arc::new(PoolKey {
-                    id: record.id,
-                    secret: record.secret,
-                    project,
-                    enabled: record.enabled,
-                    out_of_service: AtomicBool::new(
-                        record.out_of_service.is_some()
-                            || previous
-                                .is_some_and(|key| key.out_of_service.load(Ordering::Relaxed)),
-                    ),
-                    out_of_service_reason: Mutex::new(
-                        record
-                            .out_of_service
-                            .or_else(|| previous.and_then(|key| key.out_of_service_reason())),
-                    ),
-                })
-            })
-            .collect();
-        self.table.store(Arc::new(keys));
+        let old = self.table.load();
+        let mut table = KeyTable {
+            generation: self.generation.fetch_add(1, Ordering::Relaxed) + 1,
+            ..KeyTable::default()
+        };
+        for record in records {
+            let previous = old.key_index.get(&record.id).map(|&i| &old.keys[i]);
+            let project: Arc<str> = match record.project {
+                Some(project) => project.into(),
+                None => format!("~key-{}", record.id).into(),
+            };
+            let key = Arc::new(PoolKey {
+                id: record.id,
+                secret: record.secret,
+                project: Arc::clone(&project),
+                enabled: record.enabled,
+                out_of_service: AtomicBool::new(
+                    record.out_of_service.is_some()
+                        || previous.is_some_and(|key| key.out_of_service.load(Ordering::Relaxed)),
+                ),
+                out_of_service_reason: Mutex::new(
+                    record
+                        .out_of_service
+                        .or_else(|| previous.and_then(|key| key.out_of_service_reason())),
+                ),
+                failures_in_a_row: AtomicU32::new(
+                    previous.map_or(0, |key| key.failures_in_a_row.load(Ordering::Relaxed)),
+                ),
+                circuit_open_until: AtomicU64::new(
+                    previous.map_or(0, |key| key.circuit_open_until.load(Ordering::Relaxed)),
+                ),
+            });
+            let key_position = table.keys.len();
+            table.key_index.insert(key.id, key_position);
+            table.keys.push(key);
+            let project_position = *table
+                .project_index
+                .entry(Arc::clone(&project))
+                .or_insert_with(|| {
+                    table.projects.push(ProjectEntry {
+                        name: Arc::clone(&project),
+                        keys: Vec::new(),
+                        cursor: AtomicUsize::new(0),
+                    });
+                    table.projects.len() - 1
+                });
+            table.projects[project_position].keys.push(key_position);
+        }
+        self.table.store(Arc::new(table));
+    }
+
+    /// Replaces the limits (defaults and per-model overrides) while running.
+    pub fn set_limits(&self, limits: LimitsTable) {
+        for entry in &self.books {
+            let model = entry.key();
+            let book_limits = if model.is_empty() {
+                Limits::UNLIMITED
+            } else {
+                limits.for_model(model)
+            };
+            lock(entry.value()).limits = book_limits;
+        }
+        self.limits.store(Arc::new(limits));
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> Arc<LimitsTable> {
+        self.limits.load_full()
     }
 
     /// Every key, in table order.
-    pub fn keys(&self) -> Arc<Vec<Arc<PoolKey>>> {
-        self.table.load_full()
+    pub fn keys(&self) -> Vec<Arc<PoolKey>> {
+        self.table.load().keys.clone()
     }
 
     /// The key with this id, if it is in the table.
     pub fn key(&self, id: KeyId) -> Option<Arc<PoolKey>> {
-        self.table.load().iter().find(|key| key.id == id).cloned()
+        let table = self.table.load();
+        table
+            .key_index
+            .get(&id)
+            .map(|&i| Arc::clone(&table.keys[i]))
     }
 
-    /// Whether at least one key can be picked.
+    /// Whether at least one key is enabled and in service.
     pub fn has_usable_key(&self) -> bool {
-        self.table.load().iter().any(|key| key.is_usable())
+        self.table.load().keys.iter().any(|key| key.is_usable())
     }
 
     /// The affinity maps (resource → project, upload → key).
@@ -219,52 +384,334 @@ impl Pool {
         &self.affinity
     }
 
-    /// Picks the next usable key for `request`, round robin.
-    pub fn pick(&self, request: &PickRequest<'_>) -> Result<Arc<PoolKey>, PickError> {
-        let table = self.table.load();
-        if table.is_empty() {
-            return Err(PickError::NoUsableKey);
-        }
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let mut any_usable = false;
-        for offset in 0..table.len() {
-            let key = &table[(start + offset) % table.len()];
-            if !key.is_usable() || request.project.is_some_and(|p| *key.project != *p) {
-                continue;
-            }
-            any_usable = true;
-            if !request.tried.contains(&key.id) {
-                return Ok(Arc::clone(key));
-            }
-        }
-        Err(if any_usable {
-            PickError::AllTried
-        } else {
-            PickError::NoUsableKey
-        })
+    /// The retry budget shared by all requests.
+    pub fn retry_budget(&self) -> &RetryBudget {
+        &self.budget
     }
 
-    /// Learns from a failed upstream call made with `key`.
-    pub fn record_failure(&self, key: KeyId, failure: &Failure) {
-        match failure {
-            Failure::KeyInvalid { reason } => {
-                if let Some(key) = self.key(key) {
-                    if let Ok(mut slot) = key.out_of_service_reason.lock() {
-                        *slot = Some(reason.clone());
+    fn book(&self, model: Option<&str>) -> Arc<Mutex<ModelBook>> {
+        let name = model.unwrap_or("");
+        if let Some(book) = self.books.get(name) {
+            return Arc::clone(book.value());
+        }
+        // Bounded: clients choose model names, and each book holds per-project state.
+        let name = if self.books.len() >= MAX_MODEL_BOOKS {
+            "*"
+        } else {
+            name
+        };
+        let limits = if name.is_empty() {
+            Limits::UNLIMITED
+        } else {
+            self.limits.load().for_model(name)
+        };
+        Arc::clone(
+            self.books
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(Mutex::new(ModelBook::new(limits))))
+                .value(),
+        )
+    }
+
+    /// Picks a key for `request`.
+    pub fn pick(&self, request: &PickRequest<'_>) -> Result<Arc<PoolKey>, PickError> {
+        let now = self.clock.now_ms();
+        let today = pacific_day(now);
+        let midnight = || next_pacific_midnight_ms(now);
+        let table = self.table.load();
+        let book = self.book(request.model);
+        let mut book = lock(&book);
+        book.sync(
+            table.generation,
+            table.projects.iter().map(|p| &p.name),
+            now,
+        );
+        book.release(now);
+
+        if let Some(project) = request.project {
+            let Some(&index) = table.project_index.get(project) else {
+                return Err(PickError::NoUsableKey);
+            };
+            let name = Arc::clone(&table.projects[index].name);
+            return match book.check(&name, now, today, midnight) {
+                Check::Closed {
+                    until,
+                    cooling: Cooling::Quota { daily },
+                } => Err(PickError::Exhausted {
+                    retry_after: Duration::from_millis(until.saturating_sub(now)),
+                    daily,
+                }),
+                Check::Closed {
+                    cooling: Cooling::Health,
+                    ..
+                }
+                | Check::Open(_) => match self.key_in_project(&table, index, request.tried, now) {
+                    KeyChoice::Found(key) => {
+                        book.reserve(&name, now, today);
+                        Ok(key)
                     }
-                    key.out_of_service.store(true, Ordering::Relaxed);
+                    KeyChoice::OnlyTried => Err(PickError::AllTried),
+                    KeyChoice::Unhealthy(_) => Err(PickError::NoUsableKey),
+                },
+            };
+        }
+
+        let tried_projects: Vec<&Arc<str>> = request
+            .tried
+            .iter()
+            .filter_map(|id| table.key_index.get(id))
+            .map(|&i| &table.keys[i].project)
+            .collect();
+        let mut to_cool: Vec<(Arc<str>, u64, Cooling)> = Vec::new();
+        let mut skipped_tried = false;
+        let mut picked = None;
+        // First among projects not tried yet; then, if none can serve, the tried projects'
+        // other keys.
+        'phases: for avoid_tried_projects in [true, false] {
+            let mut limit = book.available_len();
+            while limit > 0 {
+                // Two candidates at random; the one with more quota left goes first.
+                let a = fastrand::usize(..limit);
+                let b = fastrand::usize(..limit);
+                let mut order = [a, b];
+                let headroom = |book: &mut ModelBook, i: usize| {
+                    let name = Arc::clone(book.available_at(i));
+                    book.check(&name, now, today, midnight)
+                };
+                let (check_a, check_b) = (headroom(&mut book, a), headroom(&mut book, b));
+                if let (Check::Open(ha), Check::Open(hb)) = (check_a, check_b)
+                    && hb > ha
+                {
+                    order = [b, a];
+                }
+                let index = order[0];
+                let check = if index == a { check_a } else { check_b };
+                let name = Arc::clone(book.available_at(index));
+                // Excluded candidates move behind `limit`, so each is looked at once.
+                book.swap(index, limit - 1);
+                limit -= 1;
+                if avoid_tried_projects && tried_projects.contains(&&name) {
+                    continue;
+                }
+                match check {
+                    Check::Closed { until, cooling } => to_cool.push((name, until, cooling)),
+                    Check::Open(_) => {
+                        let Some(&project_index) = table.project_index.get(&name) else {
+                            continue;
+                        };
+                        match self.key_in_project(&table, project_index, request.tried, now) {
+                            KeyChoice::Found(key) => {
+                                book.reserve(&name, now, today);
+                                picked = Some(key);
+                                break 'phases;
+                            }
+                            KeyChoice::OnlyTried => skipped_tried = true,
+                            KeyChoice::Unhealthy(until) => {
+                                to_cool.push((name, until, Cooling::Health))
+                            }
+                        }
+                    }
                 }
             }
-            // The scheduler of the pool issue turns these into cooldowns and a circuit breaker;
-            // the round robin only moves on to the next key.
-            Failure::RateLimited { .. } | Failure::ServerError | Failure::Connection => {}
+            if tried_projects.is_empty() {
+                break;
+            }
         }
+        for (name, until, cooling) in to_cool {
+            book.cool(&name, until, cooling, today);
+        }
+        if let Some(key) = picked {
+            return Ok(key);
+        }
+        if skipped_tried {
+            return Err(PickError::AllTried);
+        }
+        match book.next_quota_release(now) {
+            Some((until, daily)) if table.keys.iter().any(|key| key.is_usable()) => {
+                Err(PickError::Exhausted {
+                    retry_after: Duration::from_millis(until.saturating_sub(now).max(1000)),
+                    daily,
+                })
+            }
+            _ => Err(PickError::NoUsableKey),
+        }
+    }
+
+    /// The next key of a project that can serve, round robin.
+    fn key_in_project(
+        &self,
+        table: &KeyTable,
+        project: usize,
+        tried: &[KeyId],
+        now: u64,
+    ) -> KeyChoice {
+        let entry = &table.projects[project];
+        let start = entry.cursor.fetch_add(1, Ordering::Relaxed);
+        let mut only_tried = false;
+        let mut reopen: Option<u64> = None;
+        for offset in 0..entry.keys.len() {
+            let key = &table.keys[entry.keys[(start + offset) % entry.keys.len()]];
+            if !key.is_usable() {
+                continue;
+            }
+            let open_until = key.circuit_open_until.load(Ordering::Relaxed);
+            if open_until > now {
+                reopen = Some(reopen.map_or(open_until, |r: u64| r.min(open_until)));
+                continue;
+            }
+            if tried.contains(&key.id) {
+                only_tried = true;
+                continue;
+            }
+            return KeyChoice::Found(Arc::clone(key));
+        }
+        if only_tried {
+            KeyChoice::OnlyTried
+        } else {
+            KeyChoice::Unhealthy(reopen.unwrap_or(now + HEALTH_RECHECK_MS))
+        }
+    }
+
+    /// Learns from a failed upstream call made with `key` for `model`.
+    pub fn record_failure(&self, key: KeyId, model: Option<&str>, failure: &Failure) {
+        let Some(pool_key) = self.key(key) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        match failure {
+            Failure::KeyInvalid { reason } => pool_key.take_out_of_service(reason),
+            Failure::RateLimited {
+                retry_after,
+                per_day,
+                model: quota_model,
+            } => {
+                // The quota named in the error wins; it is per project *and* model.
+                let model = quota_model.as_deref().or(model);
+                let today = pacific_day(now);
+                let book = self.book(model);
+                let mut book = lock(&book);
+                let until = if *per_day {
+                    // RetryInfo is misleading for daily quotas: they reset at Pacific midnight.
+                    next_pacific_midnight_ms(now)
+                } else {
+                    match retry_after {
+                        Some(delay) => {
+                            now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2)
+                        }
+                        None => now + book.next_backoff_ms(pool_key.project(), today),
+                    }
+                };
+                book.cool(
+                    pool_key.project(),
+                    until,
+                    Cooling::Quota { daily: *per_day },
+                    today,
+                );
+            }
+            Failure::ServerError | Failure::Connection => {
+                let failures = pool_key.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+                if failures >= CIRCUIT_THRESHOLD {
+                    // Open for 5 s, doubling with each further failure, at most 5 min.
+                    let open_ms = (5_000u64 << (failures - CIRCUIT_THRESHOLD).min(6)).min(300_000);
+                    pool_key
+                        .circuit_open_until
+                        .store(now + open_ms, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Learns from a successful call: the key's circuit closes, the project's 429 backoff resets.
+    pub fn record_success(&self, key: KeyId, model: Option<&str>) {
+        let Some(pool_key) = self.key(key) else {
+            return;
+        };
+        pool_key.failures_in_a_row.store(0, Ordering::Relaxed);
+        pool_key.circuit_open_until.store(0, Ordering::Relaxed);
+        if model.is_some() {
+            lock(&self.book(model)).reset_backoff(pool_key.project());
+        }
+    }
+
+    /// Counts tokens a call used against its project's per-minute token window.
+    pub fn record_tokens(&self, key: KeyId, model: &str, tokens: u64) {
+        let Some(pool_key) = self.key(key) else {
+            return;
+        };
+        let now = self.clock.now_ms();
+        lock(&self.book(Some(model))).record_tokens(
+            pool_key.project(),
+            now,
+            pacific_day(now),
+            tokens,
+        );
+    }
+
+    /// Today's request counts per project and model.
+    pub fn day_counts(&self) -> Vec<DayCount> {
+        let today = pacific_day(self.clock.now_ms());
+        let mut counts = Vec::new();
+        for entry in &self.books {
+            for (project, count) in lock(entry.value()).day_counts(today) {
+                counts.push(DayCount {
+                    project: project.to_string(),
+                    model: entry.key().clone(),
+                    day: today,
+                    count,
+                });
+            }
+        }
+        counts
+    }
+
+    /// Restores a count saved before a restart (ignored unless it is for today).
+    pub fn restore_day_count(&self, count: &DayCount) {
+        if count.day != pacific_day(self.clock.now_ms()) {
+            return;
+        }
+        let model = (!count.model.is_empty()).then_some(count.model.as_str());
+        let project: Arc<str> = count.project.as_str().into();
+        lock(&self.book(model)).restore_day_count(&project, count.day, count.count);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::collections::HashMap;
+
+    const FLASH: &str = "gemini-2.5-flash";
+    /// 2026-11-24 12:00 Pacific (20:00 UTC).
+    const NOW: u64 = 1_795_636_800_000;
+
+    fn model_request(model: &str) -> PickRequest<'_> {
+        PickRequest {
+            model: Some(model),
+            ..PickRequest::default()
+        }
+    }
+
+    fn limited(rpm: Option<u32>, rpd: Option<u32>) -> LimitsTable {
+        LimitsTable {
+            default: Limits {
+                rpm,
+                rpd,
+                tpm: None,
+            },
+            ..LimitsTable::default()
+        }
+    }
+
+    fn fixture_failure(name: &str) -> Failure {
+        let path = format!(
+            "{}/../translate/tests/fixtures/gemini/errors/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        classify_upstream_error(429, &std::fs::read(path).unwrap())
+            .failure
+            .unwrap()
+    }
 
     fn record(id: i64, project: Option<&str>) -> KeyRecord {
         KeyRecord {
@@ -277,15 +724,35 @@ mod tests {
     }
 
     #[test]
-    fn picks_rotate_over_every_usable_key() {
-        let pool = Pool::new(vec![record(1, None), record(2, None), record(3, None)]);
-        let mut seen: Vec<i64> = (0..6)
-            .map(|_| pool.pick(&PickRequest::default()).unwrap().id().0)
-            .collect();
-        assert_eq!(&seen[..3], &seen[3..]);
-        seen.truncate(3);
-        seen.sort();
-        assert_eq!(seen, vec![1, 2, 3]);
+    fn picks_spread_over_projects_by_quota_left() {
+        fastrand::seed(7);
+        let clock = Arc::new(ManualClock::at(NOW));
+        let limits = LimitsTable {
+            default: Limits {
+                rpm: Some(100),
+                rpd: None,
+                tpm: None,
+            },
+            ..LimitsTable::default()
+        };
+        let pool = Pool::with_clock(
+            vec![
+                record(1, Some("a")),
+                record(2, Some("b")),
+                record(3, Some("c")),
+            ],
+            limits,
+            clock,
+        );
+        let mut per_project: HashMap<String, u32> = HashMap::new();
+        for _ in 0..30 {
+            let key = pool.pick(&model_request(FLASH)).unwrap();
+            *per_project.entry(key.project().to_string()).or_default() += 1;
+        }
+        let counts: Vec<u32> = per_project.values().copied().collect();
+        assert_eq!(counts.len(), 3, "{per_project:?}");
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(max - min <= 4, "{per_project:?}");
     }
 
     #[test]
@@ -295,6 +762,7 @@ mod tests {
         let pool = Pool::new(vec![disabled, record(2, None), record(3, None)]);
         pool.record_failure(
             KeyId(2),
+            None,
             &Failure::KeyInvalid {
                 reason: "API_KEY_INVALID".into(),
             },
@@ -311,6 +779,7 @@ mod tests {
         );
         pool.record_failure(
             KeyId(3),
+            None,
             &Failure::KeyInvalid {
                 reason: "CONSUMER_SUSPENDED".into(),
             },
@@ -374,6 +843,7 @@ mod tests {
         let pool = Pool::new(vec![record(1, None), record(2, None)]);
         pool.record_failure(
             KeyId(1),
+            None,
             &Failure::KeyInvalid {
                 reason: "leaked".into(),
             },
@@ -392,5 +862,290 @@ mod tests {
         let pool = Pool::new(vec![record(7, None)]);
         let debug = format!("{:?}", pool.key(KeyId(7)).unwrap());
         assert!(!debug.contains("TestKey"), "{debug}");
+    }
+
+    #[test]
+    fn the_minute_window_slides_and_keys_of_a_project_share_it() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("p"))],
+            limited(Some(2), None),
+            clock.clone(),
+        );
+        let first = pool.pick(&model_request(FLASH)).unwrap().id();
+        clock.advance(Duration::from_secs(20));
+        let second = pool.pick(&model_request(FLASH)).unwrap().id();
+        assert_ne!(first, second, "both keys of the project are used");
+        assert_eq!(
+            pool.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted {
+                retry_after: Duration::from_secs(40),
+                daily: false
+            }
+        );
+        // Another model has its own quota.
+        assert!(pool.pick(&model_request("gemini-2.5-pro")).is_ok());
+        clock.advance(Duration::from_secs(40));
+        assert!(
+            pool.pick(&model_request(FLASH)).is_ok(),
+            "the first request left the window"
+        );
+        assert!(pool.pick(&model_request(FLASH)).is_err());
+    }
+
+    #[test]
+    fn the_daily_quota_resets_at_pacific_midnight_across_a_dst_change() {
+        // 2026-11-01 20:00 UTC is 12:00 PST, the day the clocks went back: the next midnight is
+        // 2026-11-02 08:00 UTC, twelve hours later.
+        let noon = 1_793_563_200_000;
+        let clock = Arc::new(ManualClock::at(noon));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            limited(None, Some(3)),
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            pool.pick(&model_request(FLASH)).unwrap();
+        }
+        assert_eq!(
+            pool.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted {
+                retry_after: Duration::from_secs(12 * 3600),
+                daily: true
+            }
+        );
+        assert_eq!(
+            pool.day_counts(),
+            vec![DayCount {
+                project: "p".into(),
+                model: FLASH.into(),
+                day: pacific_day(noon),
+                count: 3
+            }]
+        );
+        clock.advance(Duration::from_secs(12 * 3600 - 1));
+        assert!(pool.pick(&model_request(FLASH)).is_err());
+        clock.advance(Duration::from_secs(1));
+        assert!(
+            pool.pick(&model_request(FLASH)).is_ok(),
+            "a new Pacific day"
+        );
+    }
+
+    #[test]
+    fn rate_limit_answers_cool_the_project_for_that_model() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("q"))],
+            LimitsTable::default(),
+            clock.clone(),
+        );
+        // Per-minute, with RetryInfo 26 s, naming the model in QuotaFailure.
+        pool.record_failure(
+            KeyId(1),
+            Some("something-else"),
+            &fixture_failure("error_429_resource_exhausted"),
+        );
+        for _ in 0..6 {
+            assert_eq!(&**pool.pick(&model_request(FLASH)).unwrap().project(), "q");
+        }
+        assert!(
+            pool.pick(&model_request("gemini-2.5-pro")).is_ok(),
+            "other models are not cooled"
+        );
+        // Per-day: until Pacific midnight, whatever RetryInfo says.
+        pool.record_failure(
+            KeyId(2),
+            Some(FLASH),
+            &fixture_failure("error_429_daily_quota"),
+        );
+        let PickError::Exhausted { retry_after, daily } =
+            pool.pick(&model_request(FLASH)).unwrap_err()
+        else {
+            panic!("expected exhaustion");
+        };
+        assert_eq!(
+            (retry_after, daily),
+            (Duration::from_secs(26), false),
+            "p frees up first"
+        );
+        clock.advance(Duration::from_secs(26));
+        assert_eq!(&**pool.pick(&model_request(FLASH)).unwrap().project(), "p");
+        // No details: exponential backoff from 60 s.
+        let clock2 = Arc::new(ManualClock::at(NOW));
+        let lone = Pool::with_clock(
+            vec![record(1, None)],
+            LimitsTable::default(),
+            clock2.clone(),
+        );
+        let bare = fixture_failure("error_429_no_details");
+        lone.record_failure(KeyId(1), Some(FLASH), &bare);
+        assert_eq!(
+            lone.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted {
+                retry_after: Duration::from_secs(60),
+                daily: false
+            }
+        );
+        clock2.advance(Duration::from_secs(60));
+        lone.pick(&model_request(FLASH)).unwrap();
+        lone.record_failure(KeyId(1), Some(FLASH), &bare);
+        assert_eq!(
+            lone.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted {
+                retry_after: Duration::from_secs(120),
+                daily: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_retry_goes_to_another_project_when_one_exists() {
+        fastrand::seed(3);
+        let pool = Pool::with_clock(
+            vec![
+                record(1, Some("p")),
+                record(2, Some("p")),
+                record(3, Some("q")),
+            ],
+            LimitsTable::default(),
+            Arc::new(ManualClock::at(NOW)),
+        );
+        for _ in 0..10 {
+            let tried = [KeyId(1)];
+            let retry = pool
+                .pick(&PickRequest {
+                    model: Some(FLASH),
+                    project: None,
+                    tried: &tried,
+                })
+                .unwrap();
+            assert_eq!(retry.id(), KeyId(3), "q before p's other key");
+        }
+        let tried = [KeyId(1), KeyId(3)];
+        let last = pool
+            .pick(&PickRequest {
+                model: Some(FLASH),
+                project: None,
+                tried: &tried,
+            })
+            .unwrap();
+        assert_eq!(last.id(), KeyId(2), "then the tried project's other key");
+        let all = [KeyId(1), KeyId(2), KeyId(3)];
+        assert_eq!(
+            pool.pick(&PickRequest {
+                model: Some(FLASH),
+                project: None,
+                tried: &all
+            })
+            .unwrap_err(),
+            PickError::AllTried
+        );
+    }
+
+    #[test]
+    fn affinity_picks_stay_in_the_project_and_report_its_exhaustion() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("q"))],
+            limited(Some(1), None),
+            clock,
+        );
+        let request = PickRequest {
+            model: Some(FLASH),
+            project: Some("q"),
+            tried: &[],
+        };
+        assert_eq!(pool.pick(&request).unwrap().id(), KeyId(2));
+        assert!(matches!(
+            pool.pick(&request).unwrap_err(),
+            PickError::Exhausted { .. }
+        ));
+        assert_eq!(
+            pool.pick(&model_request(FLASH)).unwrap().id(),
+            KeyId(1),
+            "others still serve unbound requests"
+        );
+    }
+
+    #[test]
+    fn repeated_upstream_faults_open_a_circuit_that_success_closes() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("q"))],
+            LimitsTable::default(),
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            pool.record_failure(KeyId(1), Some(FLASH), &Failure::ServerError);
+        }
+        for _ in 0..5 {
+            assert_eq!(pool.pick(&model_request(FLASH)).unwrap().id(), KeyId(2));
+        }
+        clock.advance(Duration::from_secs(31));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            seen.insert(pool.pick(&model_request(FLASH)).unwrap().id());
+        }
+        assert!(
+            seen.contains(&KeyId(1)),
+            "the circuit closed after its timeout"
+        );
+        pool.record_success(KeyId(1), Some(FLASH));
+        assert_eq!(pool.key(KeyId(1)).unwrap().circuit_open_until_ms(), 0);
+    }
+
+    #[test]
+    fn day_counts_survive_a_restart() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let before = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            limited(None, Some(5)),
+            clock.clone(),
+        );
+        for _ in 0..4 {
+            before.pick(&model_request(FLASH)).unwrap();
+        }
+        let saved = before.day_counts();
+        let after = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            limited(None, Some(5)),
+            clock.clone(),
+        );
+        for count in &saved {
+            after.restore_day_count(count);
+        }
+        assert!(after.pick(&model_request(FLASH)).is_ok());
+        assert!(matches!(
+            after.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted { daily: true, .. }
+        ));
+        // Yesterday's counts are not restored.
+        let stale = DayCount {
+            day: saved[0].day - 1,
+            ..saved[0].clone()
+        };
+        let fresh = Pool::with_clock(vec![record(1, Some("p"))], limited(None, Some(5)), clock);
+        fresh.restore_day_count(&stale);
+        for _ in 0..5 {
+            fresh.pick(&model_request(FLASH)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_huge_pool_mostly_cooling_still_picks_the_ready_keys() {
+        let keys: Vec<KeyRecord> = (0..100_000).map(|i| record(i, None)).collect();
+        let pool = Pool::with_clock(keys, LimitsTable::default(), Arc::new(ManualClock::at(NOW)));
+        let cooling = Failure::RateLimited {
+            retry_after: Some(Duration::from_secs(600)),
+            per_day: false,
+            model: None,
+        };
+        for id in 0..99_000 {
+            pool.record_failure(KeyId(id), Some(FLASH), &cooling);
+        }
+        for _ in 0..1000 {
+            assert!(pool.pick(&model_request(FLASH)).unwrap().id().0 >= 99_000);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! [`build_router`] assembles the HTTP application; [`serve`] runs it until SIGTERM or SIGINT.
 //! The binary (`main.rs`) only reads the configuration and calls them.
 
+pub mod accounting;
 pub mod auth;
 pub mod call_memory;
 pub mod config;

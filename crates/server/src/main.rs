@@ -37,7 +37,10 @@ async fn main() -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("listening on http://{addr}");
     }
-    match server::serve(listener, server::build_router(state)).await {
+    let served = server::serve(listener, server::build_router(state.clone())).await;
+    // Everything counted so far reaches the database before the process ends.
+    state.accountant.flush().await;
+    match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error.to_string()),
     }

@@ -19,6 +19,7 @@ use pool::PoolKey;
 use serde_json::Value;
 use translate::native::{NativePath, PathError, created_resource_name, referenced_resources};
 
+use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
 use crate::state::{App, AppState};
 use crate::upstream::{
@@ -35,12 +36,35 @@ const CREATED_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Handler for every native route.
 pub async fn relay(State(state): State<AppState>, request: Request) -> Response {
-    relay_native(&state, request)
+    let route = if request.uri().path().starts_with("/v1beta/") {
+        "/v1beta/{*path}"
+    } else {
+        "/v1/{*path}"
+    };
+    let mut meter = Some(RequestMeter::start(&state, route, client_id(&request)));
+    let response = relay_native(&state, request, &mut meter)
         .await
-        .unwrap_or_else(|error| error.into_response_for(Dialect::Gemini))
+        .unwrap_or_else(|error| error.into_response_for(Dialect::Gemini));
+    // Not moved into a relayed body: the request ends here.
+    if let Some(mut meter) = meter {
+        meter.set_status(response.status().as_u16());
+    }
+    response
 }
 
-async fn relay_native(app: &App, request: Request) -> Result<Response, ApiError> {
+/// The id of the client key that authenticated the request.
+pub fn client_id(request: &Request) -> Option<i64> {
+    request
+        .extensions()
+        .get::<Arc<crate::auth::Client>>()
+        .map(|client| client.id)
+}
+
+async fn relay_native(
+    app: &AppState,
+    request: Request,
+    meter: &mut Option<RequestMeter>,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let (version, rest) = split_version(parts.uri.path())
         .ok_or_else(|| ApiError::NotFound("Unknown route.".to_owned()))?;
@@ -50,6 +74,9 @@ async fn relay_native(app: &App, request: Request) -> Result<Response, ApiError>
             ApiError::BadRequest(format!("Invalid path: {error}."))
         }
     })?;
+    if let (Some(meter), Some(model)) = (meter.as_mut(), path.model()) {
+        meter.set_model(model);
+    }
     let body = read_body(body, REQUEST_BODY_LIMIT).await?;
     let project = owning_project(app, &path, &body)?;
     let outgoing = Outgoing {
@@ -65,6 +92,9 @@ async fn relay_native(app: &App, request: Request) -> Result<Response, ApiError>
         Ok(committed) => committed,
         Err(failure) => return upstream_failure_response(failure),
     };
+    if let Some(meter) = meter.as_mut() {
+        meter.set_key(&committed.key);
+    }
     if path.creates_owned_resource(parts.method.as_str()) {
         return Ok(remember_created(app, committed).await);
     }
@@ -73,10 +103,27 @@ async fn relay_native(app: &App, request: Request) -> Result<Response, ApiError>
     {
         forget_resource(app, resource);
     }
+    let sse = parts
+        .uri
+        .query()
+        .is_some_and(|query| query.contains("alt=sse"));
+    let kind = match path.action() {
+        Some("streamGenerateContent") if sse => BodyKind::Sse,
+        Some("generateContent" | "streamGenerateContent") => BodyKind::Json,
+        _ => BodyKind::Other,
+    };
+    let tap = meter.take().map(|mut meter| {
+        meter.set_status(committed.response.status().as_u16());
+        if path.is_streaming() {
+            meter.set_streamed();
+        }
+        UsageTap::new(kind, meter)
+    });
     Ok(relay_response(
         committed.response,
         app.upstream.timeout(),
         None,
+        tap,
     ))
 }
 
@@ -224,6 +271,35 @@ pub fn upstream_failure_response(failure: UpstreamFailure) -> Result<Response, A
             headers,
             body,
         } => Ok(buffered_response(status, headers, body)),
+        UpstreamFailure::Exhausted {
+            retry_after,
+            daily,
+            last_answer,
+        } => {
+            let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1);
+            // The last upstream 429 is Gemini's own words; without one, say it in its shape.
+            let body = last_answer.unwrap_or_else(|| {
+                let scope = if daily { "daily" } else { "per-minute" };
+                let message = format!(
+                    "Every upstream key has used its {scope} quota for this model; retry in {seconds}s."
+                );
+                Bytes::from(
+                    serde_json::json!({"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}})
+                        .to_string(),
+                )
+            });
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=UTF-8"),
+            );
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            Ok(buffered_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                headers,
+                body,
+            ))
+        }
         UpstreamFailure::NoUsableKey(message) => Err(ApiError::NoUsableKey(message)),
         UpstreamFailure::Unreachable => Err(ApiError::UpstreamUnreachable),
         UpstreamFailure::Timeout => Err(ApiError::UpstreamTimeout),
@@ -239,6 +315,7 @@ pub fn relay_response(
     upstream: reqwest::Response,
     idle: Duration,
     header_override: Option<(HeaderValue, HeaderValue)>,
+    tap: Option<UsageTap>,
 ) -> Response {
     let status = upstream.status();
     let mut headers = allowlisted(upstream.headers(), &RELAYED_RESPONSE_HEADERS);
@@ -250,7 +327,11 @@ pub fn relay_response(
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("text/event-stream"));
-    let body = Body::from_stream(with_idle_timeout(upstream.bytes_stream(), idle, is_sse));
+    let relayed = with_idle_timeout(upstream.bytes_stream(), idle, is_sse);
+    let body = match tap {
+        Some(tap) => Body::from_stream(tap.wrap(relayed)),
+        None => Body::from_stream(relayed),
+    };
     let mut response = Response::new(body);
     *response.status_mut() = status;
     *response.headers_mut() = headers;

@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use pool::{Failure, KeyId};
+use pool::{Failure, KeyId, PoolKey};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use translate::embeddings::{EmbeddingsPlan, EmbeddingsRequest};
@@ -25,8 +25,9 @@ use translate::response::{ResponseContext, chat_completion};
 use translate::sse::SseDecoder;
 use translate::stream::{StreamContext, StreamItem, StreamTranslator};
 
+use crate::accounting::RequestMeter;
 use crate::error::{ApiError, Dialect};
-use crate::native::{REQUEST_BODY_LIMIT, project_owning, read_body, read_limited};
+use crate::native::{REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited};
 use crate::state::{App, AppState};
 use crate::upstream::{Outgoing, UpstreamFailure};
 
@@ -52,9 +53,17 @@ pub fn is_openai_path(rest: &str, gemini_auth: bool) -> bool {
 pub async fn handle(state: AppState, request: Request) -> Response {
     let rest = request.uri().path().trim_start_matches("/v1/").to_owned();
     let method = request.method().clone();
+    let route = match rest.as_str() {
+        "chat/completions" => "/v1/chat/completions",
+        "embeddings" => "/v1/embeddings",
+        _ => "/v1/models",
+    };
+    let mut meter = Some(RequestMeter::start(&state, route, client_id(&request)));
     let result = match (method, rest.as_str()) {
-        (Method::POST, "chat/completions") => create_chat_completion(&state, request).await,
-        (Method::POST, "embeddings") => create_embeddings(&state, request).await,
+        (Method::POST, "chat/completions") => {
+            create_chat_completion(&state, request, &mut meter).await
+        }
+        (Method::POST, "embeddings") => create_embeddings(&state, request, &mut meter).await,
         (Method::GET, "models") => list_models(&state).await,
         (Method::GET, path) if path.starts_with("models/") => {
             retrieve_model(&state, &path["models/".len()..]).await
@@ -63,7 +72,12 @@ pub async fn handle(state: AppState, request: Request) -> Response {
             "{method} /v1/{path} is not an OpenAI-compatible route of this gateway."
         ))),
     };
-    result.unwrap_or_else(|error| error.into_response_for(Dialect::OpenAi))
+    let response = result.unwrap_or_else(|error| error.into_response_for(Dialect::OpenAi));
+    // Not moved into a stream: the request ends here.
+    if let Some(mut meter) = meter {
+        meter.set_status(response.status().as_u16());
+    }
+    response
 }
 
 /// Reads a JSON body into `T`; a malformed or mistyped body is a 400 naming the field.
@@ -119,15 +133,32 @@ fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
         UpstreamFailure::Answered { status, body, .. } => {
             ApiError::Upstream(from_upstream(status.as_u16(), &body, model))
         }
+        UpstreamFailure::Exhausted {
+            retry_after,
+            daily,
+            last_answer,
+        } => ApiError::Upstream(translate::errors::pool_exhausted(
+            retry_after.as_secs_f64().ceil() as u64,
+            daily,
+            model,
+            last_answer.as_deref(),
+        )),
         UpstreamFailure::NoUsableKey(message) => ApiError::NoUsableKey(message),
         UpstreamFailure::Unreachable => ApiError::UpstreamUnreachable,
         UpstreamFailure::Timeout => ApiError::UpstreamTimeout,
     }
 }
 
-async fn create_chat_completion(app: &App, request: Request) -> Result<Response, ApiError> {
+async fn create_chat_completion(
+    app: &AppState,
+    request: Request,
+    meter: &mut Option<RequestMeter>,
+) -> Result<Response, ApiError> {
     let chat: ChatCompletionRequest = read_json(request).await?;
     let translated = translate_chat_request(&chat, &*app.calls)?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_model(&translated.model);
+    }
     let body = serde_json::to_vec(&translated.body)
         .map_err(|error| ApiError::Internal(error.to_string()))?;
     // Cached contents and uploaded files can only be used through their own project's keys.
@@ -147,15 +178,21 @@ async fn create_chat_completion(app: &App, request: Request) -> Result<Response,
             created: unix_now(),
             include_usage: translated.include_usage,
         };
-        return stream_chat_completion(app, &outgoing, context).await;
+        return stream_chat_completion(app, &outgoing, context, meter.take()).await;
     }
     let committed = app
         .send_with_failover(&outgoing)
         .await
         .map_err(|failure| upstream_error(failure, &translated.model))?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_key(&committed.key);
+    }
     let answer = read_limited(committed.response, ANSWER_LIMIT).await?;
     let answer: GenerateContentResponse = serde_json::from_slice(&answer)
         .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+    if let (Some(meter), Some(usage)) = (meter.as_mut(), &answer.usage_metadata) {
+        meter.set_usage(usage);
+    }
     let context = ResponseContext {
         model: translated.model,
         created: unix_now(),
@@ -168,6 +205,7 @@ async fn create_chat_completion(app: &App, request: Request) -> Result<Response,
 
 /// The upstream stream after its first event: what was read so far, and the rest.
 struct OpenedStream {
+    key: Arc<PoolKey>,
     decoder: SseDecoder,
     first_event: String,
     rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
@@ -210,7 +248,7 @@ async fn open_stream(
         let budget_left = tried.len() <= app.upstream.max_retries() as usize;
         let Ok(Some(data)) = first else {
             // The stream ended, broke or stayed silent before its first event.
-            app.learn(&key, &Failure::Connection);
+            app.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
             last_error = Some(ApiError::UpstreamUnreachable);
             if budget_left {
                 continue;
@@ -222,6 +260,7 @@ async fn open_stream(
             .and_then(|value| value.get("error").cloned());
         let Some(error) = error else {
             return Ok(OpenedStream {
+                key,
                 decoder,
                 first_event: data,
                 rest,
@@ -240,7 +279,7 @@ async fn open_stream(
         );
         let verdict = pool::classify_upstream_error(status, body.as_bytes());
         if let Some(failure) = &verdict.failure {
-            app.learn(&key, failure);
+            app.learn(&key, outgoing.model.as_deref(), failure);
         }
         let mapped = ApiError::Upstream(from_upstream(status, body.as_bytes(), model));
         if !verdict.retry_on_another_key || !budget_left {
@@ -254,12 +293,19 @@ async fn stream_chat_completion(
     app: &App,
     outgoing: &Outgoing,
     context: StreamContext,
+    meter: Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
     let opened = open_stream(app, outgoing, &context.model).await?;
+    let mut meter = meter.map(|mut meter| {
+        meter.set_key(&opened.key);
+        meter.set_streamed();
+        meter.set_status(200);
+        meter
+    });
     let idle = app.upstream.timeout();
     let state = Arc::clone(&app.calls);
     let events = async_stream::stream! {
-        let OpenedStream { mut decoder, first_event, mut rest } = opened;
+        let OpenedStream { mut decoder, first_event, mut rest, .. } = opened;
         let mut translator = StreamTranslator::new(context);
         let mut pending = vec![first_event];
         loop {
@@ -268,6 +314,9 @@ async fn stream_chat_completion(
                     yield Ok::<Event, Infallible>(sse_event(&item));
                 }
                 state.remember(translator.take_emitted_calls());
+                if let (Some(meter), Some(usage)) = (meter.as_mut(), translator.usage()) {
+                    meter.set_usage(usage);
+                }
             }
             if translator.is_ended() {
                 break;
@@ -377,9 +426,16 @@ async fn retrieve_model(app: &App, id: &str) -> Result<Response, ApiError> {
 }
 
 /// `POST /v1/embeddings`: one `embedContent`, or `batchEmbedContents` in slices of 100.
-async fn create_embeddings(app: &App, request: Request) -> Result<Response, ApiError> {
+async fn create_embeddings(
+    app: &App,
+    request: Request,
+    meter: &mut Option<RequestMeter>,
+) -> Result<Response, ApiError> {
     let embeddings: EmbeddingsRequest = read_json(request).await?;
     let plan = translate::embeddings::plan(&embeddings)?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_model(&plan.model);
+    }
     let mut vectors = Vec::with_capacity(plan.inputs.len());
     for (path, body) in plan.upstream_calls() {
         let body =
@@ -397,6 +453,9 @@ async fn create_embeddings(app: &App, request: Request) -> Result<Response, ApiE
             .send_with_failover(&outgoing)
             .await
             .map_err(|failure| upstream_error(failure, &plan.model))?;
+        if let Some(meter) = meter.as_mut() {
+            meter.set_key(&committed.key);
+        }
         let answer = read_limited(committed.response, ANSWER_LIMIT).await?;
         let answer: Value = serde_json::from_slice(&answer)
             .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;

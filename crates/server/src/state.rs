@@ -4,8 +4,9 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-use pool::Pool;
+use pool::{Limits, LimitsTable, Pool, SystemClock};
 
+use crate::accounting::Accountant;
 use crate::auth::ClientKeys;
 use crate::call_memory::CallMemoryStore;
 use crate::config::Config;
@@ -30,7 +31,9 @@ pub struct App {
     /// The database.
     pub storage: Storage,
     /// The upstream key pool.
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
+    /// The accounting writer.
+    pub accountant: Accountant,
     /// Accepted client keys.
     pub clients: ClientKeys,
     /// The upstream client.
@@ -64,7 +67,30 @@ impl AppState {
             client_retired = client_sync.retired,
             "configured keys synced"
         );
-        let pool = Pool::new(storage.upstream_keys().await?);
+        let limits = LimitsTable {
+            default: Limits {
+                rpm: Some(config.default_rpm_limit),
+                rpd: Some(config.default_rpd_limit),
+                tpm: None,
+            },
+            ..LimitsTable::default()
+        };
+        let pool = Arc::new(Pool::with_clock(
+            storage.upstream_keys().await?,
+            limits,
+            Arc::new(SystemClock),
+        ));
+        // Today's quota use survives a restart.
+        for count in storage
+            .quota_counts(pool::pacific_day(pool.now_ms()))
+            .await?
+        {
+            pool.restore_day_count(&count);
+        }
+        let accountant = {
+            let pool = Arc::clone(&pool);
+            Accountant::start(storage.clone(), move || pool.day_counts())
+        };
         for (resource, project) in storage.resource_owners().await? {
             pool.affinity().remember_resource(resource, project.into());
         }
@@ -85,6 +111,7 @@ impl AppState {
             pool,
             clients,
             upstream,
+            accountant,
             calls: Arc::default(),
         })))
     }

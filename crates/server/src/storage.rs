@@ -239,6 +239,189 @@ impl Storage {
     }
 }
 
+/// Totals of one upstream or client key.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageTotals {
+    /// Requests, all time.
+    pub requests: i64,
+    /// Requests answered with an error status.
+    pub errors: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens (thinking included).
+    pub completion_tokens: i64,
+    /// Thinking tokens.
+    pub thoughts_tokens: i64,
+    /// Requests today (Pacific day).
+    pub requests_today: i64,
+}
+
+impl Storage {
+    /// Writes a batch of request records and the scheduler's day counts in one transaction.
+    pub async fn write_accounting(
+        &self,
+        records: &[crate::accounting::RequestRecord],
+        day_counts: &[pool::DayCount],
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        for record in records {
+            sqlx::query(
+                "INSERT INTO request_logs (at_ms, client_key_id, upstream_key_id, project, model, route,
+                    status, latency_ms, prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens, streamed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )
+            .bind(i64::try_from(record.at_ms).unwrap_or(i64::MAX))
+            .bind(record.client_key_id)
+            .bind(record.upstream_key_id)
+            .bind(record.project.as_deref())
+            .bind(record.model.as_deref())
+            .bind(record.route)
+            .bind(i64::from(record.status))
+            .bind(i64::try_from(record.latency_ms).unwrap_or(i64::MAX))
+            .bind(to_i64(record.tokens.prompt))
+            .bind(to_i64(record.tokens.completion))
+            .bind(to_i64(record.tokens.thoughts))
+            .bind(to_i64(record.tokens.cached))
+            .bind(record.streamed)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO usage_daily (day, client_key_id, upstream_key_id, model, requests, errors,
+                    prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens)
+                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT (day, client_key_id, upstream_key_id, model) DO UPDATE SET
+                    requests = requests + 1,
+                    errors = errors + excluded.errors,
+                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = completion_tokens + excluded.completion_tokens,
+                    thoughts_tokens = thoughts_tokens + excluded.thoughts_tokens,
+                    cached_tokens = cached_tokens + excluded.cached_tokens",
+            )
+            .bind(pool::pacific_day(record.at_ms))
+            .bind(record.client_key_id.unwrap_or(0))
+            .bind(record.upstream_key_id.unwrap_or(0))
+            .bind(record.model.as_deref().unwrap_or(""))
+            .bind(i64::from(record.status >= 400))
+            .bind(to_i64(record.tokens.prompt))
+            .bind(to_i64(record.tokens.completion))
+            .bind(to_i64(record.tokens.thoughts))
+            .bind(to_i64(record.tokens.cached))
+            .execute(&mut *tx)
+            .await?;
+        }
+        for count in day_counts {
+            sqlx::query(
+                "INSERT INTO quota_counts (day, project, model, count) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (day, project, model) DO UPDATE SET count = MAX(count, excluded.count)",
+            )
+            .bind(count.day)
+            .bind(&count.project)
+            .bind(&count.model)
+            .bind(i64::from(count.count))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The scheduler's counts saved for Pacific day `day`.
+    pub async fn quota_counts(&self, day: i32) -> Result<Vec<pool::DayCount>, StorageError> {
+        let rows = sqlx::query("SELECT project, model, count FROM quota_counts WHERE day = ?1")
+            .bind(day)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(pool::DayCount {
+                    project: row.try_get("project")?,
+                    model: row.try_get("model")?,
+                    day,
+                    count: u32::try_from(row.try_get::<i64, _>("count")?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes request log rows older than `retention` (totals are kept in `usage_daily`).
+    pub async fn prune_request_logs(
+        &self,
+        retention: std::time::Duration,
+    ) -> Result<u64, StorageError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let cutoff = now.saturating_sub(retention).as_millis();
+        let done = sqlx::query("DELETE FROM request_logs WHERE at_ms < ?1")
+            .bind(i64::try_from(cutoff).unwrap_or(0))
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM quota_counts WHERE day < ?1")
+            .bind(pool::pacific_day(u64::try_from(now.as_millis()).unwrap_or(0)) - 2)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Totals per upstream key (`by = "upstream_key_id"`) or client key (`"client_key_id"`).
+    pub async fn usage_totals(
+        &self,
+        by: UsageDimension,
+        today: i32,
+    ) -> Result<std::collections::HashMap<i64, UsageTotals>, StorageError> {
+        let column = match by {
+            UsageDimension::UpstreamKey => "upstream_key_id",
+            UsageDimension::ClientKey => "client_key_id",
+        };
+        let query = format!(
+            "SELECT {column} AS id, SUM(requests) AS requests, SUM(errors) AS errors,
+                SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion,
+                SUM(thoughts_tokens) AS thoughts,
+                SUM(CASE WHEN day = ?1 THEN requests ELSE 0 END) AS today
+             FROM usage_daily GROUP BY {column}"
+        );
+        let rows = sqlx::query(&query)
+            .bind(today)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("id")?,
+                    UsageTotals {
+                        requests: row.try_get("requests")?,
+                        errors: row.try_get("errors")?,
+                        prompt_tokens: row.try_get("prompt")?,
+                        completion_tokens: row.try_get("completion")?,
+                        thoughts_tokens: row.try_get("thoughts")?,
+                        requests_today: row.try_get("today")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// The number of request log rows (for tests and the dashboard).
+    pub async fn request_log_count(&self) -> Result<i64, StorageError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM request_logs")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+}
+
+/// What usage totals are grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageDimension {
+    /// Per upstream key.
+    UpstreamKey,
+    /// Per client key.
+    ClientKey,
+}
+
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
 /// Retires the `env` rows of `table` whose `column` is not in `configured`; returns how many.
 async fn retire_missing(
     tx: &mut SqliteConnection,

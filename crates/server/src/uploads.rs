@@ -12,10 +12,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 
+use crate::accounting::RequestMeter;
 use crate::auth::query_value;
 use crate::error::{ApiError, Dialect};
 use crate::native::{
-    buffered_response, read_body, read_limited, relay_response, remember_owner_of,
+    buffered_response, client_id, read_body, read_limited, relay_response, remember_owner_of,
     upstream_failure_response, with_query,
 };
 use crate::state::{App, AppState};
@@ -28,15 +29,18 @@ const FINAL_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Handler for both upload routes.
 pub async fn relay(State(state): State<AppState>, request: Request) -> Response {
-    let result = match request
+    let mut meter = RequestMeter::start(&state, "/upload/{version}/files", client_id(&request));
+    let upload_id = request
         .uri()
         .query()
-        .and_then(|q| query_value(q, "upload_id"))
-    {
-        Some(upload_id) => relay_chunk(&state, request, upload_id).await,
-        None => start_upload(&state, request).await,
+        .and_then(|q| query_value(q, "upload_id"));
+    let result = match upload_id {
+        Some(upload_id) => relay_chunk(&state, request, upload_id, &mut meter).await,
+        None => start_upload(&state, request, &mut meter).await,
     };
-    result.unwrap_or_else(|error| error.into_response_for(Dialect::Gemini))
+    let response = result.unwrap_or_else(|error| error.into_response_for(Dialect::Gemini));
+    meter.set_status(response.status().as_u16());
+    response
 }
 
 fn version_of(path: &str) -> &'static str {
@@ -47,7 +51,11 @@ fn version_of(path: &str) -> &'static str {
     }
 }
 
-async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError> {
+async fn start_upload(
+    app: &App,
+    request: Request,
+    meter: &mut RequestMeter,
+) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
     let version = version_of(parts.uri.path());
     let origin = public_origin(&parts.headers)
@@ -65,6 +73,7 @@ async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError>
         Ok(committed) => committed,
         Err(failure) => return upstream_failure_response(failure),
     };
+    meter.set_key(&committed.key);
     let upstream_url = committed
         .response
         .headers()
@@ -76,6 +85,7 @@ async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError>
         return Ok(relay_response(
             committed.response,
             app.upstream.timeout(),
+            None,
             None,
         ));
     };
@@ -100,10 +110,16 @@ async fn start_upload(app: &App, request: Request) -> Result<Response, ApiError>
         committed.response,
         app.upstream.timeout(),
         Some((rewritten.clone(), rewritten)),
+        None,
     ))
 }
 
-async fn relay_chunk(app: &App, request: Request, upload_id: String) -> Result<Response, ApiError> {
+async fn relay_chunk(
+    app: &App,
+    request: Request,
+    upload_id: String,
+    meter: &mut RequestMeter,
+) -> Result<Response, ApiError> {
     let unknown = || ApiError::NotFound("Upload session not found.".to_owned());
     let key_id = app
         .pool
@@ -113,6 +129,7 @@ async fn relay_chunk(app: &App, request: Request, upload_id: String) -> Result<R
     // The session belongs to this key even if it has since been disabled: another key's
     // project would not know the upload.
     let key = app.pool.key(key_id).ok_or_else(unknown)?;
+    meter.set_key(&key);
     let (parts, body) = request.into_parts();
     let version = version_of(parts.uri.path());
     let builder = app
@@ -134,7 +151,7 @@ async fn relay_chunk(app: &App, request: Request, upload_id: String) -> Result<R
         .get("x-goog-upload-status")
         .is_some_and(|status| status.as_bytes().eq_ignore_ascii_case(b"final"));
     if !is_final {
-        return Ok(relay_response(response, app.upstream.timeout(), None));
+        return Ok(relay_response(response, app.upstream.timeout(), None, None));
     }
     app.pool.affinity().finish_upload(&upload_id);
     let status = response.status();

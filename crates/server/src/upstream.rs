@@ -101,6 +101,15 @@ pub enum UpstreamFailure {
     Unreachable,
     /// The last attempt timed out before the response head.
     Timeout,
+    /// Every project that could serve is out of quota for the model.
+    Exhausted {
+        /// When the first one frees up.
+        retry_after: Duration,
+        /// Whether that is the Pacific-midnight reset.
+        daily: bool,
+        /// The last upstream 429 met on the way, if any (its message is passed on).
+        last_answer: Option<Bytes>,
+    },
     /// The upstream answered with an error that is relayed (after redaction).
     Answered {
         /// Its status.
@@ -236,7 +245,15 @@ impl App {
         tried: &mut Vec<KeyId>,
     ) -> Result<Committed, UpstreamFailure> {
         let mut last_failure = None;
+        if tried.is_empty() {
+            self.pool.retry_budget().deposit();
+        }
         while tried.len() <= self.upstream.max_retries as usize {
+            // A retry spends from the shared budget, so a 429 storm does not multiply traffic.
+            if !tried.is_empty() && !self.pool.retry_budget().try_withdraw(self.pool.now_ms()) {
+                tracing::warn!("retry budget spent: not retrying");
+                break;
+            }
             let pick = self.pool.pick(&PickRequest {
                 model: outgoing.model.as_deref(),
                 project: outgoing.project.as_deref(),
@@ -244,6 +261,21 @@ impl App {
             });
             let key = match pick {
                 Ok(key) => key,
+                Err(PickError::Exhausted { retry_after, daily }) => {
+                    let last_answer = match last_failure {
+                        Some(UpstreamFailure::Answered { status, body, .. })
+                            if status == StatusCode::TOO_MANY_REQUESTS =>
+                        {
+                            Some(body)
+                        }
+                        _ => None,
+                    };
+                    return Err(UpstreamFailure::Exhausted {
+                        retry_after,
+                        daily,
+                        last_answer,
+                    });
+                }
                 Err(error) => {
                     return Err(last_failure.unwrap_or_else(|| no_usable_key(error, outgoing)));
                 }
@@ -261,20 +293,22 @@ impl App {
             let response = match self.upstream.send(builder, outgoing.streaming).await {
                 Ok(response) => response,
                 Err(failure) => {
-                    self.learn(&key, &Failure::Connection);
+                    self.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
                     last_failure = Some(failure);
                     continue;
                 }
             };
             let status = response.status();
             if status.is_success() {
+                self.pool
+                    .record_success(key.id(), outgoing.model.as_deref());
                 return Ok(Committed { response, key });
             }
             let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
             let body = read_error_body(response, &key).await;
             let verdict = classify_upstream_error(status.as_u16(), &body);
             if let Some(failure) = &verdict.failure {
-                self.learn(&key, failure);
+                self.learn(&key, outgoing.model.as_deref(), failure);
             }
             tracing::info!(
                 key_id = %key.id(),
@@ -296,8 +330,8 @@ impl App {
     }
 
     /// Teaches the pool, and persists a key's fall out of service in the background.
-    pub fn learn(&self, key: &PoolKey, failure: &Failure) {
-        self.pool.record_failure(key.id(), failure);
+    pub fn learn(&self, key: &PoolKey, model: Option<&str>, failure: &Failure) {
+        self.pool.record_failure(key.id(), model, failure);
         if let Failure::KeyInvalid { reason } = failure {
             tracing::warn!(key_id = %key.id(), key = %key.masked(), %reason, "upstream key taken out of service");
             let storage = self.storage.clone();
@@ -318,6 +352,7 @@ fn no_usable_key(error: PickError, outgoing: &Outgoing) -> UpstreamFailure {
         ),
         (None, PickError::NoUsableKey) => "No usable upstream key is configured.".to_owned(),
         (None, PickError::AllTried) => "Every usable upstream key was tried.".to_owned(),
+        (None, PickError::Exhausted { .. }) => "Every upstream key is out of quota.".to_owned(),
     };
     UpstreamFailure::NoUsableKey(message)
 }

@@ -299,38 +299,53 @@ async fn rate_limited_and_failing_keys_fail_over_to_another_key() {
     let quota =
         serde_json::from_str::<Value>(include_str!("fixtures/error_429_resource_exhausted.json"))
             .unwrap();
-    for (status, body) in [
-        (429, quota),
-        (
-            503,
-            json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}),
-        ),
-    ] {
+    let overloaded = json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}});
+    // A 503 first (it does not cool the project down), then a 429 (it does). Keys are drawn at
+    // random, so requests go on until key-a has met its injected failure; every one succeeds.
+    for (status, body) in [(503, overloaded), (429, quota)] {
         gw.mock.inject(Injection {
             key: Some("key-a".into()),
             ..Injection::status(status, body, 1)
         });
-        gw.mock.inject(Injection {
-            key: Some("key-b".into()),
-            ..Injection::status(
-                status,
-                json!({"error": {"code": status, "message": "x", "status": "X"}}),
-                0,
-            )
-        });
-        // Whichever key the round robin starts with, the request succeeds.
-        for _ in 0..2 {
+        let mut met = false;
+        for _ in 0..50 {
             let response = gw.generate("gemini-2.5-flash", text_request("hi")).await;
             assert_eq!(response.status(), 200);
+            if gw.mock.requests().iter().any(|r| r.status == status) {
+                met = true;
+                break;
+            }
         }
+        assert!(met, "key-a never met its {status}");
     }
-    let statuses: Vec<u16> = gw.mock.requests().iter().map(|r| r.status).collect();
-    assert_eq!(
-        statuses.iter().filter(|s| **s != 200).count(),
-        2,
-        "{statuses:?}"
+    // p1 now cools down for this model (RetryInfo said 26 s): key-a is not used for it.
+    let before = gw.mock.requests().len();
+    for _ in 0..6 {
+        assert_eq!(
+            gw.generate("gemini-2.5-flash", text_request("hi"))
+                .await
+                .status(),
+            200
+        );
+    }
+    let after: Vec<_> = gw.mock.requests().into_iter().skip(before).collect();
+    assert!(
+        after
+            .iter()
+            .all(|r| r.api_key.as_deref() == Some("key-b") && r.status == 200)
     );
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 4);
+    // Another model is not cooled.
+    let mut used_a = false;
+    for _ in 0..30 {
+        assert_eq!(
+            gw.generate("gemini-2.5-pro", text_request("hi"))
+                .await
+                .status(),
+            200
+        );
+        used_a |= gw.mock.requests().last().unwrap().api_key.as_deref() == Some("key-a");
+    }
+    assert!(used_a, "key-a still serves other models");
 }
 
 #[tokio::test]

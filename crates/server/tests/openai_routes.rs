@@ -66,26 +66,41 @@ async fn an_error_in_the_first_stream_event_moves_to_another_key() {
     assert_eq!(body["error"]["code"], "rate_limit_exceeded");
     assert_eq!(gw.mock.requests().len(), 2);
 
+    // Both projects now cool down: the next request is refused at once, with nothing sent.
+    let refused = post_chat(&gw, &chat(true)).await;
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    assert_eq!(gw.mock.requests().len(), 2);
+}
+
+#[tokio::test]
+async fn a_key_failing_inside_every_stream_is_invisible_to_clients() {
+    let gw = Harness::start(Setup::with_keys(&[("key-a", "p1"), ("key-b", "p2")])).await;
+    let overloaded = json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}});
     // With one key failing in every stream, each stream is served by the other key, and the
     // client never sees the failure.
     gw.mock.inject(Injection {
         key: Some("key-a".into()),
-        ..Injection::stream(vec![quota], 100)
+        ..Injection::stream(vec![overloaded], 100)
     });
-    for _ in 0..4 {
+    // Keys are drawn at random: go on until key-a has been tried (at least four streams).
+    let tried_a = |gw: &Harness| {
+        gw.mock
+            .requests()
+            .iter()
+            .filter(|r| r.api_key.as_deref() == Some("key-a"))
+            .count()
+    };
+    let mut streams = 0;
+    while streams < 4 || (tried_a(&gw) == 0 && streams < 60) {
         let served = post_chat(&gw, &chat(true)).await;
         assert_eq!(served.status(), 200);
         let events = payloads(served).await;
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
         assert!(events.iter().all(|e| !e.contains("\"error\"")));
+        streams += 1;
     }
-    let failed_on_a = gw
-        .mock
-        .requests()
-        .iter()
-        .skip(2)
-        .filter(|r| r.api_key.as_deref() == Some("key-a"))
-        .count();
+    let failed_on_a = tried_a(&gw);
     assert!(failed_on_a >= 1, "key-a was never tried");
 }
 

@@ -205,6 +205,41 @@ fn param_of(error: &UpstreamError, lower_message: &str) -> Option<String> {
     }
 }
 
+/// The answer when every project that could serve is out of quota: a 429 whose `Retry-After`
+/// says when the first one frees up, with the last upstream 429's message when there was one.
+pub fn pool_exhausted(
+    retry_after_secs: u64,
+    daily: bool,
+    model: &str,
+    last_answer: Option<&[u8]>,
+) -> OpenAiError {
+    let retry_after_secs = retry_after_secs.max(1);
+    let mut error = if daily {
+        OpenAiError::new(
+            429,
+            "rate_limit_error",
+            Some("insufficient_quota"),
+            format!("All upstream keys have exhausted their daily quota for {model}."),
+        )
+    } else {
+        let upstream = last_answer
+            .map(UpstreamError::parse)
+            .filter(|error| !error.message.is_empty())
+            .map(|error| format!(" Upstream: {}", first_sentence(&error.message)))
+            .unwrap_or_default();
+        OpenAiError::new(
+            429,
+            "rate_limit_error",
+            Some("rate_limit_exceeded"),
+            format!(
+                "All upstream keys are rate limited; retry after {retry_after_secs}s.{upstream}"
+            ),
+        )
+    };
+    error.retry_after = Some(retry_after_secs);
+    error
+}
+
 /// Maps an `{"error": {code, message, status}}` event received inside a 200 stream.
 pub fn from_stream_error(error: &Value) -> OpenAiError {
     let code = error.get("code").and_then(Value::as_u64).unwrap_or(500);

@@ -69,6 +69,9 @@ impl Harness {
             ("GEMINI_API_KEYS", gemini_keys),
             ("GEMINI_BASE_URL", format!("http://{mock_addr}")),
             ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
+            // Tests that are not about quotas must not run into the default 10 per minute.
+            ("DEFAULT_RPM_LIMIT", "100000".to_owned()),
+            ("DEFAULT_RPD_LIMIT", "1000000".to_owned()),
         ]);
         env.extend(setup.env.iter().cloned());
         let (state, addr) = Self::serve_gateway(&env).await;
@@ -114,6 +117,14 @@ impl Harness {
             ("GEMINI_API_KEYS", keys),
             ("GEMINI_BASE_URL", format!("http://{}", self.mock_addr)),
             ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
+            (
+                "DEFAULT_RPM_LIMIT",
+                self.state.config.default_rpm_limit.to_string(),
+            ),
+            (
+                "DEFAULT_RPD_LIMIT",
+                self.state.config.default_rpd_limit.to_string(),
+            ),
         ]);
         Self::serve_gateway(&env).await
     }

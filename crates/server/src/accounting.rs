@@ -1,0 +1,388 @@
+//! Accounting: every request's client, key, project, model, route, status, latency and tokens.
+//!
+//! Nothing is written on the request path: a finished request drops a [`RequestMeter`], which
+//! sends one record to a writer task over a channel; the writer writes batches (request log rows,
+//! daily totals, the scheduler's quota counts) every second, and a clean shutdown flushes what is
+//! left. The channel is unbounded on purpose: accounting must neither block a request nor drop a
+//! record, and the writer drains it every second, so it holds at most a second of records.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::Stream;
+use memchr::memmem;
+use pool::{DayCount, PoolKey};
+use tokio::sync::{mpsc, oneshot};
+use translate::gemini::UsageMetadata;
+use translate::sse::SseDecoder;
+
+use crate::state::AppState;
+use crate::storage::Storage;
+
+/// How often the writer writes.
+pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// How long request log rows are kept.
+pub const LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// Tokens of one request, as the upstream reported them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tokens {
+    /// Prompt tokens (with tool-use prompt tokens).
+    pub prompt: u64,
+    /// Completion tokens, thinking included (as OpenAI counts reasoning).
+    pub completion: u64,
+    /// Thinking tokens (also inside `completion`).
+    pub thoughts: u64,
+    /// Cached prompt tokens (also inside `prompt`).
+    pub cached: u64,
+}
+
+impl From<&UsageMetadata> for Tokens {
+    fn from(usage: &UsageMetadata) -> Self {
+        Self {
+            prompt: usage.prompt_token_count + usage.tool_use_prompt_token_count,
+            completion: usage.candidates_token_count + usage.thoughts_token_count,
+            thoughts: usage.thoughts_token_count,
+            cached: usage.cached_content_token_count,
+        }
+    }
+}
+
+/// One finished request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestRecord {
+    /// When it started (ms since the epoch).
+    pub at_ms: u64,
+    /// The client key.
+    pub client_key_id: Option<i64>,
+    /// The upstream key that served it (the last one tried).
+    pub upstream_key_id: Option<i64>,
+    /// That key's project.
+    pub project: Option<String>,
+    /// The model.
+    pub model: Option<String>,
+    /// The route template.
+    pub route: &'static str,
+    /// The HTTP status the client got.
+    pub status: u16,
+    /// From start to the end of the response body.
+    pub latency_ms: u64,
+    /// Tokens.
+    pub tokens: Tokens,
+    /// Whether the answer was streamed.
+    pub streamed: bool,
+}
+
+enum Message {
+    Record(RequestRecord),
+    Flush(oneshot::Sender<()>),
+}
+
+/// The sending side, shared by all requests.
+#[derive(Clone)]
+pub struct Accountant {
+    sender: mpsc::UnboundedSender<Message>,
+}
+
+impl Accountant {
+    /// Starts the writer task; returns the accountant and the writer's receiver loop future.
+    pub fn start(
+        storage: Storage,
+        day_counts: impl Fn() -> Vec<DayCount> + Send + 'static,
+    ) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_behind(storage, receiver, day_counts));
+        Self { sender }
+    }
+
+    /// Queues a record.
+    pub fn record(&self, record: RequestRecord) {
+        if self.sender.send(Message::Record(record)).is_err() {
+            tracing::error!("the accounting writer has stopped: a request record is lost");
+        }
+    }
+
+    /// Writes everything queued so far, and waits until it is written.
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            let _ = written.await;
+        }
+    }
+}
+
+async fn write_behind(
+    storage: Storage,
+    mut receiver: mpsc::UnboundedReceiver<Message>,
+    day_counts: impl Fn() -> Vec<DayCount>,
+) {
+    let mut batch: Vec<RequestRecord> = Vec::new();
+    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_prune = Instant::now();
+    loop {
+        let mut waiting_flush = None;
+        tokio::select! {
+            message = receiver.recv() => match message {
+                Some(Message::Record(record)) => {
+                    batch.push(record);
+                    // Take whatever else is queued without waiting.
+                    while let Ok(message) = receiver.try_recv() {
+                        match message {
+                            Message::Record(record) => batch.push(record),
+                            Message::Flush(done) => { waiting_flush = Some(done); break; }
+                        }
+                    }
+                    if waiting_flush.is_none() && batch.len() < 1000 {
+                        continue;
+                    }
+                }
+                Some(Message::Flush(done)) => waiting_flush = Some(done),
+                None => {
+                    write(&storage, &mut batch, &day_counts()).await;
+                    return;
+                }
+            },
+            _ = ticker.tick() => {}
+        }
+        write(&storage, &mut batch, &day_counts()).await;
+        if let Some(done) = waiting_flush {
+            let _ = done.send(());
+        }
+        if last_prune.elapsed() > Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            if let Err(error) = storage.prune_request_logs(LOG_RETENTION).await {
+                tracing::error!(%error, "could not prune the request log");
+            }
+        }
+    }
+}
+
+async fn write(storage: &Storage, batch: &mut Vec<RequestRecord>, counts: &[DayCount]) {
+    if batch.is_empty() && counts.is_empty() {
+        return;
+    }
+    // A failed write is retried with the next batch: records are kept until written.
+    match storage.write_accounting(batch, counts).await {
+        Ok(()) => batch.clear(),
+        Err(error) => tracing::error!(%error, records = batch.len(), "could not write accounting"),
+    }
+}
+
+/// Measures one request; sends its record when dropped, whenever that is: after a whole
+/// answer, or in the middle of a stream whose client went away (with the usage seen so far).
+pub struct RequestMeter {
+    app: AppState,
+    started: Instant,
+    record: RequestRecord,
+}
+
+impl RequestMeter {
+    /// Starts measuring a request of `client_key_id` on `route`.
+    pub fn start(app: &AppState, route: &'static str, client_key_id: Option<i64>) -> Self {
+        Self {
+            app: app.clone(),
+            started: Instant::now(),
+            record: RequestRecord {
+                at_ms: app.pool.now_ms(),
+                client_key_id,
+                upstream_key_id: None,
+                project: None,
+                model: None,
+                route,
+                status: 0,
+                latency_ms: 0,
+                tokens: Tokens::default(),
+                streamed: false,
+            },
+        }
+    }
+
+    /// The model the request uses.
+    pub fn set_model(&mut self, model: &str) {
+        self.record.model = Some(model.to_owned());
+    }
+
+    /// The key that served the request.
+    pub fn set_key(&mut self, key: &PoolKey) {
+        self.record.upstream_key_id = Some(key.id().0);
+        self.record.project = Some(key.project().to_string());
+    }
+
+    /// The status the client got.
+    pub fn set_status(&mut self, status: u16) {
+        self.record.status = status;
+    }
+
+    /// Marks the answer as streamed.
+    pub fn set_streamed(&mut self) {
+        self.record.streamed = true;
+    }
+
+    /// The upstream's latest (cumulative) usage snapshot.
+    pub fn set_usage(&mut self, usage: &UsageMetadata) {
+        self.record.tokens = Tokens::from(usage);
+    }
+}
+
+impl Drop for RequestMeter {
+    fn drop(&mut self) {
+        self.record.latency_ms =
+            u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if let (Some(key), Some(model)) = (self.record.upstream_key_id, &self.record.model) {
+            let tokens = self.record.tokens.prompt + self.record.tokens.completion;
+            self.app.pool.record_tokens(pool::KeyId(key), model, tokens);
+        }
+        self.app.accountant.record(self.record.clone());
+    }
+}
+
+/// How a relayed body carries its usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// SSE events, each with a cumulative `usageMetadata`.
+    Sse,
+    /// One JSON answer with `usageMetadata` near its end (or a JSON array of events).
+    Json,
+    /// No usage to read (file and model calls).
+    Other,
+}
+
+/// The most of a JSON body kept to find its `usageMetadata` (which comes last).
+const JSON_TAIL: usize = 64 * 1024;
+
+/// Reads usage out of a body as it is relayed, without holding the body: SSE events are decoded
+/// as they pass; of a JSON answer only the tail is kept.
+pub struct UsageTap {
+    kind: BodyKind,
+    decoder: SseDecoder,
+    tail: Vec<u8>,
+    meter: RequestMeter,
+}
+
+impl UsageTap {
+    /// A tap that reports to `meter`.
+    pub fn new(kind: BodyKind, meter: RequestMeter) -> Self {
+        Self {
+            kind,
+            decoder: SseDecoder::new(),
+            tail: Vec::new(),
+            meter,
+        }
+    }
+
+    fn observe(&mut self, chunk: &[u8]) {
+        match self.kind {
+            BodyKind::Sse => {
+                self.decoder.push(chunk);
+                while let Some(event) = self.decoder.next_event() {
+                    if memmem::find(event.data.as_bytes(), b"usageMetadata").is_some() {
+                        self.take_usage_from(&event.data);
+                    }
+                }
+            }
+            BodyKind::Json => {
+                self.tail.extend_from_slice(chunk);
+                if self.tail.len() > 2 * JSON_TAIL {
+                    self.tail.drain(..self.tail.len() - JSON_TAIL);
+                }
+            }
+            BodyKind::Other => {}
+        }
+    }
+
+    fn take_usage_from(&mut self, json: &str) {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct WithUsage {
+            usage_metadata: Option<UsageMetadata>,
+        }
+        if let Ok(WithUsage {
+            usage_metadata: Some(usage),
+        }) = serde_json::from_str(json)
+        {
+            self.meter.set_usage(&usage);
+        }
+    }
+
+    fn finish(&mut self) {
+        if self.kind == BodyKind::Json
+            && let Some(usage) = usage_in_tail(&self.tail)
+        {
+            self.meter.set_usage(&usage);
+        }
+    }
+
+    /// Wraps a body stream: every chunk passes through unchanged, and is looked at on the way.
+    /// The meter reports when the stream ends or is dropped.
+    pub fn wrap<E: Send + 'static>(
+        self,
+        body: impl Stream<Item = Result<Bytes, E>> + Send + 'static,
+    ) -> impl Stream<Item = Result<Bytes, E>> + Send + 'static {
+        let body = Box::pin(body);
+        futures_util::stream::unfold((body, self), |(mut body, mut tap)| async move {
+            use futures_util::StreamExt;
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    tap.observe(&chunk);
+                    Some((Ok(chunk), (body, tap)))
+                }
+                Some(Err(error)) => Some((Err(error), (body, tap))),
+                None => {
+                    tap.finish();
+                    None
+                }
+            }
+        })
+    }
+}
+
+/// The last `"usageMetadata": {...}` object in a JSON tail.
+fn usage_in_tail(tail: &[u8]) -> Option<UsageMetadata> {
+    let at = memmem::rfind(tail, b"\"usageMetadata\"")?;
+    let open = at + tail[at..].iter().position(|b| *b == b'{')?;
+    let mut depth = 0usize;
+    for (offset, byte) in tail[open..].iter().enumerate() {
+        match byte {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return serde_json::from_slice(&tail[open..=open + offset]).ok();
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_is_found_at_the_end_of_a_pretty_printed_answer() {
+        let answer = br#"{
+  "candidates": [{"content": {"parts": [{"text": "a {brace} in text"}], "role": "model"}}],
+  "usageMetadata": {
+    "promptTokenCount": 8,
+    "candidatesTokenCount": 7,
+    "thoughtsTokenCount": 25,
+    "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 8}]
+  },
+  "modelVersion": "gemini-2.5-flash"
+}"#;
+        let usage = usage_in_tail(answer).unwrap();
+        assert_eq!(
+            Tokens::from(&usage),
+            Tokens {
+                prompt: 8,
+                completion: 32,
+                thoughts: 25,
+                cached: 0
+            }
+        );
+        assert!(usage_in_tail(b"{\"candidates\": []}").is_none());
+    }
+}
