@@ -334,6 +334,19 @@ fn candidate_json(index: u64, parts: Vec<Value>, finish: Option<&str>) -> Value 
 }
 
 impl Answer {
+    /// The usage of the whole answer: prompt, visible candidate and thinking tokens.
+    pub(crate) fn totals(&self) -> (u64, u64, u64) {
+        if self.block_reason.is_some() {
+            return (self.prompt_tokens, 0, 0);
+        }
+        let visible = self
+            .candidates
+            .iter()
+            .map(|c| visible_tokens(&c.parts))
+            .sum();
+        (self.prompt_tokens, visible, self.thoughts_tokens)
+    }
+
     /// The `generateContent` answer.
     pub(crate) fn body(&self, model: &str, response_id: &str) -> Value {
         if let Some(reason) = self.block_reason {

@@ -435,10 +435,20 @@ fn model_call(
         return response;
     }
     let generate = |stream: bool| match compose(model, &body) {
-        Ok(answer) if stream => {
-            stream_response(state, model, &answer, incoming.query("alt") == Some("sse"))
+        Ok(answer) => {
+            let (prompt, candidates, thoughts) = answer.totals();
+            let mut ledger = state.ledger();
+            let served = ledger.usage_by_key.entry(caller.key.clone()).or_default();
+            served.prompt += prompt;
+            served.candidates += candidates;
+            served.thoughts += thoughts;
+            drop(ledger);
+            if stream {
+                stream_response(state, model, &answer, incoming.query("alt") == Some("sse"))
+            } else {
+                json_response(&answer.body(model, &response_id()))
+            }
         }
-        Ok(answer) => json_response(&answer.body(model, &response_id())),
         Err(response) => response,
     };
     let response = match action {

@@ -170,6 +170,17 @@ impl StreamCounters {
     }
 }
 
+/// Tokens the mock reported in its answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServedUsage {
+    /// `promptTokenCount`.
+    pub prompt: u64,
+    /// `candidatesTokenCount`.
+    pub candidates: u64,
+    /// `thoughtsTokenCount`.
+    pub thoughts: u64,
+}
+
 /// A file uploaded to the mock.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredFile {
@@ -189,6 +200,8 @@ pub(crate) struct Ledger {
     pub uploads: HashMap<String, upload::UploadSession>,
     /// Successful generate/count/embed calls per key.
     pub served_by_key: HashMap<String, u64>,
+    /// Usage reported in generate answers, per key.
+    pub usage_by_key: HashMap<String, ServedUsage>,
 }
 
 pub(crate) struct MockState {
@@ -278,6 +291,16 @@ impl MockGemini {
             .get(key)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// The usage reported in generate answers made with `key`.
+    pub fn usage_served_by(&self, key: &str) -> ServedUsage {
+        self.state
+            .ledger()
+            .usage_by_key
+            .get(key)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The project a file belongs to, if the file exists.

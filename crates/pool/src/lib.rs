@@ -487,30 +487,41 @@ impl Pool {
                 let index = order[0];
                 let check = if index == a { check_a } else { check_b };
                 let name = Arc::clone(book.available_at(index));
-                // Excluded candidates move behind `limit`, so each is looked at once.
-                book.swap(index, limit - 1);
-                limit -= 1;
-                if avoid_tried_projects && tried_projects.contains(&&name) {
-                    continue;
-                }
-                match check {
-                    Check::Closed { until, cooling } => to_cool.push((name, until, cooling)),
-                    Check::Open(_) => {
-                        let Some(&project_index) = table.project_index.get(&name) else {
-                            continue;
-                        };
-                        match self.key_in_project(&table, project_index, request.tried, now) {
-                            KeyChoice::Found(key) => {
-                                book.reserve(&name, now, today);
-                                picked = Some(key);
-                                break 'phases;
-                            }
-                            KeyChoice::OnlyTried => skipped_tried = true,
-                            KeyChoice::Unhealthy(until) => {
-                                to_cool.push((name, until, Cooling::Health))
-                            }
+                let excluded = if avoid_tried_projects && tried_projects.contains(&&name) {
+                    true
+                } else {
+                    match check {
+                        Check::Closed { until, cooling } => {
+                            to_cool.push((Arc::clone(&name), until, cooling));
+                            true
                         }
+                        Check::Open(_) => match table.project_index.get(&name) {
+                            None => true,
+                            Some(&project_index) => {
+                                match self.key_in_project(&table, project_index, request.tried, now)
+                                {
+                                    KeyChoice::Found(key) => {
+                                        book.reserve(&name, now, today);
+                                        picked = Some(key);
+                                        break 'phases;
+                                    }
+                                    KeyChoice::OnlyTried => {
+                                        skipped_tried = true;
+                                        true
+                                    }
+                                    KeyChoice::Unhealthy(until) => {
+                                        to_cool.push((Arc::clone(&name), until, Cooling::Health));
+                                        true
+                                    }
+                                }
+                            }
+                        },
                     }
+                };
+                if excluded {
+                    // Excluded candidates move behind `limit`, so each is looked at once.
+                    book.swap(index, limit - 1);
+                    limit -= 1;
                 }
             }
             if tried_projects.is_empty() {
