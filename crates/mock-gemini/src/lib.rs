@@ -202,6 +202,8 @@ pub(crate) struct Ledger {
     pub served_by_key: HashMap<String, u64>,
     /// Usage reported in generate answers, per key.
     pub usage_by_key: HashMap<String, ServedUsage>,
+    /// Keys made valid while running.
+    pub added_keys: Vec<MockKey>,
 }
 
 pub(crate) struct MockState {
@@ -222,6 +224,9 @@ impl MockState {
     pub fn project_of(&self, key: &str) -> Option<String> {
         if let Some(known) = self.config.keys.iter().find(|k| k.key == key) {
             return Some(known.project.clone());
+        }
+        if let Some(added) = self.ledger().added_keys.iter().find(|k| k.key == key) {
+            return Some(added.project.clone());
         }
         self.config
             .accept_any_key
@@ -271,6 +276,11 @@ impl MockGemini {
             }
         });
         Ok((mock, addr))
+    }
+
+    /// Makes a key valid from now on (a key that was revoked and restored, say).
+    pub fn add_key(&self, key: MockKey) {
+        self.state.ledger().added_keys.push(key);
     }
 
     /// Adds a failure to answer instead of the normal response.

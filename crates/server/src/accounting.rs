@@ -229,9 +229,14 @@ impl Drop for RequestMeter {
     fn drop(&mut self) {
         self.record.latency_ms =
             u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let tokens = self.record.tokens.prompt + self.record.tokens.completion;
         if let (Some(key), Some(model)) = (self.record.upstream_key_id, &self.record.model) {
-            let tokens = self.record.tokens.prompt + self.record.tokens.completion;
             self.app.pool.record_tokens(pool::KeyId(key), model, tokens);
+        }
+        if let Some(client) = self.record.client_key_id {
+            self.app
+                .client_gate
+                .add_tokens(client, tokens, self.app.pool.now_ms());
         }
         self.app.accountant.record(self.record.clone());
     }

@@ -38,6 +38,8 @@ pub struct Client {
     pub id: i64,
     /// Its display name.
     pub name: String,
+    /// Its own limits.
+    pub limits: pool::ClientLimits,
 }
 
 /// The accepted client keys, by digest. Swapped whole when keys change.
@@ -58,6 +60,7 @@ impl ClientKeys {
                     Arc::new(Client {
                         id: row.id,
                         name: row.name,
+                        limits: row.limits,
                     }),
                 )
             })
@@ -127,6 +130,19 @@ pub fn dialect_of(path: &str, headers: &HeaderMap, query: Option<&str>) -> Diale
     }
 }
 
+/// Refuses a model the client key may not use (a 403 in the route's dialect).
+pub fn ensure_model_allowed(
+    extensions: &axum::http::Extensions,
+    model: &str,
+) -> Result<(), ApiError> {
+    match extensions.get::<Arc<Client>>() {
+        Some(client) if !client.limits.allows_model(model) => {
+            Err(ApiError::ModelNotAllowed(model.to_owned()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Middleware: resolves the client key or answers 401 in the route's dialect. Upload chunks
 /// (`/upload/…?upload_id=…`) may come without a key: the SDKs send none there, and the
 /// unguessable upload id is the credential (checked by the upload handler).
@@ -140,6 +156,14 @@ pub async fn require_client(
     match presented_key(request.headers(), query) {
         Some(key) => match state.clients.resolve(&key) {
             Some(client) => {
+                // Per-client limits are checked before any upstream key is touched.
+                if let Err(refusal) =
+                    state
+                        .client_gate
+                        .admit(client.id, &client.limits, state.pool.now_ms())
+                {
+                    return ApiError::ClientRefused(refusal).into_response_for(dialect);
+                }
                 request.extensions_mut().insert(client);
                 next.run(request).await
             }
@@ -207,12 +231,14 @@ mod tests {
                 name: "alice".into(),
                 digest: digest_hex("alice-key-123"),
                 enabled: true,
+                limits: pool::ClientLimits::default(),
             },
             ClientKeyRow {
                 id: 2,
                 name: "bob".into(),
                 digest: digest_hex("bob-key-456"),
                 enabled: false,
+                limits: pool::ClientLimits::default(),
             },
         ]);
         assert_eq!(keys.resolve("alice-key-123").map(|c| c.id), Some(1));

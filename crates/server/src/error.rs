@@ -27,6 +27,12 @@ pub enum ApiError {
     /// The client key is unknown or disabled.
     #[error("Invalid API key.")]
     InvalidKey,
+    /// The client key's own limits refuse the request.
+    #[error("{0}.")]
+    ClientRefused(pool::ClientRefusal),
+    /// The client key may not use this model.
+    #[error("This API key may not use the model `{0}`.")]
+    ModelNotAllowed(String),
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -72,6 +78,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
+            Self::ClientRefused(pool::ClientRefusal::Expired) => StatusCode::UNAUTHORIZED,
+            Self::ClientRefused(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::Upstream(error) => {
                 StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -90,6 +99,9 @@ impl ApiError {
     fn gemini_status(&self) -> &'static str {
         match self {
             Self::MissingKey | Self::InvalidKey => "UNAUTHENTICATED",
+            Self::ClientRefused(pool::ClientRefusal::Expired) => "UNAUTHENTICATED",
+            Self::ClientRefused(_) => "RESOURCE_EXHAUSTED",
+            Self::ModelNotAllowed(_) => "PERMISSION_DENIED",
             Self::BadRequest(_) | Self::InvalidField { .. } | Self::PayloadTooLarge { .. } => {
                 "INVALID_ARGUMENT"
             }
@@ -114,6 +126,14 @@ impl ApiError {
         match self {
             Self::MissingKey => ("invalid_request_error", Some("missing_api_key")),
             Self::InvalidKey => ("invalid_request_error", Some("invalid_api_key")),
+            Self::ClientRefused(pool::ClientRefusal::Expired) => {
+                ("invalid_request_error", Some("expired_api_key"))
+            }
+            Self::ClientRefused(pool::ClientRefusal::Tokens { .. }) => {
+                ("rate_limit_error", Some("insufficient_quota"))
+            }
+            Self::ClientRefused(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
+            Self::ModelNotAllowed(_) => ("permission_error", Some("model_not_allowed")),
             Self::BadRequest(_) | Self::InvalidField { .. } => ("invalid_request_error", None),
             Self::Upstream(error) => (error.kind, error.code),
             Self::UpstreamInvalidResponse(_) => ("server_error", Some("upstream_invalid_response")),
@@ -138,6 +158,9 @@ impl ApiError {
         let status = self.status();
         let retry_after = match &self {
             Self::Upstream(error) => error.retry_after,
+            Self::ClientRefused(refusal) => refusal
+                .retry_after()
+                .map(|wait| (wait.as_secs_f64().ceil() as u64).max(1)),
             _ => None,
         };
         let param = match &self {

@@ -11,6 +11,7 @@ pub mod error;
 mod health;
 pub mod native;
 pub mod openai;
+pub mod probe;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

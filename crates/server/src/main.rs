@@ -37,6 +37,11 @@ async fn main() -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("listening on http://{addr}");
     }
+    server::probe::spawn(
+        state.clone(),
+        server::probe::Prober::gentle(),
+        std::time::Duration::from_secs(30),
+    );
     let served = server::serve(listener, server::build_router(state.clone())).await;
     // Everything counted so far reaches the database before the process ends.
     state.accountant.flush().await;

@@ -74,8 +74,11 @@ async fn relay_native(
             ApiError::BadRequest(format!("Invalid path: {error}."))
         }
     })?;
-    if let (Some(meter), Some(model)) = (meter.as_mut(), path.model()) {
-        meter.set_model(model);
+    if let Some(model) = path.model() {
+        crate::auth::ensure_model_allowed(&parts.extensions, model)?;
+        if let Some(meter) = meter.as_mut() {
+            meter.set_model(model);
+        }
     }
     let body = read_body(body, REQUEST_BODY_LIMIT).await?;
     let project = owning_project(app, &path, &body)?;

@@ -154,8 +154,10 @@ async fn create_chat_completion(
     request: Request,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
+    let extensions = request.extensions().clone();
     let chat: ChatCompletionRequest = read_json(request).await?;
     let translated = translate_chat_request(&chat, &*app.calls)?;
+    crate::auth::ensure_model_allowed(&extensions, &translated.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
@@ -431,8 +433,10 @@ async fn create_embeddings(
     request: Request,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
+    let extensions = request.extensions().clone();
     let embeddings: EmbeddingsRequest = read_json(request).await?;
     let plan = translate::embeddings::plan(&embeddings)?;
+    crate::auth::ensure_model_allowed(&extensions, &plan.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&plan.model);
     }

@@ -36,6 +36,8 @@ pub struct App {
     pub accountant: Accountant,
     /// Accepted client keys.
     pub clients: ClientKeys,
+    /// Per-client limits in force.
+    pub client_gate: pool::ClientGate,
     /// The upstream client.
     pub upstream: Upstream,
     /// Tool calls returned to clients (thought signatures, upstream ids).
@@ -96,6 +98,11 @@ impl AppState {
         }
         let clients = ClientKeys::default();
         clients.replace(storage.client_keys().await?);
+        let client_gate = pool::ClientGate::default();
+        let today = pool::pacific_day(pool.now_ms());
+        for (client, requests, tokens) in storage.client_usage_on(today).await? {
+            client_gate.restore(client, today, requests, tokens);
+        }
         if clients.is_empty() {
             tracing::warn!(
                 "no client keys: every API request will get 401 until one is added (CLIENT_API_KEYS)"
@@ -110,6 +117,7 @@ impl AppState {
             storage,
             pool,
             clients,
+            client_gate,
             upstream,
             accountant,
             calls: Arc::default(),

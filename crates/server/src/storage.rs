@@ -38,6 +38,8 @@ pub struct ClientKeyRow {
     pub digest: String,
     /// Whether the key is accepted.
     pub enabled: bool,
+    /// Its own limits.
+    pub limits: pool::ClientLimits,
 }
 
 /// What a sync of configured keys changed.
@@ -150,6 +152,15 @@ impl Storage {
         Ok(())
     }
 
+    /// Records that a key is back in service.
+    pub async fn mark_key_active(&self, id: KeyId) -> Result<(), StorageError> {
+        sqlx::query("UPDATE upstream_keys SET status = 'active', last_error = NULL WHERE id = ?1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Makes the `env` client keys match `CLIENT_API_KEYS`, storing digests only.
     pub async fn sync_client_keys(
         &self,
@@ -184,17 +195,29 @@ impl Storage {
     /// Client keys in service (not retired).
     pub async fn client_keys(&self) -> Result<Vec<ClientKeyRow>, StorageError> {
         let rows = sqlx::query(
-            "SELECT id, name, digest, enabled FROM client_keys WHERE retired_at IS NULL",
+            "SELECT id, name, digest, enabled, rpm_limit, rpd_limit, daily_token_limit,
+                    allowed_models, expires_at_ms
+             FROM client_keys WHERE retired_at IS NULL",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
+                let allowed: Option<String> = row.try_get("allowed_models")?;
+                let to_u32 = |value: Option<i64>| value.and_then(|v| u32::try_from(v).ok());
+                let to_u64 = |value: Option<i64>| value.and_then(|v| u64::try_from(v).ok());
                 Ok(ClientKeyRow {
                     id: row.try_get("id")?,
                     name: row.try_get("name")?,
                     digest: row.try_get("digest")?,
                     enabled: row.try_get("enabled")?,
+                    limits: pool::ClientLimits {
+                        rpm: to_u32(row.try_get("rpm_limit")?),
+                        rpd: to_u32(row.try_get("rpd_limit")?),
+                        daily_tokens: to_u64(row.try_get("daily_token_limit")?),
+                        allowed_models: allowed.and_then(|json| serde_json::from_str(&json).ok()),
+                        expires_at_ms: to_u64(row.try_get("expires_at_ms")?),
+                    },
                 })
             })
             .collect()
@@ -399,6 +422,53 @@ impl Storage {
                 ))
             })
             .collect()
+    }
+
+    /// Today's requests and tokens per client key (to restore per-client limits after a restart).
+    pub async fn client_usage_on(&self, day: i32) -> Result<Vec<(i64, u32, u64)>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT client_key_id, SUM(requests) AS requests,
+                    SUM(prompt_tokens + completion_tokens) AS tokens
+             FROM usage_daily WHERE day = ?1 AND client_key_id != 0 GROUP BY client_key_id",
+        )
+        .bind(day)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("client_key_id")?,
+                    u32::try_from(row.try_get::<i64, _>("requests")?).unwrap_or(u32::MAX),
+                    u64::try_from(row.try_get::<i64, _>("tokens")?).unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// Sets the limits of a client key.
+    pub async fn set_client_limits(
+        &self,
+        id: i64,
+        limits: &pool::ClientLimits,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "UPDATE client_keys SET rpm_limit = ?2, rpd_limit = ?3, daily_token_limit = ?4,
+                allowed_models = ?5, expires_at_ms = ?6 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(limits.rpm.map(i64::from))
+        .bind(limits.rpd.map(i64::from))
+        .bind(limits.daily_tokens.map(to_i64))
+        .bind(
+            limits
+                .allowed_models
+                .as_ref()
+                .map(|models| serde_json::json!(models).to_string()),
+        )
+        .bind(limits.expires_at_ms.map(to_i64))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// The number of request log rows (for tests and the dashboard).

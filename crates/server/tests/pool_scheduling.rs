@@ -309,3 +309,131 @@ async fn a_stream_abandoned_by_its_client_is_still_counted() {
         "what the upstream reported is counted"
     );
 }
+
+#[tokio::test]
+async fn per_client_limits_refuse_in_the_client_dialect_without_touching_the_pool() {
+    let gw = Harness::start(Setup::with_keys(&[("k1", "A")])).await;
+    let limits = pool::ClientLimits {
+        rpm: Some(2),
+        allowed_models: Some(vec!["gemini-2.5-flash".into()]),
+        ..pool::ClientLimits::default()
+    };
+    gw.state
+        .storage
+        .set_client_limits(1, &limits)
+        .await
+        .unwrap();
+    gw.state
+        .clients
+        .replace(gw.state.storage.client_keys().await.unwrap());
+
+    // A model the key may not use: 403 in each dialect, nothing upstream.
+    let native = gw.generate("gemini-2.5-pro", text_request("x")).await;
+    assert_eq!(native.status(), 403);
+    assert_eq!(
+        native.json::<Value>().await.unwrap()["error"]["status"],
+        "PERMISSION_DENIED"
+    );
+    let chat = |model: &str| {
+        gw.http
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth(CLIENT_KEY)
+            .json(&json!({"model": model, "messages": [{"role": "user", "content": "x"}]}))
+            .send()
+    };
+    // That refused native request already counted against the per-minute limit of 2.
+    let openai = chat("gemini-2.5-pro").await.unwrap();
+    assert_eq!(openai.status(), 403);
+    assert_eq!(
+        openai.json::<Value>().await.unwrap()["error"]["code"],
+        "model_not_allowed"
+    );
+    assert!(gw.mock.requests().is_empty());
+
+    // Over the per-minute limit: 429 with Retry-After, nothing upstream.
+    let limited = chat("gemini-2.5-flash").await.unwrap();
+    assert_eq!(limited.status(), 429);
+    assert!(limited.headers().contains_key("retry-after"));
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "rate_limit_error");
+    assert!(gw.mock.requests().is_empty());
+
+    // An expired key is refused as unauthenticated.
+    let expired = pool::ClientLimits {
+        expires_at_ms: Some(1),
+        ..pool::ClientLimits::default()
+    };
+    gw.state
+        .storage
+        .set_client_limits(1, &expired)
+        .await
+        .unwrap();
+    gw.state
+        .clients
+        .replace(gw.state.storage.client_keys().await.unwrap());
+    let refused = gw.generate("gemini-2.5-flash", text_request("x")).await;
+    assert_eq!(refused.status(), 401);
+}
+
+#[tokio::test]
+async fn a_key_out_of_service_is_probed_with_backoff_and_comes_back_when_healthy() {
+    let mut setup = Setup::with_keys(&[("good", "A")]);
+    setup.gemini_keys = Some("good@A,flaky@B".into());
+    let gw = Harness::start(setup).await;
+    // "flaky" is unknown to the mock: its first use takes it out of service.
+    for _ in 0..10 {
+        assert_eq!(
+            gw.generate("gemini-2.5-flash", text_request("x"))
+                .await
+                .status(),
+            200
+        );
+        if gw.state.pool.keys().iter().any(|k| !k.is_usable()) {
+            break;
+        }
+    }
+    assert!(gw.state.pool.keys().iter().any(|k| !k.is_usable()));
+    let prober = server::probe::Prober::new(
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(3600),
+    );
+    // Still invalid: probed, not restored, and not probed again before its backoff.
+    assert_eq!(
+        prober.round(&gw.state).await,
+        server::probe::ProbeRound {
+            probed: 1,
+            restored: 0
+        }
+    );
+    assert_eq!(
+        prober.round(&gw.state).await,
+        server::probe::ProbeRound {
+            probed: 0,
+            restored: 0
+        }
+    );
+    let probes = gw
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1beta/models" && r.api_key.as_deref() == Some("flaky"))
+        .count();
+    assert_eq!(probes, 1);
+
+    // The key works again upstream: the next due probe brings it back, persistently.
+    gw.mock.add_key(mock_gemini::MockKey::new("flaky", "B"));
+    let due_now = server::probe::Prober::new(
+        std::time::Duration::ZERO,
+        std::time::Duration::from_secs(3600),
+    );
+    assert_eq!(
+        due_now.round(&gw.state).await,
+        server::probe::ProbeRound {
+            probed: 1,
+            restored: 1
+        }
+    );
+    assert!(gw.state.pool.keys().iter().all(|k| k.is_usable()));
+    let stored = gw.state.storage.upstream_keys().await.unwrap();
+    assert!(stored.iter().all(|k| k.out_of_service.is_none()));
+}
