@@ -300,6 +300,18 @@ impl ModelBook {
             .min_by_key(|(until, _)| *until)
     }
 
+    /// Quota cooldowns in force: project, until, daily.
+    pub fn cooldowns(&self, now: u64) -> Vec<(Arc<str>, u64, bool)> {
+        self.quota
+            .iter()
+            .filter(|(_, quota)| quota.cooling_until > now)
+            .filter_map(|(project, quota)| match quota.cooling {
+                Cooling::Quota { daily } => Some((Arc::clone(project), quota.cooling_until, daily)),
+                Cooling::Health => None,
+            })
+            .collect()
+    }
+
     /// Today's request counts, by project.
     pub fn day_counts(&self, today: i32) -> Vec<(Arc<str>, u32)> {
         self.quota

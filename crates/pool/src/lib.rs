@@ -660,6 +660,18 @@ impl Pool {
         );
     }
 
+    /// Quota cooldowns in force, as `(project, model, until_ms, daily)`.
+    pub fn cooldowns(&self) -> Vec<(String, String, u64, bool)> {
+        let now = self.clock.now_ms();
+        let mut all = Vec::new();
+        for entry in &self.books {
+            for (project, until, daily) in lock(entry.value()).cooldowns(now) {
+                all.push((project.to_string(), entry.key().clone(), until, daily));
+            }
+        }
+        all
+    }
+
     /// Today's request counts per project and model.
     pub fn day_counts(&self) -> Vec<DayCount> {
         let today = pacific_day(self.clock.now_ms());

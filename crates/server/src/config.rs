@@ -247,7 +247,8 @@ pub fn is_valid_project(project: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn parse_upstream_keys(value: &str) -> Result<Vec<UpstreamKeySpec>, ConfigError> {
+/// Parses a list of upstream keys (`KEY` or `KEY@PROJECT`), as `GEMINI_API_KEYS` takes it.
+pub fn parse_upstream_keys(value: &str) -> Result<Vec<UpstreamKeySpec>, ConfigError> {
     let mut keys: Vec<UpstreamKeySpec> = Vec::new();
     for (index, entry) in split_list(value).enumerate() {
         let position = index + 1;

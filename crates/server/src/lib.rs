@@ -4,6 +4,7 @@
 //! The binary (`main.rs`) only reads the configuration and calls them.
 
 pub mod accounting;
+pub mod admin;
 pub mod auth;
 pub mod call_memory;
 pub mod config;
@@ -17,6 +18,7 @@ pub mod storage;
 pub mod telemetry;
 pub mod uploads;
 pub mod upstream;
+pub mod web;
 
 use std::time::Duration;
 
@@ -53,7 +55,12 @@ pub fn build_router(state: AppState) -> Router {
         ));
     let public = Router::new()
         .route("/healthz", get(health::alive))
-        .route("/readyz", get(health::ready));
+        .route("/readyz", get(health::ready))
+        .route("/", get(web::root))
+        .route("/login.html", get(web::login_page))
+        .route("/management.html", get(web::management_page))
+        .route("/assets/{*file}", get(web::asset_file))
+        .merge(admin::router());
     // Outermost first: hide credentials from everything below, trace with the route template
     // only, give every request an id, and turn a panic into a 500 instead of a dropped
     // connection.
@@ -110,7 +117,8 @@ pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()>
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = signalled_tx.send(true);

@@ -22,6 +22,9 @@ pub enum StartError {
     /// The upstream HTTP client could not be built (for instance a bad proxy).
     #[error("cannot build the upstream HTTP client: {0}")]
     HttpClient(#[from] reqwest::Error),
+    /// The admin password could not be hashed.
+    #[error("cannot set up the admin login: {0}")]
+    Admin(String),
 }
 
 /// Everything the handlers share.
@@ -42,6 +45,8 @@ pub struct App {
     pub upstream: Upstream,
     /// Tool calls returned to clients (thought signatures, upstream ids).
     pub calls: Arc<CallMemoryStore>,
+    /// Admin credentials and session keys.
+    pub admin: crate::admin::auth::AdminAuth,
 }
 
 /// Cheap-to-clone handle on [`App`].
@@ -112,7 +117,8 @@ impl AppState {
             tracing::warn!("no usable upstream key: set GEMINI_API_KEYS");
         }
         let upstream = Upstream::new(&config)?;
-        Ok(Self(Arc::new(App {
+        let admin = admin_auth(&config, &storage).await?;
+        let state = Self(Arc::new(App {
             config,
             storage,
             pool,
@@ -121,6 +127,89 @@ impl AppState {
             upstream,
             accountant,
             calls: Arc::default(),
-        })))
+            admin,
+        }));
+        crate::admin::load_runtime_settings(&state).await?;
+        Ok(state)
     }
+}
+
+/// The admin credentials: the password hash and the session-signing secret, each from the
+/// configuration or, when not configured, generated once and kept in the database.
+async fn admin_auth(
+    config: &Config,
+    storage: &Storage,
+) -> Result<crate::admin::auth::AdminAuth, StartError> {
+    use secrecy::{ExposeSecret, SecretString};
+    let secret = match &config.jwt_secret {
+        Some(secret) => secret.clone(),
+        None => match storage.setting("jwt_secret").await? {
+            Some(saved) => SecretString::from(saved),
+            None => {
+                let generated = hex::encode(rand::random::<[u8; 32]>());
+                storage.set_setting("jwt_secret", &generated).await?;
+                SecretString::from(generated)
+            }
+        },
+    };
+    let saved_hash = storage.setting("admin_password_hash").await?;
+    let hash = match (&config.admin_password, saved_hash) {
+        (Some(password), Some(saved))
+            if {
+                let (password, saved) = (password.expose_secret().to_owned(), saved.clone());
+                tokio::task::spawn_blocking(move || {
+                    crate::admin::auth::verify_password(&password, &saved)
+                })
+                .await
+                .unwrap_or(false)
+            } =>
+        {
+            saved
+        }
+        (Some(password), _) => {
+            let password = password.expose_secret().to_owned();
+            let hash =
+                tokio::task::spawn_blocking(move || crate::admin::auth::hash_password(&password))
+                    .await
+                    .map_err(|e| StartError::Admin(e.to_string()))?
+                    .map_err(StartError::Admin)?;
+            storage.set_setting("admin_password_hash", &hash).await?;
+            hash
+        }
+        (None, Some(saved)) => saved,
+        (None, None) => {
+            let password: String = {
+                use rand::Rng;
+                rand::rng()
+                    .sample_iter(rand::distr::Alphanumeric)
+                    .take(20)
+                    .map(char::from)
+                    .collect()
+            };
+            let for_hash = password.clone();
+            let hash =
+                tokio::task::spawn_blocking(move || crate::admin::auth::hash_password(&for_hash))
+                    .await
+                    .map_err(|e| StartError::Admin(e.to_string()))?
+                    .map_err(StartError::Admin)?;
+            storage.set_setting("admin_password_hash", &hash).await?;
+            // Shown once, on the console of the first start; only the hash is kept.
+            #[expect(
+                clippy::print_stderr,
+                reason = "the generated password must reach the operator once, outside the logs"
+            )]
+            {
+                eprintln!(
+                    "gemini-pool: no ADMIN_PASSWORD set; generated the dashboard login {} / {password} (shown once; set ADMIN_PASSWORD to choose your own)",
+                    config.admin_username
+                );
+            }
+            hash
+        }
+    };
+    Ok(crate::admin::auth::AdminAuth::new(
+        config.admin_username.clone(),
+        hash,
+        &secret,
+    ))
 }

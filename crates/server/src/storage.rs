@@ -479,6 +479,461 @@ impl Storage {
     }
 }
 
+/// An upstream key as the management API lists it.
+#[derive(Debug, Clone)]
+pub struct UpstreamKeyRow {
+    /// Database id.
+    pub id: i64,
+    /// The key (only ever shown masked).
+    pub key: SecretString,
+    /// Its project.
+    pub project: Option<String>,
+    /// Whether it may be picked.
+    pub enabled: bool,
+    /// `env` or `api`.
+    pub source: String,
+    /// The persisted status (`active` or `invalid`).
+    pub status: String,
+    /// The last reason it was taken out of service.
+    pub last_error: Option<String>,
+    /// When it was added.
+    pub created_at: String,
+}
+
+/// A client key as the management API lists it.
+#[derive(Debug, Clone)]
+pub struct ClientKeyAdminRow {
+    /// Database id.
+    pub id: i64,
+    /// Display name.
+    pub name: String,
+    /// The first characters of the key.
+    pub prefix: String,
+    /// Whether it is accepted.
+    pub enabled: bool,
+    /// `env` or `api`.
+    pub source: String,
+    /// When it was created.
+    pub created_at: String,
+    /// When it was last used (ms since the epoch).
+    pub last_used_at_ms: Option<i64>,
+    /// Its limits.
+    pub limits: pool::ClientLimits,
+}
+
+/// One row of the request log.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LogRow {
+    /// Row id.
+    pub id: i64,
+    /// When (ms since the epoch).
+    pub at_ms: i64,
+    /// Client key id.
+    pub client_key_id: Option<i64>,
+    /// Upstream key id.
+    pub upstream_key_id: Option<i64>,
+    /// Project.
+    pub project: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+    /// Route template.
+    pub route: String,
+    /// HTTP status.
+    pub status: i64,
+    /// Latency in ms.
+    pub latency_ms: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens (thinking included).
+    pub completion_tokens: i64,
+    /// Thinking tokens.
+    pub thoughts_tokens: i64,
+    /// Whether it was streamed.
+    pub streamed: bool,
+}
+
+/// Filters of the request log.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilter {
+    /// Only this model.
+    pub model: Option<String>,
+    /// Only this client key.
+    pub client_key_id: Option<i64>,
+    /// Only this upstream key.
+    pub upstream_key_id: Option<i64>,
+    /// `ok` (below 400), `error` (400 and up), or one status code.
+    pub status: Option<String>,
+    /// Not before (ms since the epoch).
+    pub since_ms: Option<i64>,
+    /// Page number, from 1.
+    pub page: Option<u32>,
+    /// Rows per page (at most 200).
+    pub per_page: Option<u32>,
+}
+
+/// One point of a usage series.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct SeriesPoint {
+    /// The hour (ms since the epoch) or Pacific day number.
+    pub bucket: i64,
+    /// Requests.
+    pub requests: i64,
+    /// Errors.
+    pub errors: i64,
+    /// Prompt and completion tokens.
+    pub tokens: i64,
+}
+
+/// Usage of one model, client key or upstream key.
+#[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
+pub struct Breakdown {
+    /// The model, or the key id.
+    pub name: String,
+    /// Requests.
+    pub requests: i64,
+    /// Errors.
+    pub errors: i64,
+    /// Prompt tokens.
+    pub prompt_tokens: i64,
+    /// Completion tokens.
+    pub completion_tokens: i64,
+}
+
+impl Storage {
+    /// A setting, if set.
+    pub async fn setting(&self, name: &str) -> Result<Option<String>, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?1")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Sets a setting.
+    pub async fn set_setting(&self, name: &str, value: &str) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+        )
+        .bind(name)
+        .bind(value)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Upstream keys in service (not retired), for the management API.
+    pub async fn upstream_key_rows(&self) -> Result<Vec<UpstreamKeyRow>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, api_key, project, enabled, source, status, last_error, created_at
+             FROM upstream_keys WHERE retired_at IS NULL ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UpstreamKeyRow {
+                    id: row.try_get("id")?,
+                    key: SecretString::from(row.try_get::<String, _>("api_key")?),
+                    project: row.try_get("project")?,
+                    enabled: row.try_get("enabled")?,
+                    source: row.try_get("source")?,
+                    status: row.try_get("status")?,
+                    last_error: row.try_get("last_error")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds keys through the management API; returns how many were new (or revived) and how
+    /// many were already there.
+    pub async fn add_upstream_keys(
+        &self,
+        specs: &[UpstreamKeySpec],
+    ) -> Result<(usize, usize), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        let (mut added, mut duplicates) = (0, 0);
+        for spec in specs {
+            let changed = sqlx::query(
+                "INSERT INTO upstream_keys (api_key, project, source) VALUES (?1, ?2, 'api')
+                 ON CONFLICT (api_key) DO UPDATE SET retired_at = NULL, source = 'api',
+                    project = excluded.project, status = 'active', last_error = NULL
+                 WHERE upstream_keys.retired_at IS NOT NULL",
+            )
+            .bind(spec.key.expose_secret())
+            .bind(spec.project.as_deref())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if changed > 0 {
+                added += 1;
+            } else {
+                duplicates += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok((added, duplicates))
+    }
+
+    /// Changes a key; `false` when there is no such key.
+    pub async fn update_upstream_key(
+        &self,
+        id: i64,
+        enabled: Option<bool>,
+        project: Option<Option<String>>,
+    ) -> Result<bool, StorageError> {
+        let found = sqlx::query(
+            "UPDATE upstream_keys SET enabled = COALESCE(?2, enabled),
+                project = CASE WHEN ?3 THEN ?4 ELSE project END
+             WHERE id = ?1 AND retired_at IS NULL",
+        )
+        .bind(id)
+        .bind(enabled)
+        .bind(project.is_some())
+        .bind(project.flatten())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(found > 0)
+    }
+
+    /// Deletes a key; `false` when there is no such key.
+    pub async fn delete_upstream_key(&self, id: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM upstream_keys WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Client keys (not retired), for the management API.
+    pub async fn client_key_rows(&self) -> Result<Vec<ClientKeyAdminRow>, StorageError> {
+        let limits: std::collections::HashMap<i64, pool::ClientLimits> = self
+            .client_keys()
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.limits))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT c.id, c.name, c.prefix, c.enabled, c.source, c.created_at,
+                    (SELECT MAX(at_ms) FROM request_logs r WHERE r.client_key_id = c.id) AS last_used
+             FROM client_keys c WHERE c.retired_at IS NULL ORDER BY c.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                Ok(ClientKeyAdminRow {
+                    id,
+                    name: row.try_get("name")?,
+                    prefix: row.try_get("prefix")?,
+                    enabled: row.try_get("enabled")?,
+                    source: row.try_get("source")?,
+                    created_at: row.try_get("created_at")?,
+                    last_used_at_ms: row.try_get("last_used")?,
+                    limits: limits.get(&id).cloned().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Creates a client key from its digest; returns its id.
+    pub async fn create_client_key(
+        &self,
+        name: &str,
+        digest: &str,
+        prefix: &str,
+        limits: &pool::ClientLimits,
+    ) -> Result<i64, StorageError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO client_keys (name, digest, prefix, source) VALUES (?1, ?2, ?3, 'api') RETURNING id",
+        )
+        .bind(name)
+        .bind(digest)
+        .bind(prefix)
+        .fetch_one(&self.pool)
+        .await?;
+        self.set_client_limits(id, limits).await?;
+        Ok(id)
+    }
+
+    /// Renames or enables/disables a client key; `false` when there is no such key.
+    pub async fn update_client_key(
+        &self,
+        id: i64,
+        name: Option<&str>,
+        enabled: Option<bool>,
+    ) -> Result<bool, StorageError> {
+        let found = sqlx::query(
+            "UPDATE client_keys SET name = COALESCE(?2, name), enabled = COALESCE(?3, enabled)
+             WHERE id = ?1 AND retired_at IS NULL",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(enabled)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(found > 0)
+    }
+
+    /// Deletes a client key; `false` when there is no such key.
+    pub async fn delete_client_key(&self, id: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query("DELETE FROM client_keys WHERE id = ?1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// A page of the request log, newest first, and the number of matching rows.
+    pub async fn request_logs(
+        &self,
+        filter: &LogFilter,
+    ) -> Result<(Vec<LogRow>, i64), StorageError> {
+        let per_page = i64::from(filter.per_page.unwrap_or(50).clamp(1, 200));
+        let page = i64::from(filter.page.unwrap_or(1).max(1));
+        let (status_min, status_max) = match filter.status.as_deref() {
+            Some("ok") => (0, 399),
+            Some("error") => (400, 999),
+            Some(code) => code.parse::<i64>().map_or((0, 999), |code| (code, code)),
+            None => (0, 999),
+        };
+        let conditions = "(?1 IS NULL OR model = ?1) AND (?2 IS NULL OR client_key_id = ?2)
+             AND (?3 IS NULL OR upstream_key_id = ?3) AND status BETWEEN ?4 AND ?5
+             AND at_ms >= ?6";
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM request_logs WHERE {conditions}"
+        ))
+        .bind(filter.model.as_deref())
+        .bind(filter.client_key_id)
+        .bind(filter.upstream_key_id)
+        .bind(status_min)
+        .bind(status_max)
+        .bind(filter.since_ms.unwrap_or(0))
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT id, at_ms, client_key_id, upstream_key_id, project, model, route, status, latency_ms,
+                    prompt_tokens, completion_tokens, thoughts_tokens, streamed
+             FROM request_logs WHERE {conditions} ORDER BY id DESC LIMIT ?7 OFFSET ?8"
+        ))
+        .bind(filter.model.as_deref())
+        .bind(filter.client_key_id)
+        .bind(filter.upstream_key_id)
+        .bind(status_min)
+        .bind(status_max)
+        .bind(filter.since_ms.unwrap_or(0))
+        .bind(per_page)
+        .bind((page - 1) * per_page)
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(LogRow {
+                    id: row.try_get("id")?,
+                    at_ms: row.try_get("at_ms")?,
+                    client_key_id: row.try_get("client_key_id")?,
+                    upstream_key_id: row.try_get("upstream_key_id")?,
+                    project: row.try_get("project")?,
+                    model: row.try_get("model")?,
+                    route: row.try_get("route")?,
+                    status: row.try_get("status")?,
+                    latency_ms: row.try_get("latency_ms")?,
+                    prompt_tokens: row.try_get("prompt_tokens")?,
+                    completion_tokens: row.try_get("completion_tokens")?,
+                    thoughts_tokens: row.try_get("thoughts_tokens")?,
+                    streamed: row.try_get("streamed")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok((rows, total))
+    }
+
+    /// Requests, errors and tokens per hour since `since_ms`.
+    pub async fn hourly_series(&self, since_ms: i64) -> Result<Vec<SeriesPoint>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT (at_ms / 3600000) * 3600000 AS bucket, COUNT(*) AS requests,
+                    SUM(status >= 400) AS errors, SUM(prompt_tokens + completion_tokens) AS tokens
+             FROM request_logs WHERE at_ms >= ?1 GROUP BY bucket ORDER BY bucket",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(series_point).collect()
+    }
+
+    /// Requests, errors and tokens per Pacific day from day `since_day`.
+    pub async fn daily_series(&self, since_day: i32) -> Result<Vec<SeriesPoint>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT day AS bucket, SUM(requests) AS requests, SUM(errors) AS errors,
+                    SUM(prompt_tokens + completion_tokens) AS tokens
+             FROM usage_daily WHERE day >= ?1 GROUP BY day ORDER BY day",
+        )
+        .bind(since_day)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(series_point).collect()
+    }
+
+    /// Usage from day `since_day` grouped by model, client key or upstream key.
+    pub async fn breakdown(
+        &self,
+        by: BreakdownDimension,
+        since_day: i32,
+    ) -> Result<Vec<Breakdown>, StorageError> {
+        let column = match by {
+            BreakdownDimension::Model => "model",
+            BreakdownDimension::ClientKey => "CAST(client_key_id AS TEXT)",
+            BreakdownDimension::UpstreamKey => "CAST(upstream_key_id AS TEXT)",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {column} AS name, SUM(requests) AS requests, SUM(errors) AS errors,
+                    SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion
+             FROM usage_daily WHERE day >= ?1 GROUP BY name ORDER BY requests DESC LIMIT 50"
+        ))
+        .bind(since_day)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Breakdown {
+                    name: row.try_get("name")?,
+                    requests: row.try_get("requests")?,
+                    errors: row.try_get("errors")?,
+                    prompt_tokens: row.try_get("prompt")?,
+                    completion_tokens: row.try_get("completion")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// What a usage breakdown is grouped by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakdownDimension {
+    /// Per model.
+    Model,
+    /// Per client key.
+    ClientKey,
+    /// Per upstream key.
+    UpstreamKey,
+}
+
+fn series_point(row: &sqlx::sqlite::SqliteRow) -> Result<SeriesPoint, StorageError> {
+    Ok(SeriesPoint {
+        bucket: row.try_get("bucket")?,
+        requests: row.try_get("requests")?,
+        errors: row.try_get::<Option<i64>, _>("errors")?.unwrap_or(0),
+        tokens: row.try_get::<Option<i64>, _>("tokens")?.unwrap_or(0),
+    })
+}
+
 /// What usage totals are grouped by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UsageDimension {

@@ -62,7 +62,7 @@ pub struct Upstream {
     client: reqwest::Client,
     base: String,
     timeout: Duration,
-    max_retries: u32,
+    max_retries: std::sync::atomic::AtomicU32,
 }
 
 /// A request to send upstream, with any key.
@@ -141,7 +141,7 @@ impl Upstream {
                 .trim_end_matches('/')
                 .to_owned(),
             timeout: config.upstream_timeout,
-            max_retries: config.max_retries,
+            max_retries: std::sync::atomic::AtomicU32::new(config.max_retries),
         })
     }
 
@@ -152,7 +152,13 @@ impl Upstream {
 
     /// Other keys tried for one request before giving up.
     pub fn max_retries(&self) -> u32 {
+        self.max_retries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes the number of retries while running.
+    pub fn set_max_retries(&self, retries: u32) {
         self.max_retries
+            .store(retries, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A request to `path_and_query` with `key` in `x-goog-api-key` (never in the URL, where it
@@ -248,7 +254,7 @@ impl App {
         if tried.is_empty() {
             self.pool.retry_budget().deposit();
         }
-        while tried.len() <= self.upstream.max_retries as usize {
+        while tried.len() <= self.upstream.max_retries() as usize {
             // A retry spends from the shared budget, so a 429 storm does not multiply traffic.
             if !tried.is_empty() && !self.pool.retry_budget().try_withdraw(self.pool.now_ms()) {
                 tracing::warn!("retry budget spent: not retrying");

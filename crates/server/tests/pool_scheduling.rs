@@ -393,6 +393,25 @@ async fn a_key_out_of_service_is_probed_with_backoff_and_comes_back_when_healthy
         }
     }
     assert!(gw.state.pool.keys().iter().any(|k| !k.is_usable()));
+    // The key's fall is persisted in the background: wait for it, or it could land after the
+    // probe's recovery below.
+    let mut persisted = false;
+    for _ in 0..200 {
+        if gw
+            .state
+            .storage
+            .upstream_keys()
+            .await
+            .unwrap()
+            .iter()
+            .any(|k| k.out_of_service.is_some())
+        {
+            persisted = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(persisted);
     let prober = server::probe::Prober::new(
         std::time::Duration::ZERO,
         std::time::Duration::from_secs(3600),
