@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Test"): the Rust test suite, then the end-to-end tests
-# that drive the built binaries with the real client SDKs (installed into ./.venv).
+# that drive the built binaries with the real client SDKs (installed into ./.venv) and the
+# dashboard in Debian's headless Chromium (screenshots in artifacts/screenshots/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --workspace --locked
 cargo test --workspace --locked
+
+# Browser: Debian's Chromium (never a downloaded browser) and a CJK font for the Chinese UI.
+if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+  else
+    echo "chromium is missing: install Debian's chromium and fonts-wqy-microhei (as root)" >&2
+    exit 1
+  fi
+fi
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+GEMINI_POOL_BIN_DIR="$PWD/target/debug" node --test tests/browser/
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -797,7 +797,7 @@ impl Storage {
     ) -> Result<(Vec<LogRow>, i64), StorageError> {
         let per_page = i64::from(filter.per_page.unwrap_or(50).clamp(1, 200));
         let page = i64::from(filter.page.unwrap_or(1).max(1));
-        let (status_min, status_max) = match filter.status.as_deref() {
+        let (status_min, status_max) = match filter.status.as_deref().filter(|s| !s.is_empty()) {
             Some("ok") => (0, 399),
             Some("error") => (400, 999),
             Some(code) => code.parse::<i64>().map_or((0, 999), |code| (code, code)),
@@ -822,7 +822,7 @@ impl Storage {
                     prompt_tokens, completion_tokens, thoughts_tokens, streamed
              FROM request_logs WHERE {conditions} ORDER BY id DESC LIMIT ?7 OFFSET ?8"
         ))
-        .bind(filter.model.as_deref())
+        .bind(filter.model.as_deref().filter(|m| !m.is_empty()))
         .bind(filter.client_key_id)
         .bind(filter.upstream_key_id)
         .bind(status_min)

@@ -357,6 +357,9 @@ async fn upstream_keys_are_added_listed_masked_changed_tested_and_deleted() {
     );
     let (_, filtered) = call(&gw, &token, Method::GET, "/api/keys?q=gamma", None).await;
     assert_eq!(filtered["total"], 1);
+    // Empty filters, as a form sends them, filter nothing.
+    let (_, unfiltered) = call(&gw, &token, Method::GET, "/api/keys?q=&status=", None).await;
+    assert_eq!(unfiltered["total"], 3);
     let (status, _) = call(&gw, &token, Method::GET, "/api/keys?per_page=abc", None).await;
     assert_eq!(status, 400);
 

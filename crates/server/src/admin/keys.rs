@@ -115,10 +115,17 @@ pub async fn list_keys(
             .entry(item["status"].as_str().unwrap_or("active"))
             .or_default() += 1;
     }
-    let needle = query.q.as_deref().map(str::to_lowercase);
+    // An empty filter (`?q=&status=`, as forms send them) filters nothing.
+    let needle = query
+        .q
+        .as_deref()
+        .map(str::trim)
+        .filter(|q| !q.is_empty())
+        .map(str::to_lowercase);
+    let status = query.status.as_deref().filter(|s| !s.is_empty());
     let matching: Vec<&Value> = all
         .iter()
-        .filter(|item| query.status.as_deref().is_none_or(|s| item["status"] == s))
+        .filter(|item| status.is_none_or(|s| item["status"] == s))
         .filter(|item| {
             needle.as_deref().is_none_or(|needle| {
                 item["masked"]

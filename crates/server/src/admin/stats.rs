@@ -117,7 +117,7 @@ pub async fn logs(
     AdminQuery(filter): AdminQuery<LogFilter>,
 ) -> Result<Json<Value>, AdminError> {
     if let Some(status) = filter.status.as_deref()
-        && !matches!(status, "ok" | "error")
+        && !matches!(status, "" | "ok" | "error")
         && status.parse::<u16>().is_err()
     {
         return Err(AdminError::invalid(
