@@ -8,13 +8,14 @@ cd "$(dirname "$0")/.."
 cargo build --workspace --locked
 cargo test --workspace --locked
 
-# Browser: Debian's Chromium (never a downloaded browser) and a CJK font for the Chinese UI.
-if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then
+# Debian packages: Chromium (never a downloaded browser), a CJK font for the Chinese UI, and the
+# shell linter for the packaging tests.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -qi "wenquanyi\|noto sans cjk"; then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei shellcheck >/dev/null
   else
-    echo "chromium is missing: install Debian's chromium and fonts-wqy-microhei (as root)" >&2
+    echo "missing Debian packages: install chromium, fonts-wqy-microhei and shellcheck (as root)" >&2
     exit 1
   fi
 fi

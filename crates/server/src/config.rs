@@ -26,23 +26,68 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
-/// Every variable the configuration reads, in the order of the table above.
-pub const VARIABLES: [&str; 15] = [
-    "LISTEN_ADDR",
-    "DATABASE_URL",
-    "GEMINI_API_KEYS",
-    "GEMINI_BASE_URL",
-    "CLIENT_API_KEYS",
-    "ADMIN_USERNAME",
-    "ADMIN_PASSWORD",
-    "JWT_SECRET",
-    "DEFAULT_RPM_LIMIT",
-    "DEFAULT_RPD_LIMIT",
-    "MAX_RETRIES",
-    "UPSTREAM_TIMEOUT_SECS",
-    "OUTBOUND_PROXY",
-    "RUST_LOG",
-    "LOG_FORMAT",
+/// Every variable the configuration reads: name, default, meaning (for `--help`, `.env.example`
+/// and its test).
+pub const VARIABLES: [(&str, &str, &str); 15] = [
+    ("LISTEN_ADDR", "0.0.0.0:8080", "where the gateway listens"),
+    (
+        "DATABASE_URL",
+        "sqlite://data/gemini-pool.db?mode=rwc",
+        "SQLite file (created with its folder)",
+    ),
+    (
+        "GEMINI_API_KEYS",
+        "",
+        "upstream keys, KEY or KEY@PROJECT, separated by commas, pipes, spaces or newlines",
+    ),
+    (
+        "GEMINI_BASE_URL",
+        "https://generativelanguage.googleapis.com",
+        "upstream origin",
+    ),
+    (
+        "CLIENT_API_KEYS",
+        "",
+        "client keys accepted at start (more are created in the dashboard)",
+    ),
+    ("ADMIN_USERNAME", "admin", "dashboard login name"),
+    (
+        "ADMIN_PASSWORD",
+        "",
+        "dashboard password, or its argon2 hash (gemini-pool hash-password); generated and printed once when unset",
+    ),
+    (
+        "JWT_SECRET",
+        "",
+        "HMAC secret for admin sessions, at least 32 bytes; generated and kept in the database when unset",
+    ),
+    (
+        "DEFAULT_RPM_LIMIT",
+        "10",
+        "requests per minute per project and model",
+    ),
+    (
+        "DEFAULT_RPD_LIMIT",
+        "250",
+        "requests per Pacific day per project and model",
+    ),
+    (
+        "MAX_RETRIES",
+        "3",
+        "other keys tried for one request before giving up",
+    ),
+    (
+        "UPSTREAM_TIMEOUT_SECS",
+        "300",
+        "limit on a whole non-streaming upstream call; a stream's idle limit",
+    ),
+    (
+        "OUTBOUND_PROXY",
+        "",
+        "http://, https:// or socks5:// proxy for upstream traffic",
+    ),
+    ("RUST_LOG", "info", "log filter"),
+    ("LOG_FORMAT", "text", "text, or json for JSON lines"),
 ];
 
 /// An upstream key from `GEMINI_API_KEYS`.
@@ -193,6 +238,50 @@ impl Config {
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format,
         })
+    }
+}
+
+impl Config {
+    /// A summary for `gemini-pool check-config`: no secret, only counts and addresses.
+    pub fn summary(&self) -> String {
+        let projects: HashSet<&str> = self
+            .upstream_keys
+            .iter()
+            .filter_map(|k| k.project.as_deref())
+            .collect();
+        let proxy = self.outbound_proxy.as_ref().map_or_else(
+            || "none".to_owned(),
+            |url| {
+                format!(
+                    "{}://{}:{}",
+                    url.scheme(),
+                    url.host_str().unwrap_or(""),
+                    url.port_or_known_default().unwrap_or(0)
+                )
+            },
+        );
+        format!(
+            "configuration is valid\n  listen:           {}\n  database:         {}\n  upstream:         {}\n  upstream keys:    {} ({} named projects)\n  client keys:      {}\n  admin user:       {} (password {})\n  limits:           {} per minute, {} per day, per project and model\n  retries:          {}\n  upstream timeout: {} s\n  proxy:            {}\n  log:              {} ({:?})",
+            self.listen_addr,
+            self.database_url,
+            self.upstream_base_url,
+            self.upstream_keys.len(),
+            projects.len(),
+            self.client_keys.len(),
+            self.admin_username,
+            if self.admin_password.is_some() {
+                "set"
+            } else {
+                "generated at first start"
+            },
+            self.default_rpm_limit,
+            self.default_rpd_limit,
+            self.max_retries,
+            self.upstream_timeout.as_secs(),
+            proxy,
+            self.log_filter,
+            self.log_format,
+        )
     }
 }
 
@@ -428,6 +517,37 @@ mod tests {
             );
             if variable.contains("KEYS") || variable == "JWT_SECRET" {
                 assert!(!message.contains("secret"), "{message}");
+            }
+        }
+    }
+
+    #[test]
+    fn env_example_lists_exactly_the_variables_the_config_reads() {
+        let example = include_str!("../../../.env.example");
+        let mut listed: Vec<&str> = example
+            .lines()
+            .map(|line| line.trim_start_matches('#').trim())
+            .filter_map(|line| line.split_once('=').map(|(name, _)| name))
+            .filter(|name| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            })
+            .collect();
+        listed.sort_unstable();
+        listed.dedup();
+        let mut expected: Vec<&str> = VARIABLES.iter().map(|(name, _, _)| *name).collect();
+        expected.sort_unstable();
+        assert_eq!(listed, expected);
+        // The example parses into a valid configuration, and its defaults are the real ones.
+        let values: HashMap<String, String> = example
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| line.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        Config::from_lookup(|name| values.get(name).cloned()).unwrap();
+        for (name, default, _) in VARIABLES {
+            if let Some(value) = values.get(name).filter(|v| !v.is_empty()) {
+                assert_eq!(value, default, "{name}");
             }
         }
     }

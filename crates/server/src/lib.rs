@@ -7,6 +7,7 @@ pub mod accounting;
 pub mod admin;
 pub mod auth;
 pub mod call_memory;
+pub mod cli;
 pub mod config;
 pub mod error;
 mod health;

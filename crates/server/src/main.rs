@@ -1,13 +1,26 @@
-//! The `gemini-pool` binary: read the configuration, set up logging, serve.
+//! The `gemini-pool` binary: read the command line and the configuration, set up logging, serve.
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::process::ExitCode;
 
+use server::cli::{self, Command};
 use server::config::Config;
 use server::state::AppState;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match cli::parse(&args) {
+        Ok(command) => command,
+        Err(error) => return fail(&error),
+    };
+    match command {
+        Command::Help => return say(&cli::help()),
+        Command::Version => return say(&format!("gemini-pool {}", env!("CARGO_PKG_VERSION"))),
+        Command::HashPassword => return hash_password(),
+        Command::Serve | Command::CheckConfig | Command::Healthcheck { .. } => {}
+    }
     // The process environment wins over `.env`, which is read without modifying the environment.
     let dotenv: HashMap<String, String> = dotenvy::from_path_iter(".env")
         .map(|entries| entries.filter_map(Result::ok).collect())
@@ -20,6 +33,13 @@ async fn main() -> ExitCode {
         Ok(config) => config,
         Err(error) => return fail(&error.to_string()),
     };
+    match command {
+        Command::CheckConfig => return say(&config.summary()),
+        Command::Healthcheck { ready } => {
+            return healthcheck(config.listen_addr.port(), ready).await;
+        }
+        _ => {}
+    }
     server::telemetry::init(&config);
     let listen_addr = config.listen_addr;
     let state = match AppState::initialize(config).await {
@@ -49,6 +69,52 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => fail(&error.to_string()),
     }
+}
+
+/// Exit 0 when the gateway on this machine answers `/healthz` (or `/readyz`) with 200.
+async fn healthcheck(port: u16, ready: bool) -> ExitCode {
+    let path = if ready { "readyz" } else { "healthz" };
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(3))
+        .build();
+    let answered = match client {
+        Ok(client) => {
+            client
+                .get(format!("http://127.0.0.1:{port}/{path}"))
+                .send()
+                .await
+        }
+        Err(error) => return fail(&format!("healthcheck: {error}")),
+    };
+    match answered {
+        Ok(response) if response.status().is_success() => say("ok"),
+        Ok(response) => fail(&format!(
+            "healthcheck: /{path} answered {}",
+            response.status()
+        )),
+        Err(_) => fail(&format!("healthcheck: nothing answers on port {port}")),
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err()
+        || line.trim_end_matches(['\r', '\n']).is_empty()
+    {
+        return fail("hash-password: give the password on standard input");
+    }
+    match server::admin::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
+        Ok(hash) => say(&hash),
+        Err(error) => fail(&format!("hash-password: {error}")),
+    }
+}
+
+/// Prints to standard output: the command's result. A reader that stops early (`| head`) is
+/// not an error.
+fn say(text: &str) -> ExitCode {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout().lock(), "{}", text.trim_end());
+    ExitCode::SUCCESS
 }
 
 /// One line on standard error, exit code 2.

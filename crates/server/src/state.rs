@@ -153,6 +153,17 @@ async fn admin_auth(
         },
     };
     let saved_hash = storage.setting("admin_password_hash").await?;
+    // ADMIN_PASSWORD may hold an argon2 hash (from `gemini-pool hash-password`) instead of the
+    // password itself, so that no plain password has to sit in `.env`.
+    if let Some(given) = &config.admin_password
+        && given.expose_secret().starts_with("$argon2")
+    {
+        return Ok(crate::admin::auth::AdminAuth::new(
+            config.admin_username.clone(),
+            given.expose_secret().to_owned(),
+            &secret,
+        ));
+    }
     let hash = match (&config.admin_password, saved_hash) {
         (Some(password), Some(saved))
             if {
