@@ -300,6 +300,29 @@ impl ModelBook {
             .min_by_key(|(until, _)| *until)
     }
 
+    /// Requests left this minute and today for each project seen (`None`: unlimited).
+    pub fn quota_left(
+        &mut self,
+        now: u64,
+        today: i32,
+    ) -> Vec<(Arc<str>, Option<u32>, Option<u32>)> {
+        let limits = self.limits;
+        self.quota
+            .iter_mut()
+            .map(|(project, quota)| {
+                quota.roll(now, today);
+                let minute_used = u32::try_from(quota.minute.len()).unwrap_or(u32::MAX);
+                (
+                    Arc::clone(project),
+                    limits.rpm.map(|limit| limit.saturating_sub(minute_used)),
+                    limits
+                        .rpd
+                        .map(|limit| limit.saturating_sub(quota.day_count)),
+                )
+            })
+            .collect()
+    }
+
     /// Quota cooldowns in force: project, until, daily.
     pub fn cooldowns(&self, now: u64) -> Vec<(Arc<str>, u64, bool)> {
         self.quota

@@ -672,6 +672,20 @@ impl Pool {
         all
     }
 
+    /// Requests left this minute and today, as `(project, model, per_minute, per_day)`, for every
+    /// project and model the pool has counted (`None`: unlimited).
+    pub fn quota_left(&self) -> Vec<(String, String, Option<u32>, Option<u32>)> {
+        let now = self.clock.now_ms();
+        let today = pacific_day(now);
+        let mut all = Vec::new();
+        for entry in &self.books {
+            for (project, minute, day) in lock(entry.value()).quota_left(now, today) {
+                all.push((project.to_string(), entry.key().clone(), minute, day));
+            }
+        }
+        all
+    }
+
     /// Today's request counts per project and model.
     pub fn day_counts(&self) -> Vec<DayCount> {
         let today = pacific_day(self.clock.now_ms());

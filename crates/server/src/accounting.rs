@@ -174,6 +174,7 @@ async fn write(storage: &Storage, batch: &mut Vec<RequestRecord>, counts: &[DayC
 pub struct RequestMeter {
     app: AppState,
     started: Instant,
+    first_byte: Option<Duration>,
     record: RequestRecord,
 }
 
@@ -183,6 +184,7 @@ impl RequestMeter {
         Self {
             app: app.clone(),
             started: Instant::now(),
+            first_byte: None,
             record: RequestRecord {
                 at_ms: app.pool.now_ms(),
                 client_key_id,
@@ -214,9 +216,10 @@ impl RequestMeter {
         self.record.status = status;
     }
 
-    /// Marks the answer as streamed.
+    /// Marks the answer as streamed, and the time its first byte goes out.
     pub fn set_streamed(&mut self) {
         self.record.streamed = true;
+        self.first_byte = Some(self.started.elapsed());
     }
 
     /// The upstream's latest (cumulative) usage snapshot.
@@ -227,8 +230,24 @@ impl RequestMeter {
 
 impl Drop for RequestMeter {
     fn drop(&mut self) {
-        self.record.latency_ms =
-            u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = self.started.elapsed();
+        self.record.latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+        crate::metrics::record_request(
+            self.record.route,
+            self.record.status,
+            elapsed,
+            self.first_byte,
+        );
+        if let Some(model) = &self.record.model {
+            let spent = self.record.tokens;
+            crate::metrics::record_tokens(
+                model,
+                self.record.upstream_key_id,
+                spent.prompt,
+                spent.completion,
+                spent.thoughts,
+            );
+        }
         let tokens = self.record.tokens.prompt + self.record.tokens.completion;
         if let (Some(key), Some(model)) = (self.record.upstream_key_id, &self.record.model) {
             self.app.pool.record_tokens(pool::KeyId(key), model, tokens);

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 mod health;
+pub mod metrics;
 pub mod native;
 pub mod openai;
 pub mod probe;
@@ -45,6 +46,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The whole HTTP application.
 pub fn build_router(state: AppState) -> Router {
+    metrics::install();
     let api = Router::new()
         .route("/v1beta/{*path}", any(native::relay))
         .route("/v1/{*path}", any(dispatch_v1))
@@ -57,6 +59,7 @@ pub fn build_router(state: AppState) -> Router {
     let public = Router::new()
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
+        .route("/metrics", get(metrics::render))
         .route("/", get(web::root))
         .route("/login.html", get(web::login_page))
         .route("/management.html", get(web::management_page))
@@ -75,7 +78,15 @@ pub fn build_router(state: AppState) -> Router {
         .layer(SetRequestIdLayer::x_request_id(
             telemetry::RequestIds::default(),
         ))
-        .layer(TraceLayer::new_for_http().make_span_with(telemetry::request_span))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(telemetry::request_span)
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new()
+                        .level(tracing::Level::INFO)
+                        .latency_unit(tower_http::LatencyUnit::Millis),
+                ),
+        )
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("a handler panicked".to_owned()).into_response_for(Dialect::Gemini)

@@ -286,7 +286,9 @@ impl App {
                     return Err(last_failure.unwrap_or_else(|| no_usable_key(error, outgoing)));
                 }
             };
+            let is_retry = !tried.is_empty();
             tried.push(key.id());
+            let sent_at = std::time::Instant::now();
             let builder = self
                 .upstream
                 .request(
@@ -299,13 +301,16 @@ impl App {
             let response = match self.upstream.send(builder, outgoing.streaming).await {
                 Ok(response) => response,
                 Err(failure) => {
+                    crate::metrics::record_attempt("connection", None, is_retry);
                     self.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
                     last_failure = Some(failure);
                     continue;
                 }
             };
             let status = response.status();
+            let response_time = Some(sent_at.elapsed());
             if status.is_success() {
+                crate::metrics::record_attempt("success", response_time, is_retry);
                 self.pool
                     .record_success(key.id(), outgoing.model.as_deref());
                 return Ok(Committed { response, key });
@@ -313,6 +318,15 @@ impl App {
             let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
             let body = read_error_body(response, &key).await;
             let verdict = classify_upstream_error(status.as_u16(), &body);
+            let outcome = match &verdict.failure {
+                Some(Failure::RateLimited { .. }) => "rate_limited",
+                Some(Failure::KeyInvalid { .. }) => "key_invalid",
+                Some(Failure::ServerError) => "server_error",
+                Some(Failure::Connection) => "connection",
+                None if verdict.retry_on_another_key => "key_unusable",
+                None => "request_error",
+            };
+            crate::metrics::record_attempt(outcome, response_time, is_retry);
             if let Some(failure) = &verdict.failure {
                 self.learn(&key, outgoing.model.as_deref(), failure);
             }

@@ -147,3 +147,88 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
         .unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[tokio::test]
+async fn json_logs_carry_a_request_id_on_every_request_line_and_no_secret() {
+    let (_mock, mock_addr) = MockGemini::start(MockConfig {
+        keys: vec![MockKey::new("AIzaSyLoggedKeyMustNotAppear0000000000", "p1")],
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://{mock_addr}");
+    let mut child = gateway(
+        dir.path(),
+        &[
+            (
+                "GEMINI_API_KEYS",
+                "AIzaSyLoggedKeyMustNotAppear0000000000@p1",
+            ),
+            ("GEMINI_BASE_URL", &base),
+            ("CLIENT_API_KEYS", "client-key-in-the-query"),
+            ("LOG_FORMAT", "json"),
+        ],
+    )
+    .spawn()
+    .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut addr = String::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let event: serde_json::Value = serde_json::from_str(&line).expect("every line is JSON");
+        if let Some(message) = event["message"].as_str()
+            && let Some(rest) = message.strip_prefix("listening on http://")
+        {
+            addr = rest.to_owned();
+            break;
+        }
+    }
+    let http = reqwest::Client::new();
+    // The client key in the query, as some Gemini clients send it.
+    let response = http
+        .get(format!(
+            "http://{addr}/v1beta/models?key=client-key-in-the-query"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let refused = http
+        .get(format!("http://{addr}/v1beta/models"))
+        .header("x-goog-api-key", "wrong-key-xyz")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    let pid = child.id().unwrap().to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    let mut request_lines = 0;
+    while let Some(line) = lines.next_line().await.unwrap() {
+        for secret in [
+            "client-key-in-the-query",
+            "AIzaSyLoggedKey",
+            "wrong-key-xyz",
+            "key=",
+        ] {
+            assert!(!line.contains(secret), "a secret in the log: {line}");
+        }
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if event["message"] == "finished processing request" {
+            request_lines += 1;
+            assert!(
+                event["span"]["request_id"]
+                    .as_str()
+                    .is_some_and(|id| id.len() > 8),
+                "{line}"
+            );
+            assert!(event["span"]["route"].as_str().is_some(), "{line}");
+        }
+    }
+    assert_eq!(request_lines, 2);
+    child.wait().await.unwrap();
+}
