@@ -128,7 +128,11 @@ def test_a_hashed_admin_password_works_for_login():
     hashed = subprocess.run([GATEWAY, "hash-password"], input="s3cret-passphrase\n", capture_output=True, text=True, check=True).stdout.strip()
     assert hashed.startswith("$argon2id$")
     mock = start_mock()
-    gateway = start_gateway(mock, "k1", ADMIN_PASSWORD=hashed)
+    try:
+        gateway = start_gateway(mock, "k1", ADMIN_PASSWORD=hashed)
+    except Exception:
+        mock.stop()
+        raise
     try:
         request = urllib.request.Request(
             f"{gateway.url}/api/auth/login",

@@ -54,11 +54,13 @@ def readme_gateway():
         DEFAULT_RPM_LIMIT="1000",
         CARGO_TERM_QUIET="true",
     )
-    # `exec env …` so that stopping the process stops the gateway (cargo run replaces itself with it).
-    gateway = Process(["bash", "-c", f"exec env {command}"], env=env, cwd=REPO)
-    yield gateway
-    gateway.stop()
-    mock.stop()
+    try:
+        # `exec env …` so that stopping the process stops the gateway (cargo run replaces itself).
+        gateway = Process(["bash", "-c", f"exec env {command}"], env=env, cwd=REPO)
+        yield gateway
+        gateway.stop()
+    finally:
+        mock.stop()
 
 
 def runnable_blocks():
