@@ -15,6 +15,7 @@
 
 mod answer;
 mod api;
+pub mod fast;
 mod upload;
 
 use std::collections::{HashMap, VecDeque};

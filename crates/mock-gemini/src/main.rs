@@ -3,7 +3,9 @@
 //! ```text
 //! mock-gemini [--listen ADDR] [--keys KEY@PROJECT,...] [--accept-any-key] [--rpm N] [--rpd N]
 //!             [--stream-events N] [--stream-interval-ms N] [--delay-ms N] [--no-record]
+//!             [--fast [--event-bytes N] [--fail-key KEY]]
 //! ```
+//! `--fast` is the benchmark mode: pre-serialised answers for any key, no bookkeeping.
 //! It prints `mock-gemini listening on http://ADDR` once it accepts connections.
 
 use std::time::Duration;
@@ -12,7 +14,7 @@ use mock_gemini::{MockConfig, MockGemini, MockKey};
 
 #[tokio::main]
 async fn main() -> Result<(), String> {
-    let (listen, config) = parse_args(std::env::args().skip(1))?;
+    let (listen, config, fast) = parse_args(std::env::args().skip(1))?;
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|error| format!("cannot listen on {listen}: {error}"))?;
@@ -21,15 +23,23 @@ async fn main() -> Result<(), String> {
     {
         println!("mock-gemini listening on http://{addr}");
     }
-    let router = MockGemini::new(config).router();
+    let router = match fast {
+        Some(fast) => mock_gemini::fast::router(fast),
+        None => MockGemini::new(config).router(),
+    };
     axum::serve(listener, router)
         .await
         .map_err(|error| error.to_string())
 }
 
-fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(String, MockConfig), String> {
+type Parsed = (String, MockConfig, Option<mock_gemini::fast::FastConfig>);
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> {
     let mut listen = "127.0.0.1:0".to_owned();
     let mut config = MockConfig::default();
+    let mut fast = false;
+    let mut event_bytes = 64usize;
+    let mut fail_key = None;
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         let number = |text: String, name: &str| {
@@ -45,6 +55,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(String, MockCon
                 }
             }
             "--accept-any-key" => config.accept_any_key = true,
+            "--fast" => fast = true,
+            "--event-bytes" => {
+                event_bytes = number(value("--event-bytes")?, "--event-bytes")? as usize
+            }
+            "--fail-key" => fail_key = Some(value("--fail-key")?),
             "--no-record" => config.record_requests = false,
             "--rpm" => config.rpm_limit = Some(number(value("--rpm")?, "--rpm")? as u32),
             "--rpd" => config.rpd_limit = Some(number(value("--rpd")?, "--rpd")? as u32),
@@ -68,5 +83,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<(String, MockCon
     if config.keys.is_empty() {
         config.accept_any_key = true;
     }
-    Ok((listen, config))
+    let fast = fast.then_some(mock_gemini::fast::FastConfig {
+        stream_events: config.stream_events,
+        stream_interval: config.stream_interval,
+        event_text_bytes: event_bytes,
+        response_delay: config.response_delay,
+        fail_key,
+    });
+    Ok((listen, config, fast))
 }

@@ -1,0 +1,145 @@
+//! The load generator: one request at a time, or a closed loop of N workers for a fixed time;
+//! every answer is checked, every latency kept.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+/// What to send.
+#[derive(Clone)]
+pub struct Call {
+    /// Full URL.
+    pub url: String,
+    /// JSON body.
+    pub body: bytes::Bytes,
+    /// Headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// A string every good answer contains.
+    pub expect: &'static str,
+}
+
+/// Latencies and errors of a run.
+#[derive(Debug, Default, Clone)]
+pub struct Sample {
+    /// Microseconds, sorted.
+    pub micros: Vec<u64>,
+    /// Answers that were not 200 or did not contain the expected text.
+    pub errors: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl Sample {
+    fn finish(mut self, elapsed: Duration) -> Self {
+        self.micros.sort_unstable();
+        self.elapsed = elapsed;
+        self
+    }
+
+    /// The `p`-th percentile in microseconds.
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.micros.is_empty() {
+            return f64::NAN;
+        }
+        let rank = ((p / 100.0) * (self.micros.len() - 1) as f64).round() as usize;
+        self.micros[rank.min(self.micros.len() - 1)] as f64
+    }
+
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        self.micros.len() as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// The one HTTP client of the load side: keep-alive, no Nagle.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap_or_default()
+}
+
+async fn send(client: &reqwest::Client, call: &Call, first_byte_only: bool) -> (Duration, bool) {
+    let started = Instant::now();
+    let mut request = client.post(&call.url).body(call.body.clone());
+    for (name, value) in &call.headers {
+        request = request.header(*name, value);
+    }
+    let Ok(response) = request.send().await else {
+        return (started.elapsed(), false);
+    };
+    let ok_status = response.status().is_success();
+    let mut stream = response.bytes_stream();
+    let mut body = Vec::new();
+    let mut at_first_byte = None;
+    while let Some(Ok(chunk)) = stream.next().await {
+        at_first_byte.get_or_insert_with(|| started.elapsed());
+        body.extend_from_slice(&chunk);
+    }
+    let total = started.elapsed();
+    let good = ok_status && memchr_find(&body, call.expect.as_bytes());
+    (
+        if first_byte_only {
+            at_first_byte.unwrap_or(total)
+        } else {
+            total
+        },
+        good,
+    )
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// `count` requests one after another; latency to the end (or to the first byte).
+pub async fn sequential(
+    client: &reqwest::Client,
+    call: &Call,
+    count: usize,
+    first_byte_only: bool,
+) -> Sample {
+    let started = Instant::now();
+    let mut sample = Sample::default();
+    for _ in 0..count {
+        let (latency, good) = send(client, call, first_byte_only).await;
+        sample.micros.push(latency.as_micros() as u64);
+        sample.errors += u64::from(!good);
+    }
+    sample.finish(started.elapsed())
+}
+
+/// `workers` loops sending as fast as answers come, for `duration`.
+pub async fn closed_loop(
+    client: &reqwest::Client,
+    call: &Call,
+    workers: usize,
+    duration: Duration,
+) -> Sample {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let client = client.clone();
+            let call = call.clone();
+            tokio::spawn(async move {
+                let mut sample = Sample::default();
+                while Instant::now() < deadline {
+                    let (latency, good) = send(&client, &call, false).await;
+                    sample.micros.push(latency.as_micros() as u64);
+                    sample.errors += u64::from(!good);
+                }
+                sample
+            })
+        })
+        .collect();
+    let mut all = Sample::default();
+    for task in tasks {
+        if let Ok(part) = task.await {
+            all.micros.extend(part.micros);
+            all.errors += part.errors;
+        }
+    }
+    all.finish(started.elapsed())
+}

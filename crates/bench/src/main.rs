@@ -1,0 +1,48 @@
+//! The benchmark rig: `cargo run -p bench --release -- all` (every scenario, a report in
+//! `results/`), `-- smoke` (a short S1 + S4 with a generous gate, for CI). Everything runs on
+//! loopback: the `mock-gemini` stand-in in its fast mode, a floor proxy (the same stack doing only
+//! key swap and byte piping), and the gateway; the gateway and the floor are pinned to core 1, the
+//! load and the mock to core 0.
+
+mod floor;
+mod load;
+mod procs;
+mod report;
+mod scenarios;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&error.to_string()),
+    };
+    let result = match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["floor", "--listen", listen, "--upstream", upstream] => runtime
+            .block_on(floor::serve(listen, (*upstream).to_owned()))
+            .map(|()| true),
+        ["all"] => runtime.block_on(scenarios::run(scenarios::Mode::All)),
+        ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
+        _ => Err("usage: bench all | smoke".to_owned()),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => fail("a gated figure is out of bounds (see the table above)"),
+        Err(error) => fail(&error),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "bench: {message}");
+    ExitCode::FAILURE
+}

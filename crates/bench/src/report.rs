@@ -1,0 +1,93 @@
+//! The results: a Markdown table and JSON, with the machine, the commit and the versions.
+
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+/// One line of the results table.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// Scenario id (S1 …).
+    pub id: &'static str,
+    /// What is measured.
+    pub what: String,
+    /// The target.
+    pub target: String,
+    /// Our figure.
+    pub ours: String,
+    /// The floor's figure, when there is one.
+    pub floor: String,
+    /// Ours / floor, when meaningful.
+    pub ratio: String,
+    /// Whether the target is met (`None`: not measured or no target).
+    pub met: Option<bool>,
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Machine, commit and versions.
+pub fn environment() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|line| line.starts_with("model name"))
+        .and_then(|line| line.split(':').nth(1))
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    json!({
+        "cpu": cpu,
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "kernel": command_output("uname", &["-r"]),
+        "commit": command_output("git", &["rev-parse", "--short", "HEAD"]),
+        "rustc": command_output("rustc", &["-V"]),
+        "date": command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+/// The Markdown table.
+pub fn markdown(rows: &[Row], environment: &Value) -> String {
+    let mut text = format!(
+        "# gemini-pool benchmark results\n\nMeasured with `cargo run -p bench --release -- all` on {} ({} cores), kernel {}, {}, commit {}, {}.\n\
+         All traffic on loopback; the gateway and the floor pinned to one core, load and mock on the other. \
+         \"Added\" is the figure through the proxy minus the same request sent straight to the mock.\n\n\
+         | # | what | target | gemini-pool | floor | ratio | met |\n|---|---|---|---|---|---|---|\n",
+        environment["cpu"].as_str().unwrap_or("?"),
+        environment["cores"],
+        environment["kernel"].as_str().unwrap_or("?"),
+        environment["rustc"].as_str().unwrap_or("?"),
+        environment["commit"].as_str().unwrap_or("?"),
+        environment["date"].as_str().unwrap_or("?"),
+    );
+    for row in rows {
+        let met = match row.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "–",
+        };
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            row.id, row.what, row.target, row.ours, row.floor, row.ratio, met
+        ));
+    }
+    text
+}
+
+/// The JSON report.
+pub fn json_report(rows: &[Row], environment: &Value, raw: Value) -> Value {
+    json!({
+        "environment": environment,
+        "rows": rows.iter().map(|row| json!({
+            "id": row.id, "what": row.what, "target": row.target, "ours": row.ours,
+            "floor": row.floor, "ratio": row.ratio, "met": row.met,
+        })).collect::<Vec<_>>(),
+        "raw": raw,
+    })
+}

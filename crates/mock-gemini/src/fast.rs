@@ -1,0 +1,137 @@
+//! The benchmark mode: pre-serialised answers, no bookkeeping, no lock, so that the stand-in
+//! costs far less per request than what is measured in front of it. Any key works, except
+//! `fail_key`, which always answers 429 with a zero `RetryInfo` delay (a failover every time).
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Knobs of the benchmark mode.
+#[derive(Debug, Clone)]
+pub struct FastConfig {
+    /// Events in a streamed answer.
+    pub stream_events: usize,
+    /// Pause between streamed events.
+    pub stream_interval: Duration,
+    /// Characters of text in each event (and in the non-streamed answer).
+    pub event_text_bytes: usize,
+    /// Pause before every answer.
+    pub response_delay: Duration,
+    /// A key that always answers 429.
+    pub fail_key: Option<String>,
+}
+
+#[derive(Clone)]
+struct Prepared {
+    config: FastConfig,
+    answer: Bytes,
+    events: Vec<Bytes>,
+    quota_error: Bytes,
+    models: Bytes,
+}
+
+fn event(text: &str, last: bool, candidates: usize) -> serde_json::Value {
+    let mut candidate = json!({"content": {"parts": [{"text": text}], "role": "model"}});
+    if last {
+        candidate["finishReason"] = json!("STOP");
+    }
+    json!({
+        "candidates": [candidate],
+        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": candidates, "totalTokenCount": 8 + candidates},
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "bench-response"
+    })
+}
+
+/// The benchmark-mode router.
+pub fn router(config: FastConfig) -> Router {
+    let text: String = "lorem ipsum ".repeat(config.event_text_bytes / 12 + 1)
+        [..config.event_text_bytes]
+        .to_owned();
+    let events = (0..config.stream_events.max(1))
+        .map(|i| {
+            let last = i + 1 == config.stream_events.max(1);
+            Bytes::from(format!("data: {}\r\n\r\n", event(&text, last, i + 1)))
+        })
+        .collect();
+    let prepared = Prepared {
+        answer: Bytes::from(serde_json::to_vec_pretty(&event(&text, true, 1)).unwrap_or_default()),
+        events,
+        quota_error: Bytes::from(
+            json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED",
+                "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}]}})
+            .to_string(),
+        ),
+        models: Bytes::from(
+            json!({"models": [{"name": "models/gemini-2.5-flash", "supportedGenerationMethods": ["generateContent"]}]}).to_string(),
+        ),
+        config,
+    };
+    Router::new().fallback(answer).with_state(prepared)
+}
+
+async fn answer(State(prepared): State<Prepared>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let key = request.headers().get("x-goog-api-key").cloned();
+    // Drain the body, as a real server would.
+    let _ = axum::body::to_bytes(request.into_body(), 256 * 1024 * 1024).await;
+    if key.is_none() {
+        return (StatusCode::FORBIDDEN, "no key").into_response();
+    }
+    if let (Some(fail), Some(key)) = (&prepared.config.fail_key, &key)
+        && key.as_bytes() == fail.as_bytes()
+    {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::CONTENT_TYPE, "application/json")],
+            prepared.quota_error.clone(),
+        )
+            .into_response();
+    }
+    if !prepared.config.response_delay.is_zero() {
+        tokio::time::sleep(prepared.config.response_delay).await;
+    }
+    if path.ends_with(":streamGenerateContent") {
+        let interval = prepared.config.stream_interval;
+        let events = prepared.events.clone();
+        let body = futures_util::stream::unfold(
+            (events.into_iter(), true),
+            move |(mut events, first)| async move {
+                let event = events.next()?;
+                if !first && !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+                Some((Ok::<_, Infallible>(event), (events, false)))
+            },
+        );
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/event-stream")],
+            Body::from_stream(body),
+        )
+            .into_response();
+    }
+    if path.ends_with(":generateContent") {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+            prepared.answer.clone(),
+        )
+            .into_response();
+    }
+    if path.ends_with("/models") {
+        return (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            prepared.models.clone(),
+        )
+            .into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
