@@ -5,6 +5,37 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# PostgreSQL for the storage and several-instance tests: the server on 127.0.0.1:5432 when one
+# answers (test machines have one, trusting local connections), else Debian's, installed and
+# started here with a password for the postgres user.
+export GEMINI_POOL_TEST_POSTGRES="${GEMINI_POOL_TEST_POSTGRES:-postgres://postgres@127.0.0.1:5432/postgres}"
+if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "no PostgreSQL on 127.0.0.1:5432: start one or set GEMINI_POOL_TEST_POSTGRES" >&2
+    exit 1
+  fi
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+  fi
+  service postgresql start >/dev/null 2>&1 \
+    || pg_ctlcluster "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
+  for _ in $(seq 1 30); do
+    (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break
+    sleep 1
+  done
+  su postgres -c "psql -q -c \"ALTER USER postgres PASSWORD 'postgres'\""
+  export GEMINI_POOL_TEST_POSTGRES=postgres://postgres:postgres@127.0.0.1:5432/postgres
+fi
+if ! command -v psql >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-client >/dev/null
+fi
+# Each test makes its own gp_test_… database; drop the ones earlier runs left.
+psql "$GEMINI_POOL_TEST_POSTGRES" -Atqc "SELECT datname FROM pg_database WHERE datname LIKE 'gp\_test\_%'" |
+  while read -r database; do
+    psql "$GEMINI_POOL_TEST_POSTGRES" -qc "DROP DATABASE IF EXISTS $database" >/dev/null
+  done
+
 cargo build --workspace --locked
 cargo test --workspace --locked
 

@@ -25,6 +25,9 @@ pub(crate) enum Cooling {
     },
     /// None of its keys can serve now (invalid, disabled, or circuit open).
     Health,
+    /// Several instances share the quota and this one holds no lease of it now: it waits for
+    /// the lease refill (see [`crate::lease`]).
+    Lease,
 }
 
 #[derive(Debug)]
@@ -37,6 +40,12 @@ struct ProjectQuota {
     cooling_until: u64,
     cooling: Cooling,
     backoff_level: u32,
+    /// Requests this instance may still send under its current lease (shared quota only).
+    lease_left: u32,
+    /// When the current lease lapses.
+    lease_until: u64,
+    /// The lease is empty or running low: the refiller should ask for more.
+    lease_wanted: bool,
 }
 
 impl ProjectQuota {
@@ -50,6 +59,9 @@ impl ProjectQuota {
             cooling_until: 0,
             cooling: Cooling::Health,
             backoff_level: 0,
+            lease_left: 0,
+            lease_until: 0,
+            lease_wanted: false,
         }
     }
 
@@ -92,6 +104,8 @@ pub(crate) enum Check {
 #[derive(Debug)]
 pub(crate) struct ModelBook {
     pub limits: Limits,
+    /// Requests need a lease of the shared quota (several instances).
+    pub leased: bool,
     generation: u64,
     available: Vec<Arc<str>>,
     position: HashMap<Arc<str>, usize>,
@@ -103,6 +117,7 @@ impl ModelBook {
     pub fn new(limits: Limits) -> Self {
         Self {
             limits,
+            leased: false,
             generation: u64::MAX,
             available: Vec::new(),
             position: HashMap::new(),
@@ -235,6 +250,17 @@ impl ModelBook {
                 cooling: Cooling::Quota { daily: false },
             };
         }
+        if self.leased && (limits.rpm.is_some() || limits.rpd.is_some()) {
+            let quota = self.quota_mut(project, today);
+            if quota.lease_left == 0 || quota.lease_until <= now {
+                quota.lease_wanted = true;
+                return Check::Closed {
+                    until: now + crate::lease::LEASE_WAIT_MS,
+                    cooling: Cooling::Lease,
+                };
+            }
+        }
+        let quota = self.quota_mut(project, today);
         let day_left = limits.rpd.map_or(u32::MAX, |limit| limit - quota.day_count);
         let minute_left = limits.rpm.map_or(u32::MAX, |limit| {
             limit.saturating_sub(u32::try_from(quota.minute.len()).unwrap_or(u32::MAX))
@@ -244,10 +270,65 @@ impl ModelBook {
 
     /// Counts a request against `project`.
     pub fn reserve(&mut self, project: &Arc<str>, now: u64, today: i32) {
+        let leased = self.leased && (self.limits.rpm.is_some() || self.limits.rpd.is_some());
+        let refill_below = crate::lease::refill_below(self.limits);
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
         quota.minute.push_back(now);
         quota.day_count += 1;
+        if leased {
+            quota.lease_left = quota.lease_left.saturating_sub(1);
+            // Ask for the next lease before this one runs out, so requests rarely wait.
+            if quota.lease_left <= refill_below {
+                quota.lease_wanted = true;
+            }
+        }
+    }
+
+    /// Adds a lease of `count` requests until `until`, and brings the project back if it waited
+    /// for it. What is left of the current lease is kept, and the sum lapses when the current
+    /// one does: no request is ever sent after its own lease lapsed, which is what the bound of
+    /// [`crate::lease`] needs.
+    pub fn grant_lease(
+        &mut self,
+        project: &Arc<str>,
+        count: u32,
+        until: u64,
+        now: u64,
+        today: i32,
+    ) {
+        let quota = self.quota_mut(project, today);
+        if quota.lease_left > 0 && quota.lease_until > now {
+            quota.lease_left = quota.lease_left.saturating_add(count);
+            quota.lease_until = quota.lease_until.min(until);
+        } else {
+            quota.lease_left = count;
+            quota.lease_until = until;
+        }
+        quota.lease_wanted = false;
+        if quota.cooling == Cooling::Lease {
+            quota.cooling_until = 0;
+            self.insert_available(Arc::clone(project));
+        }
+    }
+
+    /// Projects whose lease is empty or low, clearing the flags (the refiller asks once).
+    pub fn take_lease_wants(&mut self) -> Vec<Arc<str>> {
+        self.quota
+            .iter_mut()
+            .filter(|(_, quota)| quota.lease_wanted)
+            .map(|(project, quota)| {
+                quota.lease_wanted = false;
+                Arc::clone(project)
+            })
+            .collect()
+    }
+
+    /// Whether some project waits for a lease now.
+    pub fn waits_for_lease(&self, now: u64) -> bool {
+        self.quota
+            .values()
+            .any(|quota| quota.cooling == Cooling::Lease && quota.cooling_until > now)
     }
 
     /// Counts tokens against `project`'s per-minute token window.
@@ -295,7 +376,7 @@ impl ModelBook {
             .filter(|quota| quota.cooling_until > now)
             .filter_map(|quota| match quota.cooling {
                 Cooling::Quota { daily } => Some((quota.cooling_until, daily)),
-                Cooling::Health => None,
+                Cooling::Health | Cooling::Lease => None,
             })
             .min_by_key(|(until, _)| *until)
     }
@@ -330,7 +411,7 @@ impl ModelBook {
             .filter(|(_, quota)| quota.cooling_until > now)
             .filter_map(|(project, quota)| match quota.cooling {
                 Cooling::Quota { daily } => Some((Arc::clone(project), quota.cooling_until, daily)),
-                Cooling::Health => None,
+                Cooling::Health | Cooling::Lease => None,
             })
             .collect()
     }

@@ -20,6 +20,7 @@ mod budget;
 pub mod classify;
 mod clients;
 mod clock;
+pub mod lease;
 mod limits;
 mod pacific;
 
@@ -39,6 +40,7 @@ pub use budget::RetryBudget;
 pub use classify::{Failure, Verdict, classify_upstream_error, redact_secrets};
 pub use clients::{ClientGate, ClientLimits, ClientRefusal};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use lease::{Learned, LeaseWant};
 pub use limits::{Limits, LimitsTable};
 pub use pacific::{next_pacific_midnight_ms, pacific_day};
 
@@ -192,6 +194,10 @@ pub enum PickError {
     /// Keys could serve, but each was already tried for this request.
     #[error("every usable upstream key was tried")]
     AllTried,
+    /// Several instances share the quota and this one holds no lease for the projects that
+    /// could serve: refill the leases and pick again.
+    #[error("waiting for a lease of the shared quota")]
+    AwaitingLease,
     /// Every project that could serve has used up its quota for the model.
     #[error("every usable upstream key is out of quota")]
     Exhausted {
@@ -241,6 +247,10 @@ pub struct Pool {
     affinity: Affinity,
     budget: RetryBudget,
     generation: AtomicU64,
+    /// Several instances share the quota: requests need leases, and what is learned is kept
+    /// in `outbox` for the others.
+    shared: AtomicBool,
+    outbox: Mutex<Vec<Learned>>,
 }
 
 impl Default for Pool {
@@ -280,6 +290,8 @@ impl Pool {
             affinity: Affinity::default(),
             budget: RetryBudget::new(now),
             generation: AtomicU64::new(0),
+            shared: AtomicBool::new(false),
+            outbox: Mutex::new(Vec::new()),
         };
         pool.replace_keys(records);
         pool
@@ -407,10 +419,15 @@ impl Pool {
         } else {
             self.limits.load().for_model(name)
         };
+        let leased = self.shared.load(Ordering::Relaxed);
         Arc::clone(
             self.books
                 .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(Mutex::new(ModelBook::new(limits))))
+                .or_insert_with(|| {
+                    let mut book = ModelBook::new(limits);
+                    book.leased = leased;
+                    Arc::new(Mutex::new(book))
+                })
                 .value(),
         )
     }
@@ -436,6 +453,10 @@ impl Pool {
             };
             let name = Arc::clone(&table.projects[index].name);
             return match book.check(&name, now, today, midnight) {
+                Check::Closed {
+                    cooling: Cooling::Lease,
+                    ..
+                } => Err(PickError::AwaitingLease),
                 Check::Closed {
                     until,
                     cooling: Cooling::Quota { daily },
@@ -539,6 +560,9 @@ impl Pool {
         if skipped_tried {
             return Err(PickError::AllTried);
         }
+        if book.waits_for_lease(now) {
+            return Err(PickError::AwaitingLease);
+        }
         match book.next_quota_release(now) {
             Some((until, daily)) if table.keys.iter().any(|key| key.is_usable()) => {
                 Err(PickError::Exhausted {
@@ -592,7 +616,13 @@ impl Pool {
         };
         let now = self.clock.now_ms();
         match failure {
-            Failure::KeyInvalid { reason } => pool_key.take_out_of_service(reason),
+            Failure::KeyInvalid { reason } => {
+                pool_key.take_out_of_service(reason);
+                self.tell_others(|| Learned::KeyOutOfService {
+                    key,
+                    reason: reason.clone(),
+                });
+            }
             Failure::RateLimited {
                 retry_after,
                 per_day,
@@ -620,6 +650,13 @@ impl Pool {
                     Cooling::Quota { daily: *per_day },
                     today,
                 );
+                drop(book);
+                self.tell_others(|| Learned::Cooldown {
+                    project: pool_key.project().to_string(),
+                    model: model.unwrap_or("").to_owned(),
+                    until_ms: until,
+                    daily: *per_day,
+                });
             }
             Failure::ServerError | Failure::Connection => {
                 let failures = pool_key.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
@@ -703,6 +740,78 @@ impl Pool {
         counts
     }
 
+    /// Makes requests for limited models need leases of a quota shared with other instances
+    /// (see [`lease`]), and keeps what this instance learns for the others.
+    pub fn share_quota(&self) {
+        self.shared.store(true, Ordering::Relaxed);
+        for entry in &self.books {
+            lock(entry.value()).leased = true;
+        }
+    }
+
+    fn tell_others(&self, learned: impl FnOnce() -> Learned) {
+        if self.shared.load(Ordering::Relaxed)
+            && let Ok(mut outbox) = self.outbox.lock()
+        {
+            outbox.push(learned());
+        }
+    }
+
+    /// What this instance learned since the last call, for the other instances.
+    pub fn take_learned(&self) -> Vec<Learned> {
+        self.outbox
+            .lock()
+            .map(|mut outbox| std::mem::take(&mut *outbox))
+            .unwrap_or_default()
+    }
+
+    /// Applies a cooldown another instance learned.
+    pub fn apply_remote_cooldown(&self, project: &str, model: &str, until_ms: u64, daily: bool) {
+        let today = pacific_day(self.clock.now_ms());
+        let model = (!model.is_empty()).then_some(model);
+        lock(&self.book(model)).cool(&project.into(), until_ms, Cooling::Quota { daily }, today);
+    }
+
+    /// Takes a key out of service because another instance found it unusable.
+    pub fn apply_remote_out_of_service(&self, key: KeyId, reason: &str) {
+        if let Some(pool_key) = self.key(key) {
+            pool_key.take_out_of_service(reason);
+        }
+    }
+
+    /// The leases to ask for: projects whose lease is empty or running low.
+    pub fn lease_wants(&self) -> Vec<LeaseWant> {
+        let mut wants = Vec::new();
+        for entry in &self.books {
+            let mut book = lock(entry.value());
+            let limits = book.limits;
+            for project in book.take_lease_wants() {
+                wants.push(LeaseWant {
+                    project: project.to_string(),
+                    model: entry.key().clone(),
+                    limits,
+                });
+            }
+        }
+        wants
+    }
+
+    /// Installs a lease of `count` requests (see [`lease`]); `count` 0 means the shared quota
+    /// is used up until `until_ms`, and the project cools down until then.
+    pub fn grant_lease(&self, want: &LeaseWant, count: u32, until_ms: u64, daily: bool) {
+        let now = self.clock.now_ms();
+        let today = pacific_day(now);
+        let model = (!want.model.is_empty()).then_some(want.model.as_str());
+        let project: Arc<str> = want.project.as_str().into();
+        let book = self.book(model);
+        let mut book = lock(&book);
+        if count == 0 {
+            book.cool(&project, until_ms, Cooling::Quota { daily }, today);
+        } else {
+            book.grant_lease(&project, count, until_ms, now, today);
+        }
+    }
+
     /// Restores a count saved before a restart (ignored unless it is for today).
     pub fn restore_day_count(&self, count: &DayCount) {
         if count.day != pacific_day(self.clock.now_ms()) {
@@ -760,6 +869,110 @@ mod tests {
             enabled: true,
             out_of_service: None,
         }
+    }
+
+    #[test]
+    fn with_a_shared_quota_requests_go_out_only_under_a_lease() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            limited(Some(20), None),
+            clock.clone(),
+        );
+        pool.share_quota();
+        assert_eq!(
+            pool.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::AwaitingLease
+        );
+        let wants = pool.lease_wants();
+        assert_eq!(wants.len(), 1);
+        assert_eq!(
+            (wants[0].project.as_str(), wants[0].model.as_str()),
+            ("p", FLASH)
+        );
+        assert!(pool.lease_wants().is_empty(), "a want is handed out once");
+
+        pool.grant_lease(&wants[0], 2, NOW + lease::LEASE_LIFETIME_MS, false);
+        assert!(pool.pick(&model_request(FLASH)).is_ok());
+        // Half of a two-request lease is left: the refill is asked for before it runs out.
+        assert_eq!(pool.lease_wants().len(), 1);
+        assert!(pool.pick(&model_request(FLASH)).is_ok());
+        assert_eq!(
+            pool.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::AwaitingLease
+        );
+
+        // A lease that lapsed serves nothing, even with requests left.
+        pool.grant_lease(&wants[0], 5, NOW + lease::LEASE_LIFETIME_MS, false);
+        clock.advance(Duration::from_millis(lease::LEASE_LIFETIME_MS));
+        assert_eq!(
+            pool.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::AwaitingLease
+        );
+
+        // Nothing left in the shared quota: the project cools down like after a 429.
+        let want = pool.lease_wants().remove(0);
+        pool.grant_lease(&want, 0, pool.now_ms() + 30_000, false);
+        assert!(matches!(
+            pool.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted { daily: false, .. }
+        ));
+        // Calls without model quota need no lease.
+        assert!(pool.pick(&PickRequest::default()).is_ok());
+    }
+
+    #[test]
+    fn what_one_instance_learns_is_kept_for_the_others_and_applied_there() {
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("q"))],
+            limited(None, None),
+            Arc::new(ManualClock::at(NOW)),
+        );
+        pool.record_failure(
+            KeyId(1),
+            Some(FLASH),
+            &fixture_failure("error_429_resource_exhausted"),
+        );
+        assert!(pool.take_learned().is_empty(), "alone, nothing is kept");
+
+        pool.share_quota();
+        pool.record_failure(
+            KeyId(1),
+            Some(FLASH),
+            &fixture_failure("error_429_resource_exhausted"),
+        );
+        pool.record_failure(
+            KeyId(2),
+            None,
+            &Failure::KeyInvalid {
+                reason: "API_KEY_INVALID".into(),
+            },
+        );
+        let learned = pool.take_learned();
+        assert!(
+            matches!(&learned[0], Learned::Cooldown { project, model, daily: false, .. } if project == "p" && model == FLASH)
+        );
+        assert_eq!(
+            learned[1],
+            Learned::KeyOutOfService {
+                key: KeyId(2),
+                reason: "API_KEY_INVALID".into()
+            }
+        );
+
+        let other = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("q"))],
+            limited(None, None),
+            Arc::new(ManualClock::at(NOW)),
+        );
+        other.apply_remote_cooldown("p", FLASH, NOW + 60_000, false);
+        other.apply_remote_out_of_service(KeyId(2), "API_KEY_INVALID");
+        assert_eq!(other.cooldowns().len(), 1);
+        assert!(matches!(
+            other.pick(&model_request(FLASH)).unwrap_err(),
+            PickError::Exhausted { daily: false, .. }
+        ));
+        assert!(!other.key(KeyId(2)).unwrap().is_usable());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! | variable | default | meaning |
 //! |---|---|---|
 //! | `LISTEN_ADDR` | `0.0.0.0:8080` | where the gateway listens |
-//! | `DATABASE_URL` | `sqlite://data/gemini-pool.db?mode=rwc` | SQLite file (created with its folder) |
+//! | `DATABASE_URL` | `sqlite://data/gemini-pool.db?mode=rwc` | SQLite file (created with its folder), or `postgres://…` for several instances sharing one state |
 //! | `GEMINI_API_KEYS` | none | upstream keys, `KEY` or `KEY@PROJECT`, separated by commas, pipes, spaces or newlines |
 //! | `GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | upstream origin |
 //! | `CLIENT_API_KEYS` | none | client keys accepted at start |
@@ -177,10 +177,10 @@ impl Config {
 
         let database_url = get("DATABASE_URL")
             .unwrap_or_else(|| "sqlite://data/gemini-pool.db?mode=rwc".to_owned());
-        if !database_url.starts_with("sqlite:") {
+        if crate::storage::Backend::of_url(&database_url).is_none() {
             return Err(error(
                 "DATABASE_URL",
-                "only sqlite:// URLs are supported by this build",
+                "expected a sqlite:// or postgres:// URL",
             ));
         }
 
@@ -465,7 +465,11 @@ mod tests {
                 "localhost",
                 "LISTEN_ADDR: expected an address",
             ),
-            ("DATABASE_URL", "mysql://x", "DATABASE_URL: only sqlite://"),
+            (
+                "DATABASE_URL",
+                "mysql://x",
+                "DATABASE_URL: expected a sqlite:// or postgres:// URL",
+            ),
             (
                 "GEMINI_BASE_URL",
                 "ftp://x",

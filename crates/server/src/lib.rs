@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod call_memory;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod error;
 mod health;

@@ -223,6 +223,9 @@ pub fn remember_owner_of(app: &App, body: &[u8], key: &PoolKey) {
     app.pool
         .affinity()
         .remember_resource(name.clone(), Arc::clone(&project));
+    if let Some(cluster) = &app.cluster {
+        cluster.announce_owner(&name, &project);
+    }
     let storage = app.storage.clone();
     let key_id = key.id();
     tokio::spawn(async move {

@@ -47,6 +47,17 @@ pub struct App {
     pub calls: Arc<CallMemoryStore>,
     /// Admin credentials and session keys.
     pub admin: crate::admin::auth::AdminAuth,
+    /// The link to the other instances (PostgreSQL only).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
+}
+
+impl App {
+    /// Tells the other instances (if any) about a change made here.
+    pub fn announce(&self, what: crate::cluster::Announcement) {
+        if let Some(cluster) = &self.cluster {
+            cluster.announce(what);
+        }
+    }
 }
 
 /// Cheap-to-clone handle on [`App`].
@@ -118,6 +129,18 @@ impl AppState {
         }
         let upstream = Upstream::new(&config)?;
         let admin = admin_auth(&config, &storage).await?;
+        let cluster = match storage.backend() {
+            crate::storage::Backend::Sqlite => None,
+            crate::storage::Backend::Postgres => {
+                let cluster =
+                    crate::cluster::Cluster::join(storage.clone(), Arc::clone(&pool)).await?;
+                tracing::info!(
+                    instance = cluster.instance(),
+                    "sharing quota with the instances on this database"
+                );
+                Some(cluster)
+            }
+        };
         let state = Self(Arc::new(App {
             config,
             storage,
@@ -128,7 +151,11 @@ impl AppState {
             accountant,
             calls: Arc::default(),
             admin,
+            cluster,
         }));
+        if let Some(cluster) = &state.cluster {
+            cluster.spawn(Arc::downgrade(&state.0));
+        }
         crate::admin::load_runtime_settings(&state).await?;
         Ok(state)
     }
@@ -143,14 +170,10 @@ async fn admin_auth(
     use secrecy::{ExposeSecret, SecretString};
     let secret = match &config.jwt_secret {
         Some(secret) => secret.clone(),
-        None => match storage.setting("jwt_secret").await? {
-            Some(saved) => SecretString::from(saved),
-            None => {
-                let generated = hex::encode(rand::random::<[u8; 32]>());
-                storage.set_setting("jwt_secret", &generated).await?;
-                SecretString::from(generated)
-            }
-        },
+        None => {
+            let generated = hex::encode(rand::random::<[u8; 32]>());
+            SecretString::from(storage.setting_or_init("jwt_secret", &generated).await?)
+        }
     };
     let saved_hash = storage.setting("admin_password_hash").await?;
     // ADMIN_PASSWORD may hold an argon2 hash (from `gemini-pool hash-password`) instead of the
@@ -203,7 +226,17 @@ async fn admin_auth(
                     .await
                     .map_err(|e| StartError::Admin(e.to_string()))?
                     .map_err(StartError::Admin)?;
-            storage.set_setting("admin_password_hash", &hash).await?;
+            let kept = storage
+                .setting_or_init("admin_password_hash", &hash)
+                .await?;
+            if kept != hash {
+                // Another instance on this database generated it first and showed it.
+                return Ok(crate::admin::auth::AdminAuth::new(
+                    config.admin_username.clone(),
+                    kept,
+                    &secret,
+                ));
+            }
             // Shown once, on the console of the first start; only the hash is kept.
             #[expect(
                 clippy::print_stderr,

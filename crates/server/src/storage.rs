@@ -1,17 +1,60 @@
-//! Persistence (SQLite through sqlx): upstream keys, client key digests, resource owners and
-//! settings. Nothing here runs on the request path except writes spawned in the background.
+//! Persistence through sqlx's `Any` driver, so one set of queries serves SQLite (the default,
+//! one instance) and PostgreSQL (several instances sharing one state): upstream keys, client key
+//! digests, resource owners, settings, usage, and the quota coordination tables. Nothing here runs
+//! on the request path except writes spawned in the background and quota lease refills.
+//!
+//! The queries are written in the SQL both databases accept: `$N` placeholders, `ON CONFLICT`,
+//! `IS DISTINCT FROM`, sums cast to `BIGINT` (PostgreSQL sums integers into `NUMERIC`, which
+//! the `Any` driver cannot decode), flags as `0`/`1` integers (the `Any` driver decodes booleans
+//! only from a boolean column, which SQLite does not have), and columns qualified by their table
+//! inside `ON CONFLICT … DO UPDATE` (PostgreSQL finds bare names ambiguous there).
 
 use std::str::FromStr;
 
 use pool::{KeyId, KeyRecord};
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
-use sqlx::{Row, SqliteConnection};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyConnection, AnyPool, Executor, Row};
 
 use crate::config::UpstreamKeySpec;
 
-/// Migrations, embedded in the binary and run at start.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// SQLite migrations, embedded in the binary and run at start.
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/sqlite");
+/// PostgreSQL migrations: the same schema in PostgreSQL's types.
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` — one instance, a local file.
+    Sqlite,
+    /// `postgres:` or `postgresql:` — one database shared by several instances.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend of `url`, or `None` for an unsupported scheme.
+    pub fn of_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    /// SQL for the current time as ISO-8601 text, the form of the `*_at` columns.
+    fn now_text(self) -> &'static str {
+        match self {
+            Self::Sqlite => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
+            Self::Postgres => {
+                "to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+            }
+        }
+    }
+}
 
 /// A storage failure.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +68,9 @@ pub enum StorageError {
     /// The database folder could not be created.
     #[error("cannot create the database folder: {0}")]
     Folder(#[from] std::io::Error),
+    /// `DATABASE_URL` names neither SQLite nor PostgreSQL.
+    #[error("unsupported database URL (use sqlite:// or postgres://)")]
+    UnsupportedUrl,
 }
 
 /// A client key row, as the auth layer needs it.
@@ -54,30 +100,69 @@ pub struct SyncReport {
 /// The database.
 #[derive(Debug, Clone)]
 pub struct Storage {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
 }
 
 impl Storage {
     /// Opens (creating the file and its folder) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5))
-            .foreign_keys(true);
-        let file = options.get_filename();
-        if let Some(folder) = file.parent()
-            && !folder.as_os_str().is_empty()
-            && file.as_os_str() != ":memory:"
-        {
-            std::fs::create_dir_all(folder)?;
+        sqlx::any::install_default_drivers();
+        let backend = Backend::of_url(url).ok_or(StorageError::UnsupportedUrl)?;
+        let pool = match backend {
+            Backend::Sqlite => {
+                let file = SqliteConnectOptions::from_str(url)?
+                    .get_filename()
+                    .to_owned();
+                if let Some(folder) = file.parent()
+                    && !folder.as_os_str().is_empty()
+                    && file.as_os_str() != ":memory:"
+                {
+                    std::fs::create_dir_all(folder)?;
+                }
+                // The `Any` driver takes its options from the URL only: create the file when
+                // missing, and set the rest per connection.
+                let url = if url.contains("mode=") {
+                    url.to_owned()
+                } else if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                };
+                AnyPoolOptions::new()
+                    .max_connections(4)
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            connection
+                                .execute(
+                                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000;
+                                     PRAGMA foreign_keys = ON;",
+                                )
+                                .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(&url)
+                    .await?
+            }
+            Backend::Postgres => {
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(std::time::Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        match backend {
+            Backend::Sqlite => SQLITE_MIGRATOR.run(&pool).await?,
+            Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
         }
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        MIGRATOR.run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     /// Checks that the database answers.
@@ -96,13 +181,13 @@ impl Storage {
         let mut report = SyncReport::default();
         for spec in specs {
             let changed = sqlx::query(
-                "INSERT INTO upstream_keys (api_key, project, source) VALUES (?1, ?2, 'env')
+                "INSERT INTO upstream_keys (api_key, project, source) VALUES ($1, $2, 'env')
                  ON CONFLICT (api_key) DO UPDATE SET
                     project = CASE WHEN upstream_keys.source = 'env' THEN excluded.project
                                    ELSE upstream_keys.project END,
                     retired_at = NULL
                  WHERE upstream_keys.retired_at IS NOT NULL
-                    OR upstream_keys.project IS NOT excluded.project",
+                    OR upstream_keys.project IS DISTINCT FROM excluded.project",
             )
             .bind(spec.key.expose_secret())
             .bind(spec.project.as_deref())
@@ -113,7 +198,14 @@ impl Storage {
         }
         let configured: std::collections::HashSet<&str> =
             specs.iter().map(|spec| spec.key.expose_secret()).collect();
-        report.retired = retire_missing(&mut tx, "upstream_keys", "api_key", &configured).await?;
+        report.retired = retire_missing(
+            &mut tx,
+            self.backend,
+            "upstream_keys",
+            "api_key",
+            &configured,
+        )
+        .await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -134,7 +226,7 @@ impl Storage {
                     id: KeyId(row.try_get("id")?),
                     secret: SecretString::from(row.try_get::<String, _>("api_key")?),
                     project: row.try_get("project")?,
-                    enabled: row.try_get("enabled")?,
+                    enabled: row.try_get::<i64, _>("enabled")? != 0,
                     out_of_service: (status == "invalid")
                         .then(|| last_error.unwrap_or_else(|| "invalid".to_owned())),
                 })
@@ -144,7 +236,7 @@ impl Storage {
 
     /// Records that a key was taken out of service, and why.
     pub async fn mark_key_invalid(&self, id: KeyId, reason: &str) -> Result<(), StorageError> {
-        sqlx::query("UPDATE upstream_keys SET status = 'invalid', last_error = ?2 WHERE id = ?1")
+        sqlx::query("UPDATE upstream_keys SET status = 'invalid', last_error = $2 WHERE id = $1")
             .bind(id.0)
             .bind(reason)
             .execute(&self.pool)
@@ -154,7 +246,7 @@ impl Storage {
 
     /// Records that a key is back in service.
     pub async fn mark_key_active(&self, id: KeyId) -> Result<(), StorageError> {
-        sqlx::query("UPDATE upstream_keys SET status = 'active', last_error = NULL WHERE id = ?1")
+        sqlx::query("UPDATE upstream_keys SET status = 'active', last_error = NULL WHERE id = $1")
             .bind(id.0)
             .execute(&self.pool)
             .await?;
@@ -175,7 +267,7 @@ impl Storage {
         for (key, digest) in keys.iter().zip(&digests) {
             let changed = sqlx::query(
                 "INSERT INTO client_keys (name, digest, prefix, source)
-                 VALUES ('from CLIENT_API_KEYS', ?1, ?2, 'env')
+                 VALUES ('from CLIENT_API_KEYS', $1, $2, 'env')
                  ON CONFLICT (digest) DO UPDATE SET retired_at = NULL
                  WHERE client_keys.retired_at IS NOT NULL",
             )
@@ -187,7 +279,8 @@ impl Storage {
             report.added += usize::try_from(changed).unwrap_or(0);
         }
         let configured = digests.iter().map(String::as_str).collect();
-        report.retired = retire_missing(&mut tx, "client_keys", "digest", &configured).await?;
+        report.retired =
+            retire_missing(&mut tx, self.backend, "client_keys", "digest", &configured).await?;
         tx.commit().await?;
         Ok(report)
     }
@@ -210,7 +303,7 @@ impl Storage {
                     id: row.try_get("id")?,
                     name: row.try_get("name")?,
                     digest: row.try_get("digest")?,
-                    enabled: row.try_get("enabled")?,
+                    enabled: row.try_get::<i64, _>("enabled")? != 0,
                     limits: pool::ClientLimits {
                         rpm: to_u32(row.try_get("rpm_limit")?),
                         rpd: to_u32(row.try_get("rpd_limit")?),
@@ -241,7 +334,7 @@ impl Storage {
         key: KeyId,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO resource_owners (resource, project, key_id) VALUES (?1, ?2, ?3)
+            "INSERT INTO resource_owners (resource, project, key_id) VALUES ($1, $2, $3)
              ON CONFLICT (resource) DO UPDATE SET project = excluded.project, key_id = excluded.key_id",
         )
         .bind(resource)
@@ -254,7 +347,7 @@ impl Storage {
 
     /// Forgets a deleted resource.
     pub async fn delete_resource_owner(&self, resource: &str) -> Result<(), StorageError> {
-        sqlx::query("DELETE FROM resource_owners WHERE resource = ?1")
+        sqlx::query("DELETE FROM resource_owners WHERE resource = $1")
             .bind(resource)
             .execute(&self.pool)
             .await?;
@@ -291,7 +384,7 @@ impl Storage {
             sqlx::query(
                 "INSERT INTO request_logs (at_ms, client_key_id, upstream_key_id, project, model, route,
                     status, latency_ms, prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens, streamed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
             )
             .bind(i64::try_from(record.at_ms).unwrap_or(i64::MAX))
             .bind(record.client_key_id)
@@ -305,20 +398,20 @@ impl Storage {
             .bind(to_i64(record.tokens.completion))
             .bind(to_i64(record.tokens.thoughts))
             .bind(to_i64(record.tokens.cached))
-            .bind(record.streamed)
+            .bind(i64::from(record.streamed))
             .execute(&mut *tx)
             .await?;
             sqlx::query(
                 "INSERT INTO usage_daily (day, client_key_id, upstream_key_id, model, requests, errors,
                     prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens)
-                 VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7, ?8, ?9)
+                 VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9)
                  ON CONFLICT (day, client_key_id, upstream_key_id, model) DO UPDATE SET
-                    requests = requests + 1,
-                    errors = errors + excluded.errors,
-                    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
-                    completion_tokens = completion_tokens + excluded.completion_tokens,
-                    thoughts_tokens = thoughts_tokens + excluded.thoughts_tokens,
-                    cached_tokens = cached_tokens + excluded.cached_tokens",
+                    requests = usage_daily.requests + 1,
+                    errors = usage_daily.errors + excluded.errors,
+                    prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
+                    completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
+                    thoughts_tokens = usage_daily.thoughts_tokens + excluded.thoughts_tokens,
+                    cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens",
             )
             .bind(pool::pacific_day(record.at_ms))
             .bind(record.client_key_id.unwrap_or(0))
@@ -334,8 +427,10 @@ impl Storage {
         }
         for count in day_counts {
             sqlx::query(
-                "INSERT INTO quota_counts (day, project, model, count) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (day, project, model) DO UPDATE SET count = MAX(count, excluded.count)",
+                "INSERT INTO quota_counts (day, project, model, count) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (day, project, model) DO UPDATE SET count =
+                    CASE WHEN excluded.count > quota_counts.count THEN excluded.count
+                         ELSE quota_counts.count END",
             )
             .bind(count.day)
             .bind(&count.project)
@@ -350,7 +445,7 @@ impl Storage {
 
     /// The scheduler's counts saved for Pacific day `day`.
     pub async fn quota_counts(&self, day: i32) -> Result<Vec<pool::DayCount>, StorageError> {
-        let rows = sqlx::query("SELECT project, model, count FROM quota_counts WHERE day = ?1")
+        let rows = sqlx::query("SELECT project, model, count FROM quota_counts WHERE day = $1")
             .bind(day)
             .fetch_all(&self.pool)
             .await?;
@@ -375,11 +470,11 @@ impl Storage {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let cutoff = now.saturating_sub(retention).as_millis();
-        let done = sqlx::query("DELETE FROM request_logs WHERE at_ms < ?1")
+        let done = sqlx::query("DELETE FROM request_logs WHERE at_ms < $1")
             .bind(i64::try_from(cutoff).unwrap_or(0))
             .execute(&self.pool)
             .await?;
-        sqlx::query("DELETE FROM quota_counts WHERE day < ?1")
+        sqlx::query("DELETE FROM quota_counts WHERE day < $1")
             .bind(pool::pacific_day(u64::try_from(now.as_millis()).unwrap_or(0)) - 2)
             .execute(&self.pool)
             .await?;
@@ -397,10 +492,12 @@ impl Storage {
             UsageDimension::ClientKey => "client_key_id",
         };
         let query = format!(
-            "SELECT {column} AS id, SUM(requests) AS requests, SUM(errors) AS errors,
-                SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion,
-                SUM(thoughts_tokens) AS thoughts,
-                SUM(CASE WHEN day = ?1 THEN requests ELSE 0 END) AS today
+            "SELECT {column} AS id, CAST(SUM(requests) AS BIGINT) AS requests,
+                CAST(SUM(errors) AS BIGINT) AS errors,
+                CAST(SUM(prompt_tokens) AS BIGINT) AS prompt,
+                CAST(SUM(completion_tokens) AS BIGINT) AS completion,
+                CAST(SUM(thoughts_tokens) AS BIGINT) AS thoughts,
+                CAST(SUM(CASE WHEN day = $1 THEN requests ELSE 0 END) AS BIGINT) AS today
              FROM usage_daily GROUP BY {column}"
         );
         let rows = sqlx::query(&query)
@@ -427,9 +524,9 @@ impl Storage {
     /// Today's requests and tokens per client key (to restore per-client limits after a restart).
     pub async fn client_usage_on(&self, day: i32) -> Result<Vec<(i64, u32, u64)>, StorageError> {
         let rows = sqlx::query(
-            "SELECT client_key_id, SUM(requests) AS requests,
-                    SUM(prompt_tokens + completion_tokens) AS tokens
-             FROM usage_daily WHERE day = ?1 AND client_key_id != 0 GROUP BY client_key_id",
+            "SELECT client_key_id, CAST(SUM(requests) AS BIGINT) AS requests,
+                    CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
+             FROM usage_daily WHERE day = $1 AND client_key_id != 0 GROUP BY client_key_id",
         )
         .bind(day)
         .fetch_all(&self.pool)
@@ -452,8 +549,8 @@ impl Storage {
         limits: &pool::ClientLimits,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "UPDATE client_keys SET rpm_limit = ?2, rpd_limit = ?3, daily_token_limit = ?4,
-                allowed_models = ?5, expires_at_ms = ?6 WHERE id = ?1",
+            "UPDATE client_keys SET rpm_limit = $2, rpd_limit = $3, daily_token_limit = $4,
+                allowed_models = $5, expires_at_ms = $6 WHERE id = $1",
         )
         .bind(id)
         .bind(limits.rpm.map(i64::from))
@@ -604,9 +701,27 @@ impl Storage {
     /// A setting, if set.
     pub async fn setting(&self, name: &str) -> Result<Option<String>, StorageError> {
         Ok(
-            sqlx::query_scalar("SELECT value FROM settings WHERE name = ?1")
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    /// A setting, set to `initial` first if it was not set: of instances starting together on
+    /// one database, the first one's value wins and all of them get it.
+    pub async fn setting_or_init(&self, name: &str, initial: &str) -> Result<String, StorageError> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(initial)
+        .execute(&self.pool)
+        .await?;
+        Ok(
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = $1")
+                .bind(name)
+                .fetch_one(&self.pool)
                 .await?,
         )
     }
@@ -614,7 +729,7 @@ impl Storage {
     /// Sets a setting.
     pub async fn set_setting(&self, name: &str, value: &str) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO settings (name, value) VALUES (?1, ?2)
+            "INSERT INTO settings (name, value) VALUES ($1, $2)
              ON CONFLICT (name) DO UPDATE SET value = excluded.value",
         )
         .bind(name)
@@ -638,7 +753,7 @@ impl Storage {
                     id: row.try_get("id")?,
                     key: SecretString::from(row.try_get::<String, _>("api_key")?),
                     project: row.try_get("project")?,
-                    enabled: row.try_get("enabled")?,
+                    enabled: row.try_get::<i64, _>("enabled")? != 0,
                     source: row.try_get("source")?,
                     status: row.try_get("status")?,
                     last_error: row.try_get("last_error")?,
@@ -658,7 +773,7 @@ impl Storage {
         let (mut added, mut duplicates) = (0, 0);
         for spec in specs {
             let changed = sqlx::query(
-                "INSERT INTO upstream_keys (api_key, project, source) VALUES (?1, ?2, 'api')
+                "INSERT INTO upstream_keys (api_key, project, source) VALUES ($1, $2, 'api')
                  ON CONFLICT (api_key) DO UPDATE SET retired_at = NULL, source = 'api',
                     project = excluded.project, status = 'active', last_error = NULL
                  WHERE upstream_keys.retired_at IS NOT NULL",
@@ -686,12 +801,12 @@ impl Storage {
         project: Option<Option<String>>,
     ) -> Result<bool, StorageError> {
         let found = sqlx::query(
-            "UPDATE upstream_keys SET enabled = COALESCE(?2, enabled),
-                project = CASE WHEN ?3 THEN ?4 ELSE project END
-             WHERE id = ?1 AND retired_at IS NULL",
+            "UPDATE upstream_keys SET enabled = COALESCE($2, upstream_keys.enabled),
+                project = CASE WHEN $3 THEN $4 ELSE project END
+             WHERE id = $1 AND retired_at IS NULL",
         )
         .bind(id)
-        .bind(enabled)
+        .bind(enabled.map(i64::from))
         .bind(project.is_some())
         .bind(project.flatten())
         .execute(&self.pool)
@@ -702,7 +817,7 @@ impl Storage {
 
     /// Deletes a key; `false` when there is no such key.
     pub async fn delete_upstream_key(&self, id: i64) -> Result<bool, StorageError> {
-        let done = sqlx::query("DELETE FROM upstream_keys WHERE id = ?1")
+        let done = sqlx::query("DELETE FROM upstream_keys WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -731,7 +846,7 @@ impl Storage {
                     id,
                     name: row.try_get("name")?,
                     prefix: row.try_get("prefix")?,
-                    enabled: row.try_get("enabled")?,
+                    enabled: row.try_get::<i64, _>("enabled")? != 0,
                     source: row.try_get("source")?,
                     created_at: row.try_get("created_at")?,
                     last_used_at_ms: row.try_get("last_used")?,
@@ -750,7 +865,7 @@ impl Storage {
         limits: &pool::ClientLimits,
     ) -> Result<i64, StorageError> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO client_keys (name, digest, prefix, source) VALUES (?1, ?2, ?3, 'api') RETURNING id",
+            "INSERT INTO client_keys (name, digest, prefix, source) VALUES ($1, $2, $3, 'api') RETURNING id",
         )
         .bind(name)
         .bind(digest)
@@ -769,12 +884,12 @@ impl Storage {
         enabled: Option<bool>,
     ) -> Result<bool, StorageError> {
         let found = sqlx::query(
-            "UPDATE client_keys SET name = COALESCE(?2, name), enabled = COALESCE(?3, enabled)
-             WHERE id = ?1 AND retired_at IS NULL",
+            "UPDATE client_keys SET name = COALESCE($2, name), enabled = COALESCE($3, enabled)
+             WHERE id = $1 AND retired_at IS NULL",
         )
         .bind(id)
         .bind(name)
-        .bind(enabled)
+        .bind(enabled.map(i64::from))
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -783,7 +898,7 @@ impl Storage {
 
     /// Deletes a client key; `false` when there is no such key.
     pub async fn delete_client_key(&self, id: i64) -> Result<bool, StorageError> {
-        let done = sqlx::query("DELETE FROM client_keys WHERE id = ?1")
+        let done = sqlx::query("DELETE FROM client_keys WHERE id = $1")
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -803,13 +918,14 @@ impl Storage {
             Some(code) => code.parse::<i64>().map_or((0, 999), |code| (code, code)),
             None => (0, 999),
         };
-        let conditions = "(?1 IS NULL OR model = ?1) AND (?2 IS NULL OR client_key_id = ?2)
-             AND (?3 IS NULL OR upstream_key_id = ?3) AND status BETWEEN ?4 AND ?5
-             AND at_ms >= ?6";
+        let conditions = "($1 IS NULL OR model = $1) AND ($2 IS NULL OR client_key_id = $2)
+             AND ($3 IS NULL OR upstream_key_id = $3) AND status BETWEEN $4 AND $5
+             AND at_ms >= $6";
+        let model = filter.model.as_deref().filter(|m| !m.is_empty());
         let total: i64 = sqlx::query_scalar(&format!(
             "SELECT COUNT(*) FROM request_logs WHERE {conditions}"
         ))
-        .bind(filter.model.as_deref())
+        .bind(model)
         .bind(filter.client_key_id)
         .bind(filter.upstream_key_id)
         .bind(status_min)
@@ -820,9 +936,9 @@ impl Storage {
         let rows = sqlx::query(&format!(
             "SELECT id, at_ms, client_key_id, upstream_key_id, project, model, route, status, latency_ms,
                     prompt_tokens, completion_tokens, thoughts_tokens, streamed
-             FROM request_logs WHERE {conditions} ORDER BY id DESC LIMIT ?7 OFFSET ?8"
+             FROM request_logs WHERE {conditions} ORDER BY id DESC LIMIT $7 OFFSET $8"
         ))
-        .bind(filter.model.as_deref().filter(|m| !m.is_empty()))
+        .bind(model)
         .bind(filter.client_key_id)
         .bind(filter.upstream_key_id)
         .bind(status_min)
@@ -848,7 +964,7 @@ impl Storage {
                     prompt_tokens: row.try_get("prompt_tokens")?,
                     completion_tokens: row.try_get("completion_tokens")?,
                     thoughts_tokens: row.try_get("thoughts_tokens")?,
-                    streamed: row.try_get("streamed")?,
+                    streamed: row.try_get::<i64, _>("streamed")? != 0,
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
@@ -859,8 +975,9 @@ impl Storage {
     pub async fn hourly_series(&self, since_ms: i64) -> Result<Vec<SeriesPoint>, StorageError> {
         let rows = sqlx::query(
             "SELECT (at_ms / 3600000) * 3600000 AS bucket, COUNT(*) AS requests,
-                    SUM(status >= 400) AS errors, SUM(prompt_tokens + completion_tokens) AS tokens
-             FROM request_logs WHERE at_ms >= ?1 GROUP BY bucket ORDER BY bucket",
+                    CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors,
+                    CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
+             FROM request_logs WHERE at_ms >= $1 GROUP BY bucket ORDER BY bucket",
         )
         .bind(since_ms)
         .fetch_all(&self.pool)
@@ -871,9 +988,10 @@ impl Storage {
     /// Requests, errors and tokens per Pacific day from day `since_day`.
     pub async fn daily_series(&self, since_day: i32) -> Result<Vec<SeriesPoint>, StorageError> {
         let rows = sqlx::query(
-            "SELECT day AS bucket, SUM(requests) AS requests, SUM(errors) AS errors,
-                    SUM(prompt_tokens + completion_tokens) AS tokens
-             FROM usage_daily WHERE day >= ?1 GROUP BY day ORDER BY day",
+            "SELECT day AS bucket, CAST(SUM(requests) AS BIGINT) AS requests,
+                    CAST(SUM(errors) AS BIGINT) AS errors,
+                    CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
+             FROM usage_daily WHERE day >= $1 GROUP BY day ORDER BY day",
         )
         .bind(since_day)
         .fetch_all(&self.pool)
@@ -893,9 +1011,11 @@ impl Storage {
             BreakdownDimension::UpstreamKey => "CAST(upstream_key_id AS TEXT)",
         };
         let rows = sqlx::query(&format!(
-            "SELECT {column} AS name, SUM(requests) AS requests, SUM(errors) AS errors,
-                    SUM(prompt_tokens) AS prompt, SUM(completion_tokens) AS completion
-             FROM usage_daily WHERE day >= ?1 GROUP BY name ORDER BY requests DESC LIMIT 50"
+            "SELECT {column} AS name, CAST(SUM(requests) AS BIGINT) AS requests,
+                    CAST(SUM(errors) AS BIGINT) AS errors,
+                    CAST(SUM(prompt_tokens) AS BIGINT) AS prompt,
+                    CAST(SUM(completion_tokens) AS BIGINT) AS completion
+             FROM usage_daily WHERE day >= $1 GROUP BY name ORDER BY requests DESC LIMIT 50"
         ))
         .bind(since_day)
         .fetch_all(&self.pool)
@@ -925,7 +1045,7 @@ pub enum BreakdownDimension {
     UpstreamKey,
 }
 
-fn series_point(row: &sqlx::sqlite::SqliteRow) -> Result<SeriesPoint, StorageError> {
+fn series_point(row: &AnyRow) -> Result<SeriesPoint, StorageError> {
     Ok(SeriesPoint {
         bucket: row.try_get("bucket")?,
         requests: row.try_get("requests")?,
@@ -949,7 +1069,8 @@ fn to_i64(value: u64) -> i64 {
 
 /// Retires the `env` rows of `table` whose `column` is not in `configured`; returns how many.
 async fn retire_missing(
-    tx: &mut SqliteConnection,
+    tx: &mut AnyConnection,
+    backend: Backend,
     table: &str,
     column: &str,
     configured: &std::collections::HashSet<&str>,
@@ -959,7 +1080,8 @@ async fn retire_missing(
     );
     let rows = sqlx::query(&select).fetch_all(&mut *tx).await?;
     let update = format!(
-        "UPDATE {table} SET retired_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') WHERE id = ?1"
+        "UPDATE {table} SET retired_at = {} WHERE id = $1",
+        backend.now_text()
     );
     let mut retired = 0;
     for row in rows {
@@ -973,6 +1095,220 @@ async fn retire_missing(
     Ok(retired)
 }
 
+/// What the database answered to a lease request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseGrant {
+    /// A slice of this many requests.
+    Granted(u32),
+    /// Nothing left: the shared quota frees up at `until_ms` (Pacific midnight when `daily`).
+    Exhausted {
+        /// When to ask again (ms since the epoch, the database's clock).
+        until_ms: u64,
+        /// The daily limit is the one used up.
+        daily: bool,
+    },
+}
+
+/// One row of `cluster_events`: news from another instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterEvent {
+    /// Row id (increasing).
+    pub id: i64,
+    /// `cooldown`, `key_out`, `owner`, `keys`, `clients` or `settings`.
+    pub kind: String,
+    /// The project (cooldown, owner).
+    pub project: Option<String>,
+    /// The model (cooldown).
+    pub model: Option<String>,
+    /// The key (key_out).
+    pub key_id: Option<i64>,
+    /// Until when (cooldown).
+    pub until_ms: Option<i64>,
+    /// A daily cooldown.
+    pub daily: bool,
+    /// The reason (key_out) or the resource name (owner).
+    pub detail: Option<String>,
+}
+
+/// The database's clock in ms since the epoch, as SQL (PostgreSQL only).
+const PG_NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+impl Storage {
+    /// Grants up to `want` requests of `project`'s quota for `model` to `instance`, within
+    /// `limits` (see `pool::lease` for why this bounds the combined rate). PostgreSQL only.
+    pub async fn grant_lease(
+        &self,
+        instance: &str,
+        want: &pool::LeaseWant,
+        count: u32,
+        next_midnight_ms: u64,
+    ) -> Result<LeaseGrant, StorageError> {
+        let mut tx = self.pool.begin().await?;
+        // One grant at a time per project and model, across instances.
+        sqlx::query("SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(hashtext($1 || '/' || $2))) AS l")
+            .bind(&want.project)
+            .bind(&want.model)
+            .fetch_one(&mut *tx)
+            .await?;
+        let now_ms: i64 = sqlx::query_scalar(&format!("SELECT {PG_NOW_MS}"))
+            .fetch_one(&mut *tx)
+            .await?;
+        let today = pool::pacific_day(u64::try_from(now_ms).unwrap_or(0));
+        let window_start = now_ms - to_i64(pool::lease::GRANT_WINDOW_MS);
+        let used = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN granted_at_ms > $3 THEN count ELSE 0 END), 0) AS BIGINT) AS minute,
+                    CAST(COALESCE(SUM(CASE WHEN day = $4 THEN count ELSE 0 END), 0) AS BIGINT) AS today,
+                    CAST(COALESCE(MIN(CASE WHEN granted_at_ms > $3 THEN granted_at_ms END), 0) AS BIGINT) AS oldest
+             FROM quota_leases
+             WHERE project = $1 AND model = $2 AND (granted_at_ms > $3 OR day = $4)",
+        )
+        .bind(&want.project)
+        .bind(&want.model)
+        .bind(window_start)
+        .bind(i64::from(today))
+        .fetch_one(&mut *tx)
+        .await?;
+        let minute_used: i64 = used.try_get("minute")?;
+        let day_used: i64 = used.try_get("today")?;
+        let oldest: i64 = used.try_get("oldest")?;
+        let left = |limit: Option<u32>, used: i64| {
+            limit.map_or(i64::MAX, |limit| (i64::from(limit) - used).max(0))
+        };
+        let (minute_left, day_left) = (
+            left(want.limits.rpm, minute_used),
+            left(want.limits.rpd, day_used),
+        );
+        let granted = i64::from(count).min(minute_left).min(day_left);
+        let answer = if granted > 0 {
+            sqlx::query(
+                "INSERT INTO quota_leases (project, model, day, granted_at_ms, count, instance)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&want.project)
+            .bind(&want.model)
+            .bind(i64::from(today))
+            .bind(now_ms)
+            .bind(granted)
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
+            LeaseGrant::Granted(u32::try_from(granted).unwrap_or(u32::MAX))
+        } else if day_left == 0 {
+            LeaseGrant::Exhausted {
+                until_ms: next_midnight_ms,
+                daily: true,
+            }
+        } else {
+            // The oldest slice in the window leaves it first.
+            let frees_at = oldest.max(now_ms - to_i64(pool::lease::GRANT_WINDOW_MS))
+                + to_i64(pool::lease::GRANT_WINDOW_MS);
+            LeaseGrant::Exhausted {
+                until_ms: u64::try_from(frees_at.max(now_ms + 1000)).unwrap_or(0),
+                daily: false,
+            }
+        };
+        tx.commit().await?;
+        Ok(answer)
+    }
+
+    /// Publishes news for the other instances. PostgreSQL only.
+    pub async fn publish_events(
+        &self,
+        instance: &str,
+        events: &[ClusterEvent],
+    ) -> Result<(), StorageError> {
+        let mut tx = self.pool.begin().await?;
+        for event in events {
+            sqlx::query(&format!(
+                "INSERT INTO cluster_events (at_ms, instance, kind, project, model, key_id, until_ms, daily, detail)
+                 VALUES ({PG_NOW_MS}, $1, $2, $3, $4, $5, $6, $7, $8)"
+            ))
+            .bind(instance)
+            .bind(&event.kind)
+            .bind(event.project.as_deref())
+            .bind(event.model.as_deref())
+            .bind(event.key_id)
+            .bind(event.until_ms)
+            .bind(i64::from(event.daily))
+            .bind(event.detail.as_deref())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest event id (where a starting instance begins listening).
+    pub async fn last_event_id(&self) -> Result<i64, StorageError> {
+        Ok(
+            sqlx::query_scalar("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM cluster_events")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    /// Events after `after` from other instances, oldest first; old events are deleted.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        instance: &str,
+    ) -> Result<Vec<ClusterEvent>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, project, model, key_id, until_ms, daily, detail FROM cluster_events
+             WHERE id > $1 AND instance <> $2 ORDER BY id LIMIT 1000",
+        )
+        .bind(after)
+        .bind(instance)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ClusterEvent {
+                    id: row.try_get("id")?,
+                    kind: row.try_get("kind")?,
+                    project: row.try_get("project")?,
+                    model: row.try_get("model")?,
+                    key_id: row.try_get("key_id")?,
+                    until_ms: row.try_get("until_ms")?,
+                    daily: row.try_get::<i64, _>("daily")? != 0,
+                    detail: row.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes events older than an hour and leases older than two days.
+    pub async fn prune_cluster_tables(&self) -> Result<(), StorageError> {
+        sqlx::query(&format!(
+            "DELETE FROM cluster_events WHERE at_ms < {PG_NOW_MS} - 3600000"
+        ))
+        .execute(&self.pool)
+        .await?;
+        sqlx::query(&format!(
+            "DELETE FROM quota_leases WHERE granted_at_ms < {PG_NOW_MS} - 2 * 86400000"
+        ))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Creates an empty database named `gp_test_…` on the PostgreSQL server of `server_url` and
+/// returns its URL: for the tests and the benchmark, which need a fresh database each. The
+/// test command drops the leftovers of earlier runs.
+pub async fn create_scratch_postgres(server_url: &str) -> Result<String, StorageError> {
+    use sqlx::Connection;
+    let mut connection = sqlx::PgConnection::connect(server_url).await?;
+    let name = format!("gp_test_{}", hex::encode(rand::random::<[u8; 6]>()));
+    connection
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await?;
+    connection.close().await?;
+    let mut url = url::Url::parse(server_url).map_err(|_| StorageError::UnsupportedUrl)?;
+    url.set_path(&name);
+    Ok(url.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -982,6 +1318,19 @@ mod tests {
             key: SecretString::from(key),
             project: project.map(str::to_owned),
         }
+    }
+
+    /// The PostgreSQL server the tests use (the test command starts one when there is none).
+    pub fn test_postgres_server() -> String {
+        std::env::var("GEMINI_POOL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    }
+
+    async fn postgres_storage() -> Storage {
+        let url = create_scratch_postgres(&test_postgres_server())
+            .await
+            .expect("PostgreSQL must run for the tests (./scripts/test.sh starts it)");
+        Storage::open(&url).await.unwrap()
     }
 
     async fn temp_storage() -> (Storage, tempfile::TempDir) {
@@ -1000,9 +1349,35 @@ mod tests {
         assert!(dir.path().join("nested/db.sqlite").exists());
     }
 
-    #[tokio::test]
-    async fn env_keys_sync_adds_retires_and_keeps_api_keys() {
-        let (storage, _dir) = temp_storage().await;
+    /// Runs a test body on SQLite and on PostgreSQL.
+    macro_rules! on_both_backends {
+        ($name:ident, $body:ident) => {
+            mod $name {
+                use super::*;
+
+                #[tokio::test]
+                async fn sqlite() {
+                    let (storage, _dir) = temp_storage().await;
+                    $body(storage).await;
+                }
+
+                #[tokio::test]
+                async fn postgres() {
+                    $body(postgres_storage().await).await;
+                }
+            }
+        };
+    }
+
+    on_both_backends!(env_keys_sync_adds_retires_and_keeps_api_keys, env_keys_sync);
+    on_both_backends!(
+        invalid_keys_and_resource_owners_survive_a_reload,
+        invalid_keys_and_owners
+    );
+    on_both_backends!(usage_is_written_and_read_back_the_same, usage_round_trip);
+    on_both_backends!(management_rows_change_and_disappear, management_rows);
+
+    async fn env_keys_sync(storage: Storage) {
         let report = storage
             .sync_upstream_keys(&[spec("k1", None), spec("k2", Some("p"))])
             .await
@@ -1090,9 +1465,7 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn invalid_keys_and_resource_owners_survive_a_reload() {
-        let (storage, _dir) = temp_storage().await;
+    async fn invalid_keys_and_owners(storage: Storage) {
         storage
             .sync_upstream_keys(&[spec("k1", Some("p"))])
             .await
@@ -1114,5 +1487,298 @@ mod tests {
         );
         storage.delete_resource_owner("files/a").await.unwrap();
         assert!(storage.resource_owners().await.unwrap().is_empty());
+    }
+
+    async fn usage_round_trip(storage: Storage) {
+        use crate::accounting::{RequestRecord, Tokens};
+        let now_ms = 1_795_636_800_000u64;
+        let today = pool::pacific_day(now_ms);
+        let record = |status: u16, model: &str, prompt: u64, streamed: bool| RequestRecord {
+            at_ms: now_ms,
+            client_key_id: Some(1),
+            upstream_key_id: Some(2),
+            project: Some("p".to_owned()),
+            model: Some(model.to_owned()),
+            route: "/v1/chat/completions",
+            status,
+            latency_ms: 12,
+            tokens: Tokens {
+                prompt,
+                completion: 5,
+                thoughts: 2,
+                cached: 1,
+            },
+            streamed,
+        };
+        let counts = [pool::DayCount {
+            project: "p".to_owned(),
+            model: "m1".to_owned(),
+            day: today,
+            count: 7,
+        }];
+        storage
+            .write_accounting(
+                &[
+                    record(200, "m1", 10, true),
+                    record(429, "m1", 0, false),
+                    record(200, "m2", 3, false),
+                ],
+                &counts,
+            )
+            .await
+            .unwrap();
+        // A lower count never replaces a higher one.
+        let lower = [pool::DayCount {
+            count: 3,
+            ..counts[0].clone()
+        }];
+        storage.write_accounting(&[], &lower).await.unwrap();
+        assert_eq!(storage.quota_counts(today).await.unwrap(), counts.to_vec());
+
+        let totals = storage
+            .usage_totals(UsageDimension::UpstreamKey, today)
+            .await
+            .unwrap();
+        assert_eq!(
+            totals[&2],
+            UsageTotals {
+                requests: 3,
+                errors: 1,
+                prompt_tokens: 13,
+                completion_tokens: 15,
+                thoughts_tokens: 6,
+                requests_today: 3,
+            }
+        );
+        assert_eq!(
+            storage.client_usage_on(today).await.unwrap(),
+            vec![(1, 3, 28)]
+        );
+        let hourly = storage.hourly_series(0).await.unwrap();
+        assert_eq!(hourly.len(), 1);
+        assert_eq!(
+            (hourly[0].requests, hourly[0].errors, hourly[0].tokens),
+            (3, 1, 28)
+        );
+        let daily = storage.daily_series(today).await.unwrap();
+        assert_eq!(daily[0].bucket, i64::from(today));
+        assert_eq!((daily[0].requests, daily[0].errors), (3, 1));
+        let by_model = storage
+            .breakdown(BreakdownDimension::Model, today)
+            .await
+            .unwrap();
+        assert_eq!(by_model[0].name, "m1");
+        assert_eq!((by_model[0].requests, by_model[0].prompt_tokens), (2, 10));
+        let by_key = storage
+            .breakdown(BreakdownDimension::UpstreamKey, today)
+            .await
+            .unwrap();
+        assert_eq!(by_key[0].name, "2");
+
+        let (rows, total) = storage
+            .request_logs(&LogFilter {
+                model: Some("m1".to_owned()),
+                status: Some("error".to_owned()),
+                ..LogFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(total, 1);
+        assert_eq!((rows[0].status, rows[0].streamed), (429, false));
+        let (rows, total) = storage
+            .request_logs(&LogFilter {
+                model: Some(String::new()),
+                per_page: Some(1),
+                ..LogFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!((rows.len(), total), (1, 3));
+        assert_eq!(storage.request_log_count().await.unwrap(), 3);
+    }
+
+    async fn management_rows(storage: Storage) {
+        let (added, duplicates) = storage
+            .add_upstream_keys(&[
+                spec("k1", Some("p")),
+                spec("k1", Some("p")),
+                spec("k2", None),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((added, duplicates), (2, 1));
+        assert!(
+            storage
+                .update_upstream_key(1, Some(false), Some(Some("q".to_owned())))
+                .await
+                .unwrap()
+        );
+        let rows = storage.upstream_key_rows().await.unwrap();
+        assert_eq!(
+            (rows[0].enabled, rows[0].project.as_deref()),
+            (false, Some("q"))
+        );
+        assert!(!rows[0].created_at.is_empty());
+        // Ids come from a sequence: PostgreSQL spends one on the duplicate, SQLite does not.
+        let k2 = rows
+            .iter()
+            .find(|row| row.key.expose_secret() == "k2")
+            .unwrap()
+            .id;
+        assert!(storage.delete_upstream_key(k2).await.unwrap());
+        assert!(!storage.delete_upstream_key(k2).await.unwrap());
+
+        let limits = pool::ClientLimits {
+            rpm: Some(5),
+            allowed_models: Some(vec!["m1".to_owned()]),
+            ..pool::ClientLimits::default()
+        };
+        let id = storage
+            .create_client_key("team", "digest-1", "gp-abc", &limits)
+            .await
+            .unwrap();
+        assert!(
+            storage
+                .update_client_key(id, Some("renamed"), Some(false))
+                .await
+                .unwrap()
+        );
+        let rows = storage.client_key_rows().await.unwrap();
+        assert_eq!((rows[0].name.as_str(), rows[0].enabled), ("renamed", false));
+        assert_eq!(rows[0].limits, limits);
+        assert!(storage.delete_client_key(id).await.unwrap());
+
+        assert_eq!(storage.setting("x").await.unwrap(), None);
+        assert_eq!(
+            storage.setting_or_init("x", "first").await.unwrap(),
+            "first"
+        );
+        assert_eq!(
+            storage.setting_or_init("x", "second").await.unwrap(),
+            "first"
+        );
+        storage.set_setting("x", "third").await.unwrap();
+        assert_eq!(
+            storage.setting("x").await.unwrap().as_deref(),
+            Some("third")
+        );
+    }
+
+    #[tokio::test]
+    async fn leases_never_grant_more_than_the_limit_across_instances() {
+        let storage = postgres_storage().await;
+        let want = pool::LeaseWant {
+            project: "p".to_owned(),
+            model: "m".to_owned(),
+            limits: pool::Limits {
+                rpm: Some(10),
+                rpd: Some(25),
+                tpm: None,
+            },
+        };
+        // Two instances ask for slices of 4 at the same time, many times over.
+        let mut granted = 0;
+        for _ in 0..3 {
+            let (a, b) = tokio::join!(
+                storage.grant_lease("a", &want, 4, 0),
+                storage.grant_lease("b", &want, 4, 0)
+            );
+            for answer in [a.unwrap(), b.unwrap()] {
+                if let LeaseGrant::Granted(count) = answer {
+                    granted += count;
+                }
+            }
+        }
+        assert_eq!(
+            granted, 10,
+            "the per-minute limit bounds the slices in the window"
+        );
+        match storage.grant_lease("a", &want, 4, 0).await.unwrap() {
+            LeaseGrant::Exhausted { until_ms, daily } => {
+                assert!(!daily);
+                let now = u64::try_from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_millis(),
+                )
+                .unwrap();
+                // Free again when the first slice leaves the window of a minute plus a lease.
+                assert!(
+                    until_ms > now + 60_000
+                        && until_ms <= now + pool::lease::GRANT_WINDOW_MS + 1_000
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        // The daily limit: slices granted earlier today count even outside the minute window.
+        sqlx::query("UPDATE quota_leases SET granted_at_ms = granted_at_ms - 3600000")
+            .execute(&storage.pool)
+            .await
+            .unwrap();
+        let mut more = 0;
+        while let LeaseGrant::Granted(count) = storage.grant_lease("b", &want, 4, 0).await.unwrap()
+        {
+            more += count;
+        }
+        assert_eq!(more, 10, "a full minute again");
+        sqlx::query("UPDATE quota_leases SET granted_at_ms = granted_at_ms - 3600000")
+            .execute(&storage.pool)
+            .await
+            .unwrap();
+        let mut rest = 0;
+        let last = loop {
+            match storage.grant_lease("b", &want, 4, 42).await.unwrap() {
+                LeaseGrant::Granted(count) => rest += count,
+                exhausted => break exhausted,
+            }
+        };
+        assert_eq!(rest, 5, "25 a day");
+        assert_eq!(
+            last,
+            LeaseGrant::Exhausted {
+                until_ms: 42,
+                daily: true
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn news_reaches_the_other_instances_only() {
+        let storage = postgres_storage().await;
+        let start = storage.last_event_id().await.unwrap();
+        let cooldown = ClusterEvent {
+            id: 0,
+            kind: "cooldown".to_owned(),
+            project: Some("p".to_owned()),
+            model: Some("m".to_owned()),
+            key_id: None,
+            until_ms: Some(123),
+            daily: true,
+            detail: None,
+        };
+        storage
+            .publish_events("a", std::slice::from_ref(&cooldown))
+            .await
+            .unwrap();
+        assert!(storage.events_after(start, "a").await.unwrap().is_empty());
+        let seen = storage.events_after(start, "b").await.unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            ClusterEvent {
+                id: 0,
+                ..seen[0].clone()
+            },
+            cooldown
+        );
+        assert!(
+            storage
+                .events_after(seen[0].id, "b")
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        storage.prune_cluster_tables().await.unwrap();
+        assert_eq!(storage.last_event_id().await.unwrap(), seen[0].id);
     }
 }

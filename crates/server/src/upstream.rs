@@ -251,6 +251,7 @@ impl App {
         tried: &mut Vec<KeyId>,
     ) -> Result<Committed, UpstreamFailure> {
         let mut last_failure = None;
+        let mut lease_deadline = None;
         if tried.is_empty() {
             self.pool.retry_budget().deposit();
         }
@@ -267,6 +268,27 @@ impl App {
             });
             let key = match pick {
                 Ok(key) => key,
+                // Several instances share the quota and this one holds no lease for it now:
+                // fetch one (a database round trip) and pick again, until the shared quota is
+                // found used up (the pick then says so) or the wait runs out.
+                Err(PickError::AwaitingLease)
+                    if self.cluster.is_some()
+                        && *lease_deadline.get_or_insert_with(|| {
+                            std::time::Instant::now() + crate::cluster::LEASE_WAIT
+                        }) > std::time::Instant::now() =>
+                {
+                    if let Some(cluster) = &self.cluster {
+                        cluster.refill_now().await;
+                    }
+                    continue;
+                }
+                Err(PickError::AwaitingLease) => {
+                    return Err(UpstreamFailure::Exhausted {
+                        retry_after: std::time::Duration::from_secs(1),
+                        daily: false,
+                        last_answer: None,
+                    });
+                }
                 Err(PickError::Exhausted { retry_after, daily }) => {
                     let last_answer = match last_failure {
                         Some(UpstreamFailure::Answered { status, body, .. })
@@ -372,7 +394,9 @@ fn no_usable_key(error: PickError, outgoing: &Outgoing) -> UpstreamFailure {
         ),
         (None, PickError::NoUsableKey) => "No usable upstream key is configured.".to_owned(),
         (None, PickError::AllTried) => "Every usable upstream key was tried.".to_owned(),
-        (None, PickError::Exhausted { .. }) => "Every upstream key is out of quota.".to_owned(),
+        (None, PickError::Exhausted { .. } | PickError::AwaitingLease) => {
+            "Every upstream key is out of quota.".to_owned()
+        }
     };
     UpstreamFailure::NoUsableKey(message)
 }

@@ -18,6 +18,7 @@ use crate::storage::{ClientKeyAdminRow, UsageDimension, UsageTotals};
 
 async fn reload_clients(app: &App) -> Result<(), AdminError> {
     app.clients.replace(app.storage.client_keys().await?);
+    app.announce(crate::cluster::Announcement::Clients);
     Ok(())
 }
 

@@ -18,6 +18,7 @@ use crate::storage::{UpstreamKeyRow, UsageDimension, UsageTotals};
 /// Reloads the pool from the database after a change.
 pub async fn reload_pool(app: &App) -> Result<(), AdminError> {
     app.pool.replace_keys(app.storage.upstream_keys().await?);
+    app.announce(crate::cluster::Announcement::Keys);
     Ok(())
 }
 

@@ -176,5 +176,6 @@ pub async fn update_settings(
         )
         .await?;
     apply_runtime_settings(&app, &settings);
+    app.announce(crate::cluster::Announcement::Settings);
     Ok(Json(settings))
 }

@@ -1,0 +1,288 @@
+//! Several instances on one PostgreSQL database.
+//!
+//! Two background tasks per instance:
+//!
+//! - the **lease refiller** asks the database for slices of the shared quota (see
+//!   `pool::lease`) for the projects whose lease is empty or running low, every 100 ms or at
+//!   once when a request found no lease;
+//! - the **news loop** publishes what this instance learned (429 cooldowns, keys taken out of
+//!   service, resource owners, management changes) and applies what the others published, every
+//!   [`NEWS_INTERVAL`]; so news reaches every instance within about two intervals.
+//!
+//! Usage needs no coordination: every instance writes its own request rows and adds to the same
+//! daily totals, and the dashboard of any instance reads them from the database.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use pool::{KeyId, Learned, Pool};
+use tokio::sync::{Notify, watch};
+
+use crate::state::App;
+use crate::storage::{ClusterEvent, LeaseGrant, Storage};
+
+/// How often news is published and read.
+pub const NEWS_INTERVAL: Duration = Duration::from_millis(500);
+/// How often leases are refilled without being asked.
+const REFILL_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a request waits for a lease before it is answered as out of quota.
+pub const LEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// News this instance must tell the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announcement {
+    /// Upstream keys were added, changed or removed.
+    Keys,
+    /// Client keys were added, changed or removed.
+    Clients,
+    /// Runtime settings changed.
+    Settings,
+}
+
+/// This instance's link to the others.
+pub struct Cluster {
+    /// A random name for this process, so it skips its own news.
+    instance: String,
+    storage: Storage,
+    pool: Arc<Pool>,
+    refill_asked: Notify,
+    refilled: watch::Sender<u64>,
+    pending: std::sync::Mutex<Vec<ClusterEvent>>,
+    last_seen: AtomicI64,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("instance", &self.instance)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Joins the instances sharing `storage`: from now on the pool needs leases.
+    pub async fn join(
+        storage: Storage,
+        pool: Arc<Pool>,
+    ) -> Result<Arc<Self>, crate::storage::StorageError> {
+        pool.share_quota();
+        let last_seen = storage.last_event_id().await?;
+        Ok(Arc::new(Self {
+            instance: hex::encode(rand::random::<[u8; 8]>()),
+            storage,
+            pool,
+            refill_asked: Notify::new(),
+            refilled: watch::channel(0).0,
+            pending: std::sync::Mutex::new(Vec::new()),
+            last_seen: AtomicI64::new(last_seen),
+        }))
+    }
+
+    /// This instance's name in the shared tables.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Starts the refiller and the news loop; they run as long as the process.
+    pub fn spawn(self: &Arc<Self>, app: std::sync::Weak<App>) {
+        let refiller = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = refiller.refill_asked.notified() => {}
+                    () = tokio::time::sleep(REFILL_INTERVAL) => {}
+                }
+                refiller.refill().await;
+                refiller.refilled.send_modify(|round| *round += 1);
+            }
+        });
+        let news = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut rounds: u64 = 0;
+            loop {
+                tokio::time::sleep(NEWS_INTERVAL).await;
+                let Some(app) = app.upgrade() else { break };
+                news.exchange_news(&app).await;
+                rounds += 1;
+                if rounds.is_multiple_of(120)
+                    && let Err(error) = news.storage.prune_cluster_tables().await
+                {
+                    tracing::warn!(%error, "could not prune the cluster tables");
+                }
+            }
+        });
+    }
+
+    /// Asks for leases now and waits (at most [`LEASE_WAIT`]) until the refiller has run.
+    pub async fn refill_now(&self) {
+        let mut round = self.refilled.subscribe();
+        round.mark_unchanged();
+        self.refill_asked.notify_one();
+        let _ = tokio::time::timeout(LEASE_WAIT, round.changed()).await;
+    }
+
+    async fn refill(&self) {
+        for want in self.pool.lease_wants() {
+            let size = pool::lease::lease_size(want.limits);
+            let midnight = pool::next_pacific_midnight_ms(self.pool.now_ms());
+            match self
+                .storage
+                .grant_lease(&self.instance, &want, size, midnight)
+                .await
+            {
+                Ok(LeaseGrant::Granted(count)) => {
+                    let until = self.pool.now_ms() + pool::lease::LEASE_LIFETIME_MS;
+                    self.pool.grant_lease(&want, count, until, false);
+                }
+                Ok(LeaseGrant::Exhausted { until_ms, daily }) => {
+                    tracing::debug!(project = %want.project, model = %want.model, "shared quota used up");
+                    self.pool.grant_lease(&want, 0, until_ms, daily);
+                }
+                Err(error) => {
+                    // No lease: the project waits and is asked for again; nothing is sent
+                    // beyond what was granted.
+                    tracing::warn!(%error, "could not get a quota lease");
+                }
+            }
+        }
+    }
+
+    /// Queues news for the others (sent with the next exchange).
+    pub fn announce(&self, what: Announcement) {
+        let kind = match what {
+            Announcement::Keys => "keys",
+            Announcement::Clients => "clients",
+            Announcement::Settings => "settings",
+        };
+        self.queue(event(kind));
+    }
+
+    /// Queues the owner of a created resource for the others.
+    pub fn announce_owner(&self, resource: &str, project: &str) {
+        self.queue(ClusterEvent {
+            project: Some(project.to_owned()),
+            detail: Some(resource.to_owned()),
+            ..event("owner")
+        });
+    }
+
+    fn queue(&self, news: ClusterEvent) {
+        if let Ok(mut pending) = self.pending.lock() {
+            pending.push(news);
+        }
+    }
+
+    async fn exchange_news(&self, app: &App) {
+        let mut outgoing: Vec<ClusterEvent> = self
+            .pool
+            .take_learned()
+            .into_iter()
+            .map(|learned| match learned {
+                Learned::Cooldown {
+                    project,
+                    model,
+                    until_ms,
+                    daily,
+                } => ClusterEvent {
+                    project: Some(project),
+                    model: Some(model),
+                    until_ms: Some(i64::try_from(until_ms).unwrap_or(i64::MAX)),
+                    daily,
+                    ..event("cooldown")
+                },
+                Learned::KeyOutOfService { key, reason } => ClusterEvent {
+                    key_id: Some(key.0),
+                    detail: Some(reason),
+                    ..event("key_out")
+                },
+            })
+            .collect();
+        if let Ok(mut pending) = self.pending.lock() {
+            outgoing.append(&mut pending);
+        }
+        if !outgoing.is_empty()
+            && let Err(error) = self.storage.publish_events(&self.instance, &outgoing).await
+        {
+            tracing::warn!(%error, "could not publish news to the other instances");
+        }
+        let after = self.last_seen.load(Ordering::Relaxed);
+        let incoming = match self.storage.events_after(after, &self.instance).await {
+            Ok(incoming) => incoming,
+            Err(error) => {
+                tracing::warn!(%error, "could not read news from the other instances");
+                return;
+            }
+        };
+        let (mut keys, mut clients, mut settings) = (false, false, false);
+        for news in &incoming {
+            self.last_seen.store(news.id, Ordering::Relaxed);
+            match news.kind.as_str() {
+                "cooldown" => {
+                    if let (Some(project), Some(until)) = (&news.project, news.until_ms) {
+                        self.pool.apply_remote_cooldown(
+                            project,
+                            news.model.as_deref().unwrap_or(""),
+                            u64::try_from(until).unwrap_or(0),
+                            news.daily,
+                        );
+                    }
+                }
+                "key_out" => {
+                    if let Some(id) = news.key_id {
+                        self.pool.apply_remote_out_of_service(
+                            KeyId(id),
+                            news.detail.as_deref().unwrap_or("unusable"),
+                        );
+                    }
+                }
+                "owner" => {
+                    if let (Some(project), Some(resource)) = (&news.project, &news.detail) {
+                        self.pool
+                            .affinity()
+                            .remember_resource(resource.clone(), project.as_str().into());
+                    }
+                }
+                "keys" => keys = true,
+                "clients" => clients = true,
+                "settings" => settings = true,
+                other => tracing::debug!(kind = other, "unknown cluster news ignored"),
+            }
+        }
+        if let Err(error) = reload(app, keys, clients, settings).await {
+            tracing::warn!(%error, "could not reload after news from another instance");
+        }
+    }
+}
+
+/// Reloads what another instance changed through the management API.
+async fn reload(
+    app: &App,
+    keys: bool,
+    clients: bool,
+    settings: bool,
+) -> Result<(), crate::storage::StorageError> {
+    if keys {
+        app.pool.replace_keys(app.storage.upstream_keys().await?);
+    }
+    if clients {
+        app.clients.replace(app.storage.client_keys().await?);
+    }
+    if settings {
+        crate::admin::load_runtime_settings(app).await?;
+    }
+    Ok(())
+}
+
+fn event(kind: &str) -> ClusterEvent {
+    ClusterEvent {
+        id: 0,
+        kind: kind.to_owned(),
+        project: None,
+        model: None,
+        key_id: None,
+        until_ms: None,
+        daily: false,
+        detail: None,
+    }
+}

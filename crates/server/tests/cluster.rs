@@ -1,0 +1,285 @@
+//! Two `gemini-pool` processes on one PostgreSQL database, in front of one mock: together they
+//! stay within each project's quota, they hear each other's cooldowns and management changes,
+//! and their dashboards show the same usage.
+//!
+//! Needs a PostgreSQL server: `GEMINI_POOL_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`); `./scripts/test.sh` starts one if needed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use mock_gemini::{MockConfig, MockGemini, MockKey};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
+const CLIENT_KEY: &str = "cluster-client-key-0001";
+const PASSWORD: &str = "cluster-admin-password";
+
+async fn scratch_database() -> String {
+    let server = std::env::var("GEMINI_POOL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    server::storage::create_scratch_postgres(&server)
+        .await
+        .expect("PostgreSQL must run for this test (./scripts/test.sh starts it)")
+}
+
+struct Gateway {
+    _child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Gateway {
+    async fn start(database: &str, mock: std::net::SocketAddr, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(BINARY)
+            .current_dir(dir.path())
+            .env_clear()
+            .env("LISTEN_ADDR", "127.0.0.1:0")
+            .env("DATABASE_URL", database)
+            .env(
+                "GEMINI_API_KEYS",
+                "AIzaCluster-key-a@proj-a,AIzaCluster-key-b@proj-b",
+            )
+            .env("GEMINI_BASE_URL", format!("http://{mock}"))
+            .env("CLIENT_API_KEYS", CLIENT_KEY)
+            .env("ADMIN_PASSWORD", PASSWORD)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(at) = line.find("listening on http://") {
+                    return line[at + "listening on http://".len()..].trim().to_owned();
+                }
+            }
+            panic!("the gateway exited before listening");
+        })
+        .await
+        .unwrap();
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            _child: child,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn generate(&self) -> u16 {
+        self.http
+            .post(format!(
+                "{}/v1beta/models/gemini-2.5-flash:generateContent",
+                self.base
+            ))
+            .header("x-goog-api-key", CLIENT_KEY)
+            .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
+    async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let login: Value = self
+            .http
+            .post(format!("{}/api/auth/login", self.base))
+            .json(&json!({"username": "admin", "password": PASSWORD}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let token = login["token"].as_str().unwrap();
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap()
+    }
+}
+
+fn mock_config(rpm: u32) -> MockConfig {
+    MockConfig {
+        keys: vec![
+            MockKey::new("AIzaCluster-key-a", "proj-a"),
+            MockKey::new("AIzaCluster-key-b", "proj-b"),
+        ],
+        rpm_limit: Some(rpm),
+        ..MockConfig::default()
+    }
+}
+
+/// Polls `condition` for up to 5 s.
+async fn within_seconds(mut condition: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..50 {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_each_projects_quota_and_show_the_same_usage() {
+    const RPM: u32 = 12;
+    let (mock, mock_addr) = MockGemini::start(mock_config(RPM)).await.unwrap();
+    let database = scratch_database().await;
+    let limits = [("DEFAULT_RPM_LIMIT", "12"), ("DEFAULT_RPD_LIMIT", "1000")];
+    let (a, b) = tokio::join!(
+        Gateway::start(&database, mock_addr, &limits),
+        Gateway::start(&database, mock_addr, &limits)
+    );
+
+    // 80 requests at once, half through each instance, against 2 projects × 12 per minute.
+    let statuses: Vec<u16> = join_all((0..80).map(|i| {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        gateway.generate()
+    }))
+    .await;
+    let served = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    eprintln!(
+        "served {served}, refused {refused} of 80 (limit {} in all)",
+        2 * RPM
+    );
+    assert_eq!(served + refused, 80, "{statuses:?}");
+    assert!(
+        served <= 2 * RPM as usize,
+        "the instances together sent more than the limit: {served}"
+    );
+    assert!(
+        served + 2 >= 2 * RPM as usize,
+        "quota left unused: {served} served"
+    );
+    let upstream = mock.requests();
+    assert!(
+        upstream.iter().all(|r| r.status != 429),
+        "the upstream had to refuse a request"
+    );
+    for key in ["AIzaCluster-key-a", "AIzaCluster-key-b"] {
+        assert!(
+            mock.served_by(key) <= u64::from(RPM),
+            "{key} over its limit"
+        );
+    }
+
+    // Each instance writes its own rows; both dashboards read the same totals.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let stats_a = a
+        .admin(reqwest::Method::GET, "/api/stats?days=1", None)
+        .await;
+    let stats_b = b
+        .admin(reqwest::Method::GET, "/api/stats?days=1", None)
+        .await;
+    assert_eq!(stats_a["today"]["requests"], 80, "{stats_a}");
+    assert_eq!(stats_a["today"]["errors"].as_u64().unwrap(), refused as u64);
+    for field in [
+        "today",
+        "hourly",
+        "daily",
+        "by_model",
+        "by_client_key",
+        "by_upstream_key",
+    ] {
+        assert_eq!(stats_a[field], stats_b[field], "{field} differs");
+    }
+    let logs_a = a
+        .admin(reqwest::Method::GET, "/api/logs?per_page=200", None)
+        .await;
+    let logs_b = b
+        .admin(reqwest::Method::GET, "/api/logs?per_page=200", None)
+        .await;
+    assert_eq!(logs_a["total"], 80);
+    assert_eq!(logs_a, logs_b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooldowns_and_management_changes_reach_the_other_instance_within_seconds() {
+    // The upstream allows 2 a minute per project; the gateways think 100: they learn by 429.
+    let (mock, mock_addr) = MockGemini::start(mock_config(2)).await.unwrap();
+    let database = scratch_database().await;
+    let limits = [("DEFAULT_RPM_LIMIT", "100"), ("DEFAULT_RPD_LIMIT", "1000")];
+    let a = Gateway::start(&database, mock_addr, &limits).await;
+    let b = Gateway::start(&database, mock_addr, &limits).await;
+
+    // Through `a` until both projects answered 429 and cooled down there.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(a.generate().await);
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    assert_eq!(*statuses.last().unwrap(), 429);
+    let upstream_calls = mock.requests().len();
+
+    // `b` hears of both cooldowns and refuses without asking the upstream.
+    assert!(
+        within_seconds(async || {
+            let keys = b.admin(reqwest::Method::GET, "/api/keys", None).await;
+            keys["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|key| key["status"] == "cooling")
+        })
+        .await,
+        "the cooldowns did not reach the other instance"
+    );
+    assert_eq!(b.generate().await, 429);
+    assert_eq!(mock.requests().len(), upstream_calls);
+
+    // A key added through `a`'s dashboard serves requests on `b`.
+    mock.add_key(MockKey::new("AIzaCluster-key-c", "proj-c"));
+    a.admin(
+        reqwest::Method::POST,
+        "/api/keys",
+        Some(json!({"keys": "AIzaCluster-key-c@proj-c"})),
+    )
+    .await;
+    assert!(
+        within_seconds(async || b.generate().await == 200).await,
+        "the new key did not reach the other instance"
+    );
+    assert_eq!(mock.served_by("AIzaCluster-key-c"), 1);
+
+    // A client key disabled on `b` stops working on `a`.
+    let clients = b
+        .admin(reqwest::Method::GET, "/api/client-keys", None)
+        .await;
+    let id = clients["items"][0]["id"].as_i64().unwrap();
+    b.admin(
+        reqwest::Method::PATCH,
+        &format!("/api/client-keys/{id}"),
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    assert!(
+        within_seconds(async || a.generate().await == 401).await,
+        "the disabled client key still works on the other instance"
+    );
+}
