@@ -190,8 +190,14 @@ async fn route(state: &Arc<MockState>, incoming: &Incoming) -> Response {
         Err(response) => return response,
     };
     let key = incoming.api_key().unwrap_or_default().to_owned();
-    if let Some(response) = injected(state, &incoming.path, &key) {
-        return response;
+    match injected(state, &incoming.path, &key) {
+        Some(Injected::Answer(response)) => return response,
+        Some(Injected::Hang) => {
+            // Never answer: the caller's timeout has to end this.
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            return StatusCode::GATEWAY_TIMEOUT.into_response();
+        }
+        None => {}
     }
     if !state.config.response_delay.is_zero() {
         tokio::time::sleep(state.config.response_delay).await;
@@ -261,7 +267,15 @@ pub(crate) fn authenticate(state: &MockState, key: Option<&str>) -> Result<Strin
     })
 }
 
-fn injected(state: &MockState, path: &str, key: &str) -> Option<Response> {
+/// What an injection makes of a request.
+enum Injected {
+    /// This answer.
+    Answer(Response),
+    /// No answer at all.
+    Hang,
+}
+
+fn injected(state: &MockState, path: &str, key: &str) -> Option<Injected> {
     let mut ledger = state.ledger();
     let position = ledger.injections.iter().position(|injection| {
         injection.times > 0
@@ -273,32 +287,101 @@ fn injected(state: &MockState, path: &str, key: &str) -> Option<Response> {
     })?;
     let injection = &mut ledger.injections[position];
     injection.times -= 1;
+    if let Some(fault) = injection.fault {
+        return Some(faulty_answer(fault).map_or(Injected::Hang, Injected::Answer));
+    }
     if !injection.sse_events.is_empty() {
         let body: String = injection
             .sse_events
             .iter()
             .map(|event| format!("data: {event}\r\n\r\n"))
             .collect();
-        return Some(
+        return Some(Injected::Answer(
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "text/event-stream")],
                 body,
             )
                 .into_response(),
-        );
+        ));
     }
     let status =
         StatusCode::from_u16(injection.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = injection.body.to_string();
-    Some(
+    Some(Injected::Answer(
         (
             status,
             [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
             body,
         )
             .into_response(),
+    ))
+}
+
+/// A first event of a normal stream, for the faults that start like one.
+const FIRST_EVENT: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hello\"}], \"role\": \"model\"}}]}\r\n\r\n";
+/// A whole normal stream: one text event and a last one with the finish reason and usage.
+const WHOLE_STREAM: &str = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hello\"}], \"role\": \"model\"}}]}\r\n\r\ndata: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \" there\"}], \"role\": \"model\"}, \"finishReason\": \"STOP\"}], \"usageMetadata\": {\"promptTokenCount\": 3, \"candidatesTokenCount\": 2, \"totalTokenCount\": 5}}\r\n\r\n";
+
+fn sse(body: Body) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/event-stream")],
+        body,
     )
+        .into_response()
+}
+
+/// The answer of a fault; `None` for no answer at all.
+fn faulty_answer(fault: crate::Fault) -> Option<Response> {
+    use crate::Fault;
+    use futures_util::StreamExt;
+    let silence = || tokio::time::sleep(Duration::from_secs(3600));
+    let response = match fault {
+        Fault::HangBeforeHeaders => return None,
+        Fault::HangMidStream => sse(Body::from_stream(
+            stream::once(async { Ok::<_, std::io::Error>(Bytes::from(FIRST_EVENT)) }).chain(
+                stream::once(async move {
+                    silence().await;
+                    Ok(Bytes::new())
+                }),
+            ),
+        )),
+        Fault::Reset => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+            Body::from_stream(
+                stream::once(async { Ok(Bytes::from_static(b"{\"candidates\": [")) }).chain(
+                    stream::once(async {
+                        Err(std::io::Error::other("connection reset by the mock"))
+                    }),
+                ),
+            ),
+        )
+            .into_response(),
+        Fault::MalformedJson => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
+            "{\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"Hel",
+        )
+            .into_response(),
+        Fault::TruncatedSse => sse(Body::from(format!(
+            "{FIRST_EVENT}data: {{\"candidates\": [{{\"con"
+        ))),
+        Fault::SlowDrip => sse(Body::from_stream(
+            stream::iter(
+                WHOLE_STREAM
+                    .as_bytes()
+                    .chunks(16)
+                    .map(Bytes::copy_from_slice),
+            )
+            .then(|chunk| async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                Ok::<_, std::io::Error>(chunk)
+            }),
+        )),
+    };
+    Some(response)
 }
 
 /// A Gemini error body: `{"error": {"code", "message", "status", "details"?}}`.

@@ -105,6 +105,25 @@ pub struct Injection {
     /// When not empty: answer 200 with these events as an SSE stream instead (errors inside a
     /// stream, truncated streams).
     pub sse_events: Vec<Value>,
+    /// When set: misbehave this way instead (status, body and events are ignored).
+    pub fault: Option<Fault>,
+}
+
+/// Ways an upstream misbehaves beyond answering an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Accept the request and never answer (no status line).
+    HangBeforeHeaders,
+    /// Answer 200 with one SSE event, then go silent with the connection open.
+    HangMidStream,
+    /// Answer 200 headers, then drop the connection before the body is complete.
+    Reset,
+    /// Answer 200 with a JSON body cut in the middle.
+    MalformedJson,
+    /// Answer 200 with an SSE stream that stops in the middle of an event.
+    TruncatedSse,
+    /// Answer 200 with a normal SSE stream sent a few bytes at a time, slowly.
+    SlowDrip,
 }
 
 impl Injection {
@@ -117,6 +136,15 @@ impl Injection {
             status,
             body,
             sse_events: Vec::new(),
+            fault: None,
+        }
+    }
+
+    /// `fault` for the next `times` API requests.
+    pub fn fault(fault: Fault, times: usize) -> Self {
+        Self {
+            fault: Some(fault),
+            ..Self::status(200, Value::Null, times)
         }
     }
 

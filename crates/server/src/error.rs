@@ -59,6 +59,12 @@ pub enum ApiError {
         /// The limit, in bytes.
         limit: usize,
     },
+    /// The path and query are longer than any Gemini route needs.
+    #[error("The request URI is longer than {limit} bytes.")]
+    UriTooLong {
+        /// The limit, in bytes.
+        limit: usize,
+    },
     /// No upstream key can serve the request.
     #[error("{0}")]
     NoUsableKey(String),
@@ -88,6 +94,7 @@ impl ApiError {
             Self::UpstreamInvalidResponse(_) => StatusCode::BAD_GATEWAY,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::NoUsableKey(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -102,9 +109,10 @@ impl ApiError {
             Self::ClientRefused(pool::ClientRefusal::Expired) => "UNAUTHENTICATED",
             Self::ClientRefused(_) => "RESOURCE_EXHAUSTED",
             Self::ModelNotAllowed(_) => "PERMISSION_DENIED",
-            Self::BadRequest(_) | Self::InvalidField { .. } | Self::PayloadTooLarge { .. } => {
-                "INVALID_ARGUMENT"
-            }
+            Self::BadRequest(_)
+            | Self::InvalidField { .. }
+            | Self::PayloadTooLarge { .. }
+            | Self::UriTooLong { .. } => "INVALID_ARGUMENT",
             Self::Upstream(error) => match error.status {
                 400 | 413 => "INVALID_ARGUMENT",
                 403 => "PERMISSION_DENIED",
@@ -139,6 +147,7 @@ impl ApiError {
             Self::UpstreamInvalidResponse(_) => ("server_error", Some("upstream_invalid_response")),
             Self::NotFound(_) => ("invalid_request_error", Some("not_found")),
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
+            Self::UriTooLong { .. } => ("invalid_request_error", Some("uri_too_long")),
             Self::NoUsableKey(_) => ("server_error", Some("no_usable_upstream_key")),
             Self::UpstreamUnreachable => ("server_error", Some("upstream_connection_error")),
             Self::UpstreamTimeout => ("server_error", Some("upstream_timeout")),

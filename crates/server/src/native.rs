@@ -16,6 +16,7 @@ use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 use memchr::memmem;
 use pool::PoolKey;
+use serde::Deserialize;
 use serde_json::Value;
 use translate::native::{NativePath, PathError, created_resource_name, referenced_resources};
 
@@ -30,6 +31,10 @@ use crate::upstream::{
 /// The largest request body the gateway reads (inline media may be up to 100 MB decoded,
 /// which base64 makes about 134 MB).
 pub const REQUEST_BODY_LIMIT: usize = 140 * 1024 * 1024;
+/// The largest upstream answer read whole (translated or checked before it is relayed).
+pub const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
+/// The longest path relayed.
+const MAX_PATH_BYTES: usize = 2048;
 
 /// The largest upstream body buffered to read a created resource's name.
 const CREATED_BODY_LIMIT: usize = 1024 * 1024;
@@ -66,6 +71,12 @@ async fn relay_native(
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    // Gemini paths are short; a huge one is an attack or a bug, not a request to relay.
+    if parts.uri.path().len() > MAX_PATH_BYTES {
+        return Err(ApiError::UriTooLong {
+            limit: MAX_PATH_BYTES,
+        });
+    }
     let (version, rest) = split_version(parts.uri.path())
         .ok_or_else(|| ApiError::NotFound("Unknown route.".to_owned()))?;
     let path = NativePath::parse(rest).map_err(|error| match error {
@@ -81,6 +92,7 @@ async fn relay_native(
         }
     }
     let body = read_body(body, REQUEST_BODY_LIMIT).await?;
+    check_json_body(&path, &body)?;
     let project = owning_project(app, &path, &body)?;
     let outgoing = Outgoing {
         method: parts.method.clone(),
@@ -91,10 +103,26 @@ async fn relay_native(
         model: path.model().map(str::to_owned),
         project,
     };
-    let committed = match app.send_with_failover(&outgoing).await {
+    let mut tried = Vec::new();
+    let committed = match app.send_with_failover_after(&outgoing, &mut tried).await {
         Ok(committed) => committed,
         Err(failure) => return upstream_failure_response(failure),
     };
+    let asked_sse = parts
+        .uri
+        .query()
+        .is_some_and(|query| query.contains("alt=sse"));
+    if answers_in_one_json(&path, &parts.method, asked_sse, &committed.response) {
+        let whole = read_whole_json_answer(app, &outgoing, committed, &mut tried).await?;
+        if let Some(meter) = meter.as_mut() {
+            meter.set_key(&whole.key);
+        }
+        let tap = meter.take().map(|mut meter| {
+            meter.set_status(whole.status.as_u16());
+            UsageTap::new(BodyKind::Json, meter)
+        });
+        return Ok(whole.into_response(tap));
+    }
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&committed.key);
     }
@@ -106,12 +134,8 @@ async fn relay_native(
     {
         forget_resource(app, resource);
     }
-    let sse = parts
-        .uri
-        .query()
-        .is_some_and(|query| query.contains("alt=sse"));
     let kind = match path.action() {
-        Some("streamGenerateContent") if sse => BodyKind::Sse,
+        Some("streamGenerateContent") if asked_sse => BodyKind::Sse,
         Some("generateContent" | "streamGenerateContent") => BodyKind::Json,
         _ => BodyKind::Other,
     };
@@ -128,6 +152,183 @@ async fn relay_native(
         None,
         tap,
     ))
+}
+
+/// Whether the answer is one JSON document that the client can only use whole (the content
+/// methods without streaming): such answers are read before they are relayed.
+fn answers_in_one_json(
+    path: &NativePath,
+    method: &Method,
+    asked_sse: bool,
+    upstream: &reqwest::Response,
+) -> bool {
+    let sse = upstream
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    *method == Method::POST
+        && match path.action() {
+            Some("generateContent" | "countTokens" | "embedContent" | "batchEmbedContents") => true,
+            // Events asked for (`alt=sse`) that come back as something else are one answer.
+            Some("streamGenerateContent") => {
+                asked_sse && !sse && upstream.status().is_success() && {
+                    upstream
+                        .headers()
+                        .get(header::CONTENT_TYPE)
+                        .and_then(|value| value.to_str().ok())
+                        .is_some_and(|value| value.starts_with("application/json"))
+                }
+            }
+            _ => false,
+        }
+}
+
+/// A whole answer read from the upstream.
+struct WholeAnswer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+    key: Arc<PoolKey>,
+}
+
+impl WholeAnswer {
+    fn into_response(self, tap: Option<UsageTap>) -> Response {
+        let body = match tap {
+            Some(tap) => Body::from_stream(tap.wrap(futures_util::stream::once(async move {
+                Ok::<_, std::io::Error>(self.body)
+            }))),
+            None => Body::from(self.body),
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+}
+
+/// Reads a one-JSON answer whole (bounded) before anything is relayed, so that one the upstream
+/// cut short (a reset connection) or malformed is retried on another key, and never reaches the
+/// client as a broken 200. The bytes relayed are still the upstream's, unchanged.
+async fn read_whole_json_answer(
+    app: &App,
+    outgoing: &Outgoing,
+    mut committed: Committed,
+    tried: &mut Vec<pool::KeyId>,
+) -> Result<WholeAnswer, ApiError> {
+    loop {
+        let key = Arc::clone(&committed.key);
+        let status = committed.response.status();
+        let headers = allowlisted(committed.response.headers(), &RELAYED_RESPONSE_HEADERS);
+        let read = read_limited(committed.response, ANSWER_LIMIT).await;
+        let valid = read
+            .as_ref()
+            .is_ok_and(|body| serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
+        match read {
+            Ok(body) if valid => {
+                return Ok(WholeAnswer {
+                    status,
+                    headers,
+                    body,
+                    key,
+                });
+            }
+            _ => {
+                tracing::warn!(key_id = %key.id(), "the upstream's answer was cut short or malformed");
+                app.learn(&key, outgoing.model.as_deref(), &pool::Failure::ServerError);
+                committed = app
+                    .send_with_failover_after(outgoing, tried)
+                    .await
+                    .map_err(|_| {
+                        ApiError::UpstreamInvalidResponse("cut short or malformed".to_owned())
+                    })?;
+            }
+        }
+    }
+}
+
+/// How deep a relayed JSON body may nest (serde_json's own limit for typed parsing).
+const MAX_JSON_DEPTH: usize = 128;
+
+/// Every Gemini request body is a JSON object in UTF-8, and the content methods need one:
+/// anything else is refused here rather than after a round trip. The checks read the bytes and
+/// keep nothing: UTF-8, nesting depth (skipping the token, serde_json does not limit depth), then
+/// the syntax.
+fn check_json_body(path: &NativePath, body: &[u8]) -> Result<(), ApiError> {
+    if path.action() == Some("") {
+        return Err(ApiError::BadRequest(
+            "The path names no method after ':'.".to_owned(),
+        ));
+    }
+    let needs_body = matches!(
+        path.action(),
+        Some(
+            "generateContent"
+                | "streamGenerateContent"
+                | "countTokens"
+                | "embedContent"
+                | "batchEmbedContents"
+                | "predict"
+        )
+    );
+    if body.is_empty() && !needs_body {
+        return Ok(());
+    }
+    if std::str::from_utf8(body).is_err() {
+        return Err(ApiError::BadRequest(
+            "The request body is not valid UTF-8.".to_owned(),
+        ));
+    }
+    if json_depth(body) > MAX_JSON_DEPTH {
+        return Err(ApiError::BadRequest(format!(
+            "The request body nests deeper than {MAX_JSON_DEPTH} levels."
+        )));
+    }
+    let is_object = body
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|first| *first == b'{');
+    let parses = || {
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        serde::de::IgnoredAny::deserialize(&mut deserializer)
+            .and_then(|_| deserializer.end())
+            .map_err(|error| error.to_string())
+    };
+    match (is_object, parses()) {
+        (true, Ok(())) => Ok(()),
+        (_, Err(error)) => Err(ApiError::BadRequest(format!(
+            "The request body is not valid JSON: {error}."
+        ))),
+        (false, Ok(())) => Err(ApiError::BadRequest(
+            "The request body must be a JSON object.".to_owned(),
+        )),
+    }
+}
+
+/// The deepest nesting of objects and arrays in `json` (brackets inside strings do not count).
+fn json_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &byte in json {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// Splits `/v1beta/rest` or `/v1/rest` into the version and the rest.
@@ -334,6 +535,12 @@ pub fn relay_response(
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("text/event-stream"));
     let relayed = with_idle_timeout(upstream.bytes_stream(), idle, is_sse);
+    let relayed: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> =
+        if is_sse {
+            Box::pin(whole_events(relayed))
+        } else {
+            Box::pin(relayed)
+        };
     let body = match tap {
         Some(tap) => Body::from_stream(tap.wrap(relayed)),
         None => Body::from_stream(relayed),
@@ -372,10 +579,84 @@ fn with_idle_timeout(
         if !sse {
             return Some((Err(std::io::Error::other(message)), None));
         }
-        let event =
-            serde_json::json!({"error": {"code": code, "message": message, "status": status}});
-        Some((Ok(Bytes::from(format!("data: {event}\r\n\r\n"))), None))
+        Some((Ok(error_event(code, status, &message)), None))
     })
+}
+
+/// A Gemini error as one SSE event: how a stream that already started reports a failure.
+fn error_event(code: u16, status: &str, message: &str) -> Bytes {
+    let event = serde_json::json!({"error": {"code": code, "message": message, "status": status}});
+    Bytes::from(format!("data: {event}\r\n\r\n"))
+}
+
+/// Relays an SSE stream whole event by whole event: each chunk goes out up to its last event
+/// boundary at once, and only an unfinished event waits for its end. A stream the upstream
+/// ends in the middle of an event, or without its last event (the one with `finishReason`),
+/// ends with an error event instead of a silent cut.
+fn whole_events(
+    stream: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    struct State<S> {
+        stream: std::pin::Pin<Box<S>>,
+        pending: Vec<u8>,
+        finished: bool,
+        events: bool,
+        done: bool,
+    }
+    let state = State {
+        stream: Box::pin(stream),
+        pending: Vec::new(),
+        finished: false,
+        events: false,
+        done: false,
+    };
+    futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if state.done {
+                return None;
+            }
+            match state.stream.next().await {
+                Some(Ok(chunk)) => {
+                    state.pending.extend_from_slice(&chunk);
+                    let Some(end) = last_event_end(&state.pending) else {
+                        continue;
+                    };
+                    let complete: Vec<u8> = state.pending.drain(..end).collect();
+                    state.events = true;
+                    // A stream ends well with a finish reason or an error of its own.
+                    state.finished |= memmem::find(&complete, b"\"finishReason\"").is_some()
+                        || memmem::find(&complete, b"data: {\"error\"").is_some();
+                    return Some((Ok(Bytes::from(complete)), state));
+                }
+                Some(Err(error)) => {
+                    state.done = true;
+                    return Some((Err(error), state));
+                }
+                None => {
+                    state.done = true;
+                    let cut = state.pending.iter().any(|b| !b.is_ascii_whitespace())
+                        || (state.events && !state.finished);
+                    if !cut {
+                        return None;
+                    }
+                    tracing::warn!("the upstream stream ended in the middle of an answer");
+                    let event = error_event(
+                        502,
+                        "UNAVAILABLE",
+                        "The upstream stream ended before the answer was complete.",
+                    );
+                    return Some((Ok(event), state));
+                }
+            }
+        }
+    })
+}
+
+/// Where the last complete SSE event of `bytes` ends (after its blank line).
+fn last_event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = memmem::rfind(bytes, b"\n\n").map(|at| at + 2);
+    let crlf = memmem::rfind(bytes, b"\r\n\r\n").map(|at| at + 4);
+    lf.max(crlf)
 }
 
 #[cfg(test)]

@@ -27,24 +27,32 @@ use translate::stream::{StreamContext, StreamItem, StreamTranslator};
 
 use crate::accounting::RequestMeter;
 use crate::error::{ApiError, Dialect};
-use crate::native::{REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited};
+use crate::native::{
+    ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited,
+};
 use crate::state::{App, AppState};
 use crate::upstream::{Outgoing, UpstreamFailure};
 
-/// The largest non-streamed upstream answer read (answers with inline images can be large).
-const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
 /// Comment lines sent while a thinking model is silent, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Whether a path below `/v1/` is an OpenAI route. `models` and `models/{id}` are shared with
-/// Gemini: a request authenticated the Gemini way (`x-goog-api-key` or `?key=`) is native.
+/// Gemini: a request authenticated the Gemini way (`x-goog-api-key` or `?key=`) is native. A
+/// path outside the Gemini API from an OpenAI-style client is OpenAI's too, so that its 404
+/// comes in the client's dialect.
 pub fn is_openai_path(rest: &str, gemini_auth: bool) -> bool {
     match rest {
         "chat/completions" | "embeddings" | "completions" => true,
         "models" => !gemini_auth,
         _ => match rest.strip_prefix("models/") {
             Some(id) => !gemini_auth && !id.contains([':', '/']),
-            None => false,
+            None => {
+                !gemini_auth
+                    && matches!(
+                        translate::native::NativePath::parse(rest),
+                        Err(translate::native::PathError::UnknownCollection(_))
+                    )
+            }
         },
     }
 }
@@ -84,7 +92,7 @@ pub async fn handle(state: AppState, request: Request) -> Response {
 async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
     let body = read_body(request.into_body(), REQUEST_BODY_LIMIT).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&body);
-    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -98,7 +106,13 @@ async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError>
                 param: (path != ".").then_some(path),
             }
         }
-    })
+    })?;
+    // Nothing may follow the JSON value.
+    deserializer.end().map_err(|error| ApiError::InvalidField {
+        message: format!("The request body is not valid JSON: {error}."),
+        param: None,
+    })?;
+    Ok(value)
 }
 
 fn unix_now() -> u64 {

@@ -135,8 +135,45 @@ pub fn translate_chat_request(
     })
 }
 
-/// Parameters whose silent omission would change what the client gets.
+/// Parameters whose silent omission would change what the client gets, and values outside the
+/// ranges both APIs document (refused here, so they never cost an upstream call).
 fn refuse_semantic_changes(request: &ChatCompletionRequest) -> Result<(), TranslateError> {
+    if request.messages.is_empty() {
+        return Err(TranslateError::invalid(
+            "'messages' must hold at least one message.",
+            "messages",
+        ));
+    }
+    for (value, range, param) in [
+        (request.temperature, 0.0..=2.0, "temperature"),
+        (request.top_p, 0.0..=1.0, "top_p"),
+        (request.presence_penalty, -2.0..=2.0, "presence_penalty"),
+        (request.frequency_penalty, -2.0..=2.0, "frequency_penalty"),
+    ] {
+        if let Some(value) = value
+            && !range.contains(&value)
+        {
+            return Err(TranslateError::invalid(
+                format!(
+                    "'{param}' must be between {} and {}.",
+                    range.start(),
+                    range.end()
+                ),
+                param,
+            ));
+        }
+    }
+    if let Some(unknown) = request
+        .modalities
+        .iter()
+        .flatten()
+        .find(|m| !matches!(m.as_str(), "text" | "audio"))
+    {
+        return Err(TranslateError::invalid(
+            format!("'{unknown}' is not a modality ('text' or 'audio')."),
+            "modalities",
+        ));
+    }
     if let Some(n) = request.n
         && !(1..=MAX_CANDIDATES).contains(&n)
     {
@@ -470,6 +507,13 @@ fn media_reference(
         } else {
             mime
         };
+        // Gemini would refuse it with a vaguer message, after a round trip.
+        if !is_base64(data) {
+            return Err(TranslateError::invalid(
+                "The data URL's data is not valid base64.",
+                param,
+            ));
+        }
         *inline_bytes += data.len() / 4 * 3;
         return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
     }
@@ -484,6 +528,16 @@ fn media_reference(
         "Media must be a data URL or an http(s) URL.",
         param,
     ))
+}
+
+/// Standard or URL-safe base64, padded or not: one pass over the bytes, no copy.
+fn is_base64(data: &str) -> bool {
+    let data = data.trim_end_matches('=');
+    !data.is_empty()
+        && data.len() % 4 != 1
+        && data
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'))
 }
 
 fn mime_from_extension(url: &str) -> Option<&'static str> {
@@ -988,8 +1042,16 @@ fn generation_config(
             Some("text") => {}
             Some("json_object") => set("responseMimeType", json!("application/json")),
             Some("json_schema") => {
+                // OpenAI requires the `json_schema` object (with its `name`); its `schema` may
+                // be left out.
+                let Some(json_schema) = format.get("json_schema").filter(|s| s.is_object()) else {
+                    return Err(TranslateError::invalid(
+                        "'response_format.json_schema' is required when the type is 'json_schema'.",
+                        "response_format.json_schema",
+                    ));
+                };
                 set("responseMimeType", json!("application/json"));
-                let schema = format.get("json_schema").and_then(|s| s.get("schema"));
+                let schema = json_schema.get("schema");
                 if let Some(schema) = schema_of(schema, "response_format.json_schema.schema")? {
                     set("responseJsonSchema", schema);
                 }

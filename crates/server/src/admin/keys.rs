@@ -124,6 +124,19 @@ pub async fn list_keys(
         .filter(|q| !q.is_empty())
         .map(str::to_lowercase);
     let status = query.status.as_deref().filter(|s| !s.is_empty());
+    if let Some(unknown) = status.filter(|s| {
+        !matches!(
+            *s,
+            "active" | "cooling" | "circuit_open" | "invalid" | "disabled"
+        )
+    }) {
+        return Err(AdminError::invalid(
+            format!(
+                "'{unknown}' is not a key status (active, cooling, circuit_open, invalid, disabled)."
+            ),
+            "status",
+        ));
+    }
     let matching: Vec<&Value> = all
         .iter()
         .filter(|item| status.is_none_or(|s| item["status"] == s))
