@@ -19,7 +19,7 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
   fi
   service postgresql start >/dev/null 2>&1 \
-    || pg_ctlcluster "$(ls /etc/postgresql | sort -V | tail -n 1)" main start
+    || pg_ctlcluster "$(find /etc/postgresql -mindepth 1 -maxdepth 1 -printf '%f\n' | sort -V | tail -n 1)" main start
   for _ in $(seq 1 30); do
     (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null && break
     sleep 1

@@ -41,7 +41,7 @@ def test_dockerfile_passes_hadolint():
 
 def test_shell_scripts_pass_shellcheck():
     assert shutil.which("shellcheck"), "shellcheck is installed by scripts/test.sh"
-    scripts = [REPO / "deploy.sh", REPO / "scripts" / "test.sh", REPO / ".ci" / "run"]
+    scripts = [REPO / "deploy.sh", REPO / "scripts" / "test.sh", REPO / "scripts" / "fuzz.sh", REPO / ".ci" / "run"]
     result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
 

@@ -302,6 +302,7 @@ async function loadSettings() {
   document.getElementById("set-rpd").value = settings.default_rpd_limit ?? "";
   document.getElementById("set-tpm").value = settings.default_tpm_limit ?? "";
   document.getElementById("set-retries").value = settings.max_retries;
+  document.getElementById("set-retention").value = settings.log_retention_days;
   document.getElementById("set-models").value = JSON.stringify(settings.model_limits, null, 2);
 }
 
@@ -320,6 +321,7 @@ document.getElementById("settings-form").addEventListener("submit", (event) => {
       default_rpd_limit: orNull("set-rpd"),
       default_tpm_limit: orNull("set-tpm"),
       max_retries: Number(document.getElementById("set-retries").value),
+      log_retention_days: Number(document.getElementById("set-retention").value),
       model_limits: models,
     });
     toast(t("settings.saved"));

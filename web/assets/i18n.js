@@ -27,7 +27,7 @@ const I18N = {
     "logs.model": "模型", "logs.ok": "成功", "logs.error": "失败", "logs.anyClient": "任意客户端密钥",
     "settings.title": "运行时设置", "settings.help": "限额按 Google Cloud 项目和模型计算。修改立即生效，重启后保留。留空表示不限。",
     "settings.rpm": "默认每分钟请求", "settings.rpd": "默认每日请求", "settings.tpm": "默认每分钟 token",
-    "settings.retries": "换密钥重试次数", "settings.models": "按模型的限额（JSON）", "settings.saved": "设置已保存。",
+    "settings.retries": "换密钥重试次数", "settings.retention": "请求日志保留天数", "settings.models": "按模型的限额（JSON）", "settings.saved": "设置已保存。",
     "pager.prev": "上一页", "pager.next": "下一页", "pager.page": "第 {page} / {pages} 页", "refreshed": "更新于 {time}",
     "never": "从未", "invalidJson": "按模型的限额不是有效的 JSON。",
   },

@@ -30,6 +30,18 @@ pub struct Sample {
 }
 
 impl Sample {
+    /// The samples of several runs as one.
+    pub fn merged(runs: Vec<Sample>) -> Self {
+        let mut all = Sample::default();
+        for run in runs {
+            all.micros.extend(run.micros);
+            all.errors += run.errors;
+            all.elapsed += run.elapsed;
+        }
+        all.micros.sort_unstable();
+        all
+    }
+
     fn finish(mut self, elapsed: Duration) -> Self {
         self.micros.sort_unstable();
         self.elapsed = elapsed;

@@ -6,6 +6,8 @@
 //! left. The channel is unbounded on purpose: accounting must neither block a request nor drop a
 //! record, and the writer drains it every second, so it holds at most a second of records.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,8 +23,13 @@ use crate::storage::Storage;
 
 /// How often the writer writes.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// How long request log rows are kept.
-pub const LOG_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How many days request log rows are kept unless the settings say otherwise (daily totals are
+/// kept for ever).
+pub const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// How often old request log rows are deleted.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// When the first deletion comes after a start.
+const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(2);
 
 /// Tokens of one request, as the upstream reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -82,6 +89,7 @@ enum Message {
 #[derive(Clone)]
 pub struct Accountant {
     sender: mpsc::UnboundedSender<Message>,
+    retention_days: Arc<AtomicU32>,
 }
 
 impl Accountant {
@@ -91,8 +99,27 @@ impl Accountant {
         day_counts: impl Fn() -> Vec<DayCount> + Send + 'static,
     ) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(write_behind(storage, receiver, day_counts));
-        Self { sender }
+        let retention_days = Arc::new(AtomicU32::new(DEFAULT_RETENTION_DAYS));
+        tokio::spawn(write_behind(
+            storage,
+            receiver,
+            day_counts,
+            Arc::clone(&retention_days),
+        ));
+        Self {
+            sender,
+            retention_days,
+        }
+    }
+
+    /// How many days request log rows are kept.
+    pub fn retention_days(&self) -> u32 {
+        self.retention_days.load(Ordering::Relaxed)
+    }
+
+    /// Keeps request log rows `days` days from now on (older ones go at the next prune).
+    pub fn set_retention_days(&self, days: u32) {
+        self.retention_days.store(days, Ordering::Relaxed);
     }
 
     /// Queues a record.
@@ -115,11 +142,14 @@ async fn write_behind(
     storage: Storage,
     mut receiver: mpsc::UnboundedReceiver<Message>,
     day_counts: impl Fn() -> Vec<DayCount>,
+    retention_days: Arc<AtomicU32>,
 ) {
     let mut batch: Vec<RequestRecord> = Vec::new();
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_prune = Instant::now();
+    // The first prune comes soon after the start (once the saved settings are loaded), so a
+    // shorter retention set before a restart applies at once.
+    let mut next_prune = Instant::now() + FIRST_PRUNE_AFTER;
     loop {
         let mut waiting_flush = None;
         tokio::select! {
@@ -149,9 +179,11 @@ async fn write_behind(
         if let Some(done) = waiting_flush {
             let _ = done.send(());
         }
-        if last_prune.elapsed() > Duration::from_secs(3600) {
-            last_prune = Instant::now();
-            if let Err(error) = storage.prune_request_logs(LOG_RETENTION).await {
+        if Instant::now() >= next_prune {
+            next_prune = Instant::now() + PRUNE_INTERVAL;
+            let days = u64::from(retention_days.load(Ordering::Relaxed));
+            let retention = Duration::from_secs(days * 24 * 3600);
+            if let Err(error) = storage.prune_request_logs(retention).await {
                 tracing::error!(%error, "could not prune the request log");
             }
         }

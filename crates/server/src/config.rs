@@ -33,7 +33,7 @@ pub const VARIABLES: [(&str, &str, &str); 15] = [
     (
         "DATABASE_URL",
         "sqlite://data/gemini-pool.db?mode=rwc",
-        "SQLite file (created with its folder)",
+        "SQLite file (created with its folder), or postgres://… for several instances sharing one state",
     ),
     (
         "GEMINI_API_KEYS",

@@ -777,3 +777,69 @@ async fn pages_redirects_and_the_openapi_description_cover_the_api() {
         );
     }
 }
+
+#[tokio::test]
+async fn log_retention_is_a_setting_applied_by_the_writer() {
+    let gw = gateway().await;
+    let token = login(&gw).await;
+    let (_, settings) = call(&gw, &token, Method::GET, "/api/settings", None).await;
+    assert_eq!(settings["log_retention_days"], 30);
+    for days in [0, 3651] {
+        let (status, _) = call(
+            &gw,
+            &token,
+            Method::PATCH,
+            "/api/settings",
+            Some(json!({"log_retention_days": days})),
+        )
+        .await;
+        assert_eq!(status, 400, "{days}");
+    }
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    let row = |age_days: u64| server::accounting::RequestRecord {
+        at_ms: now_ms - age_days * 86_400_000,
+        client_key_id: None,
+        upstream_key_id: None,
+        project: None,
+        model: Some("gemini-2.5-flash".to_owned()),
+        route: "/v1/chat/completions",
+        status: 200,
+        latency_ms: 1,
+        tokens: server::accounting::Tokens::default(),
+        streamed: false,
+    };
+    gw.state
+        .storage
+        .write_accounting(&[row(5), row(1), row(0)], &[])
+        .await
+        .unwrap();
+    let (status, changed) = call(
+        &gw,
+        &token,
+        Method::PATCH,
+        "/api/settings",
+        Some(json!({"log_retention_days": 2})),
+    )
+    .await;
+    assert_eq!(
+        (status, changed["log_retention_days"].as_u64()),
+        (StatusCode::OK, Some(2))
+    );
+    // Saved, and applied by the writer at its first write after a start.
+    let (restarted, _) = gw.restart().await;
+    assert_eq!(restarted.accountant.retention_days(), 2);
+    restarted.accountant.flush().await;
+    assert!(
+        common::eventually_async(
+            async || restarted.storage.request_log_count().await.unwrap() == 2
+        )
+        .await,
+        "the 5-day-old row is still there"
+    );
+}

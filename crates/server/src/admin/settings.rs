@@ -1,4 +1,4 @@
-//! `/api/settings`: limits and retries, changed while the gateway runs. They are kept in the
+//! `/api/settings`: limits, retries and log retention, changed while the gateway runs. They are kept in the
 //! database and win over `DEFAULT_RPM_LIMIT`, `DEFAULT_RPD_LIMIT` and `MAX_RETRIES` once set.
 
 use std::collections::BTreeMap;
@@ -39,6 +39,13 @@ pub struct RuntimeSettings {
     pub max_retries: u32,
     /// Limits of particular models.
     pub model_limits: BTreeMap<String, ModelLimits>,
+    /// Days request log rows are kept (1 to 3650; daily totals are kept for ever).
+    #[serde(default = "default_retention_days")]
+    pub log_retention_days: u32,
+}
+
+fn default_retention_days() -> u32 {
+    crate::accounting::DEFAULT_RETENTION_DAYS
 }
 
 impl RuntimeSettings {
@@ -49,6 +56,7 @@ impl RuntimeSettings {
             default_rpd_limit: limits.default.rpd,
             default_tpm_limit: limits.default.tpm,
             max_retries: app.upstream.max_retries(),
+            log_retention_days: app.accountant.retention_days(),
             model_limits: limits
                 .per_model
                 .iter()
@@ -80,6 +88,12 @@ impl RuntimeSettings {
         positive(self.default_rpm_limit.map(u64::from), "default_rpm_limit")?;
         positive(self.default_rpd_limit.map(u64::from), "default_rpd_limit")?;
         positive(self.default_tpm_limit, "default_tpm_limit")?;
+        if !(1..=3650).contains(&self.log_retention_days) {
+            return Err(AdminError::invalid(
+                "'log_retention_days' is between 1 and 3650.",
+                "log_retention_days",
+            ));
+        }
         if self.max_retries > 20 {
             return Err(AdminError::invalid(
                 "'max_retries' is at most 20.",
@@ -132,6 +146,8 @@ pub fn apply_runtime_settings(app: &App, settings: &RuntimeSettings) {
     };
     app.pool.set_limits(limits);
     app.upstream.set_max_retries(settings.max_retries);
+    app.accountant
+        .set_retention_days(settings.log_retention_days);
 }
 
 /// Loads saved settings at start, if any were saved.

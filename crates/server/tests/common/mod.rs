@@ -181,3 +181,14 @@ pub async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
     }
     false
 }
+
+/// [`eventually`] for a condition that must await.
+pub async fn eventually_async(mut condition: impl AsyncFnMut() -> bool) -> bool {
+    for _ in 0..500 {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    false
+}
