@@ -7,16 +7,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use mock_gemini::{MockConfig, MockGemini, MockKey};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
+mod common;
+
 const CLIENT_KEY: &str = "cluster-client-key-0001";
 const PASSWORD: &str = "cluster-admin-password";
 
@@ -30,6 +29,7 @@ async fn scratch_database() -> String {
 
 struct Gateway {
     _child: Child,
+    _dir: tempfile::TempDir,
     base: String,
     http: reqwest::Client,
 }
@@ -37,40 +37,22 @@ struct Gateway {
 impl Gateway {
     async fn start(database: &str, mock: std::net::SocketAddr, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BINARY)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("DATABASE_URL", database)
-            .env(
+        let mut vars = vec![
+            ("DATABASE_URL", database.to_owned()),
+            (
                 "GEMINI_API_KEYS",
-                "AIzaCluster-key-a@proj-a,AIzaCluster-key-b@proj-b",
-            )
-            .env("GEMINI_BASE_URL", format!("http://{mock}"))
-            .env("CLIENT_API_KEYS", CLIENT_KEY)
-            .env("ADMIN_PASSWORD", PASSWORD)
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(at) = line.find("listening on http://") {
-                    return line[at + "listening on http://".len()..].trim().to_owned();
-                }
-            }
-            panic!("the gateway exited before listening");
-        })
-        .await
-        .unwrap();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                "AIzaCluster-key-a@proj-a,AIzaCluster-key-b@proj-b".to_owned(),
+            ),
+            ("GEMINI_BASE_URL", format!("http://{mock}")),
+            ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
+            ("ADMIN_PASSWORD", PASSWORD.to_owned()),
+        ];
+        vars.extend(env.iter().map(|(name, value)| (*name, (*value).to_owned())));
+        let (child, base) = common::spawn_binary(dir.path(), &vars).await;
         Self {
             _child: child,
-            base: format!("http://{addr}"),
+            _dir: dir,
+            base,
             http: reqwest::Client::new(),
         }
     }

@@ -4,50 +4,32 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mock_gemini::{MockConfig, MockGemini, MockKey};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
+mod common;
+
 const CLIENT_KEY: &str = "crash-client-key-0001";
 /// The accounting writer's interval (`accounting::FLUSH_INTERVAL`).
 const FLUSH: Duration = Duration::from_secs(1);
 
 async fn start(dir: &std::path::Path, mock: std::net::SocketAddr) -> (Child, String) {
-    let mut child = Command::new(BINARY)
-        .current_dir(dir)
-        .env_clear()
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .env("GEMINI_API_KEYS", "AIzaCrash-key-0@proj")
-        .env("GEMINI_BASE_URL", format!("http://{mock}"))
-        .env("CLIENT_API_KEYS", CLIENT_KEY)
-        .env("DEFAULT_RPM_LIMIT", "1000000")
-        .env("DEFAULT_RPD_LIMIT", "100000000")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(at) = line.find("listening on http://") {
-                return line[at + "listening on http://".len()..].trim().to_owned();
-            }
-        }
-        panic!("the gateway exited before listening");
-    })
+    common::spawn_binary(
+        dir,
+        &[
+            ("GEMINI_API_KEYS", "AIzaCrash-key-0@proj".to_owned()),
+            ("GEMINI_BASE_URL", format!("http://{mock}")),
+            ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
+            ("DEFAULT_RPM_LIMIT", "1000000".to_owned()),
+            ("DEFAULT_RPD_LIMIT", "100000000".to_owned()),
+        ],
+    )
     .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, format!("http://{addr}"))
 }
 
 /// Sends requests from 8 clients until `stop`; returns when each answered request finished.

@@ -6,16 +6,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
 use mock_gemini::{Fault, Injection, MockConfig, MockGemini, MockKey};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
-const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
+mod common;
+
 const CLIENT_KEY: &str = "fault-client-key-0001";
 /// `UPSTREAM_TIMEOUT_SECS` of the gateway under test.
 const TIMEOUT_SECS: u64 = 1;
@@ -29,37 +28,21 @@ struct Gateway {
 impl Gateway {
     async fn start(mock: std::net::SocketAddr, keys: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(BINARY)
-            .current_dir(dir.path())
-            .env_clear()
-            .env("LISTEN_ADDR", "127.0.0.1:0")
-            .env("GEMINI_API_KEYS", keys)
-            .env("GEMINI_BASE_URL", format!("http://{mock}"))
-            .env("CLIENT_API_KEYS", CLIENT_KEY)
-            .env("UPSTREAM_TIMEOUT_SECS", TIMEOUT_SECS.to_string())
-            .env("DEFAULT_RPM_LIMIT", "1000000")
-            .env("DEFAULT_RPD_LIMIT", "100000000")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(at) = line.find("listening on http://") {
-                    return line[at + "listening on http://".len()..].trim().to_owned();
-                }
-            }
-            panic!("the gateway exited before listening");
-        })
-        .await
-        .unwrap();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let (child, base) = common::spawn_binary(
+            dir.path(),
+            &[
+                ("GEMINI_API_KEYS", keys.to_owned()),
+                ("GEMINI_BASE_URL", format!("http://{mock}")),
+                ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
+                ("UPSTREAM_TIMEOUT_SECS", TIMEOUT_SECS.to_string()),
+                ("DEFAULT_RPM_LIMIT", "1000000".to_owned()),
+                ("DEFAULT_RPD_LIMIT", "100000000".to_owned()),
+            ],
+        )
+        .await;
         Self {
             child,
-            base: format!("http://{addr}"),
+            base,
             _dir: dir,
         }
     }

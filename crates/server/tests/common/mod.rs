@@ -192,3 +192,40 @@ pub async fn eventually_async(mut condition: impl AsyncFnMut() -> bool) -> bool 
     }
     false
 }
+
+/// The path of the `gemini-pool` binary Cargo built for the tests.
+pub const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
+
+/// Spawns the real binary with an empty environment plus `env`, in `dir`, listening on a port of
+/// its choosing; waits for its "listening on" line and returns the process and its base URL.
+pub async fn spawn_binary(
+    dir: &std::path::Path,
+    env: &[(&str, String)],
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(BINARY)
+        .current_dir(dir)
+        .env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .envs(env.iter().map(|(name, value)| (*name, value.as_str())))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(at) = line.find("listening on http://") {
+                return line[at + "listening on http://".len()..].trim().to_owned();
+            }
+        }
+        panic!("the gateway exited before listening");
+    })
+    .await
+    .unwrap();
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, format!("http://{addr}"))
+}
