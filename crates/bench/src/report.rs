@@ -53,9 +53,9 @@ pub fn environment() -> Value {
 }
 
 /// The Markdown table.
-pub fn markdown(rows: &[Row], environment: &Value) -> String {
+pub fn markdown(rows: &[Row], environment: &Value, mode: &str) -> String {
     let mut text = format!(
-        "# gemini-pool benchmark results\n\nMeasured with `cargo run -p bench --release -- all` on {} ({} cores), kernel {}, {}, commit {}, {}.\n\
+        "# gemini-pool benchmark results\n\nMeasured with `cargo run -p bench --release -- {mode}` on {} ({} cores), kernel {}, {}, commit {}, {}.\n\
          All traffic on loopback; the gateway and the floor pinned to one core, load and mock on the other. \
          \"Added\" is the figure through the proxy minus the same request sent straight to the mock.\n\n\
          | # | what | target | gemini-pool | floor | ratio | met |\n|---|---|---|---|---|---|---|\n",

@@ -581,7 +581,7 @@ fn finish(
     gate_ok: bool,
     write: bool,
 ) -> Result<bool, String> {
-    let table = markdown(&rows, environment);
+    let table = markdown(&rows, environment, if write { "all" } else { "smoke" });
     {
         use std::io::Write;
         let _ = writeln!(std::io::stdout(), "{table}");

@@ -603,6 +603,7 @@ async fn every_hostile_request_gets_its_4xx_and_nothing_reaches_the_upstream() {
         .chain(admin_cases(&token))
         .collect();
     assert!(cases.len() >= 100, "only {} cases", cases.len());
+    eprintln!("{} hostile requests", cases.len());
     let mut wrong = Vec::new();
     for case in &cases {
         let (status, body) = send(gw.addr, case).await;
