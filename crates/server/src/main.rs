@@ -8,6 +8,11 @@ use server::cli::{self, Command};
 use server::config::Config;
 use server::state::AppState;
 
+// mimalloc instead of the system allocator: every request allocates and frees many small
+// buffers across threads, where glibc's malloc showed up as a sixth of the gateway's CPU time.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

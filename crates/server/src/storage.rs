@@ -45,6 +45,16 @@ impl Backend {
         }
     }
 
+    /// The `n`th bind parameter (from 1) of a long statement. SQLite gets the anonymous `?`:
+    /// sqlx looks every parameter up by name, and SQLite finds a name by walking the list of
+    /// names, which makes a statement with thousands of `$N` quadratic.
+    fn placeholder(self, n: usize) -> String {
+        match self {
+            Self::Sqlite => "?".to_owned(),
+            Self::Postgres => format!("${n}"),
+        }
+    }
+
     /// SQL for the current time as ISO-8601 text, the form of the `*_at` columns.
     fn now_text(self) -> &'static str {
         match self {
@@ -373,55 +383,75 @@ pub struct UsageTotals {
 }
 
 impl Storage {
-    /// Writes a batch of request records and the scheduler's day counts in one transaction.
+    /// Writes a batch of request records and the scheduler's day counts in one transaction: the
+    /// rows in multi-row inserts, the daily totals summed per (day, client, key, model) first,
+    /// so a busy second costs a few statements rather than two per request.
     pub async fn write_accounting(
         &self,
         records: &[crate::accounting::RequestRecord],
         day_counts: &[pool::DayCount],
     ) -> Result<(), StorageError> {
+        const COLUMNS: usize = 13;
+        // Well under the bound-parameter limits of SQLite (32,766) and PostgreSQL (65,535).
+        const ROWS_PER_INSERT: usize = 500;
         let mut tx = self.pool.begin().await?;
-        for record in records {
-            sqlx::query(
+        for chunk in records.chunks(ROWS_PER_INSERT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|row| {
+                    let slots: Vec<String> = (1..=COLUMNS)
+                        .map(|column| self.backend.placeholder(row * COLUMNS + column))
+                        .collect();
+                    format!("({})", slots.join(", "))
+                })
+                .collect();
+            let sql = format!(
                 "INSERT INTO request_logs (at_ms, client_key_id, upstream_key_id, project, model, route,
                     status, latency_ms, prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens, streamed)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            )
-            .bind(i64::try_from(record.at_ms).unwrap_or(i64::MAX))
-            .bind(record.client_key_id)
-            .bind(record.upstream_key_id)
-            .bind(record.project.as_deref())
-            .bind(record.model.as_deref())
-            .bind(record.route)
-            .bind(i64::from(record.status))
-            .bind(i64::try_from(record.latency_ms).unwrap_or(i64::MAX))
-            .bind(to_i64(record.tokens.prompt))
-            .bind(to_i64(record.tokens.completion))
-            .bind(to_i64(record.tokens.thoughts))
-            .bind(to_i64(record.tokens.cached))
-            .bind(i64::from(record.streamed))
-            .execute(&mut *tx)
-            .await?;
+                 VALUES {}",
+                rows.join(", ")
+            );
+            let mut insert = sqlx::query(&sql);
+            for record in chunk {
+                insert = insert
+                    .bind(i64::try_from(record.at_ms).unwrap_or(i64::MAX))
+                    .bind(record.client_key_id)
+                    .bind(record.upstream_key_id)
+                    .bind(record.project.as_deref())
+                    .bind(record.model.as_deref())
+                    .bind(record.route)
+                    .bind(i64::from(record.status))
+                    .bind(i64::try_from(record.latency_ms).unwrap_or(i64::MAX))
+                    .bind(to_i64(record.tokens.prompt))
+                    .bind(to_i64(record.tokens.completion))
+                    .bind(to_i64(record.tokens.thoughts))
+                    .bind(to_i64(record.tokens.cached))
+                    .bind(i64::from(record.streamed));
+            }
+            insert.execute(&mut *tx).await?;
+        }
+        for ((day, client, key, model), totals) in daily_totals(records) {
             sqlx::query(
                 "INSERT INTO usage_daily (day, client_key_id, upstream_key_id, model, requests, errors,
                     prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens)
-                 VALUES ($1, $2, $3, $4, 1, $5, $6, $7, $8, $9)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                  ON CONFLICT (day, client_key_id, upstream_key_id, model) DO UPDATE SET
-                    requests = usage_daily.requests + 1,
+                    requests = usage_daily.requests + excluded.requests,
                     errors = usage_daily.errors + excluded.errors,
                     prompt_tokens = usage_daily.prompt_tokens + excluded.prompt_tokens,
                     completion_tokens = usage_daily.completion_tokens + excluded.completion_tokens,
                     thoughts_tokens = usage_daily.thoughts_tokens + excluded.thoughts_tokens,
                     cached_tokens = usage_daily.cached_tokens + excluded.cached_tokens",
             )
-            .bind(pool::pacific_day(record.at_ms))
-            .bind(record.client_key_id.unwrap_or(0))
-            .bind(record.upstream_key_id.unwrap_or(0))
-            .bind(record.model.as_deref().unwrap_or(""))
-            .bind(i64::from(record.status >= 400))
-            .bind(to_i64(record.tokens.prompt))
-            .bind(to_i64(record.tokens.completion))
-            .bind(to_i64(record.tokens.thoughts))
-            .bind(to_i64(record.tokens.cached))
+            .bind(i64::from(day))
+            .bind(client)
+            .bind(key)
+            .bind(model)
+            .bind(totals[0])
+            .bind(totals[1])
+            .bind(totals[2])
+            .bind(totals[3])
+            .bind(totals[4])
+            .bind(totals[5])
             .execute(&mut *tx)
             .await?;
         }
@@ -1063,6 +1093,30 @@ pub enum UsageDimension {
     ClientKey,
 }
 
+/// The records of a batch summed per Pacific day, client key, upstream key and model (0 and ''
+/// where there is none): requests, errors, prompt, completion, thinking and cached tokens.
+fn daily_totals(
+    records: &[crate::accounting::RequestRecord],
+) -> std::collections::BTreeMap<(i32, i64, i64, &str), [i64; 6]> {
+    let mut totals = std::collections::BTreeMap::new();
+    for record in records {
+        let key = (
+            pool::pacific_day(record.at_ms),
+            record.client_key_id.unwrap_or(0),
+            record.upstream_key_id.unwrap_or(0),
+            record.model.as_deref().unwrap_or(""),
+        );
+        let sums: &mut [i64; 6] = totals.entry(key).or_insert([0; 6]);
+        sums[0] += 1;
+        sums[1] += i64::from(record.status >= 400);
+        sums[2] += to_i64(record.tokens.prompt);
+        sums[3] += to_i64(record.tokens.completion);
+        sums[4] += to_i64(record.tokens.thoughts);
+        sums[5] += to_i64(record.tokens.cached);
+    }
+    totals
+}
+
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
@@ -1595,6 +1649,17 @@ mod tests {
             .unwrap();
         assert_eq!((rows.len(), total), (1, 3));
         assert_eq!(storage.request_log_count().await.unwrap(), 3);
+
+        // A busy second: more rows than one insert carries, one daily total.
+        let busy = vec![record(200, "m3", 2, false); 1201];
+        storage.write_accounting(&busy, &[]).await.unwrap();
+        assert_eq!(storage.request_log_count().await.unwrap(), 1204);
+        let by_model = storage
+            .breakdown(BreakdownDimension::Model, today)
+            .await
+            .unwrap();
+        let m3 = by_model.iter().find(|b| b.name == "m3").unwrap();
+        assert_eq!((m3.requests, m3.prompt_tokens), (1201, 2402));
     }
 
     async fn management_rows(storage: Storage) {
