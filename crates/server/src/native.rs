@@ -123,6 +123,33 @@ async fn relay_native(
         });
         return Ok(whole.into_response(tap));
     }
+    let upstream_sse = committed
+        .response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("text/event-stream"));
+    if path.is_streaming() && upstream_sse && committed.response.status().is_success() {
+        let opened = open_event_stream(app, &outgoing, committed, &mut tried).await?;
+        let opened = match opened {
+            Ok(opened) => opened,
+            Err(failure) => return upstream_failure_response(failure),
+        };
+        let tap = meter.take().map(|mut meter| {
+            meter.set_key(&opened.key);
+            meter.set_status(opened.status.as_u16());
+            meter.set_streamed();
+            UsageTap::new(BodyKind::Sse, meter)
+        });
+        let first = futures_util::stream::once(async move { Ok(opened.first) });
+        return Ok(relay_parts(
+            opened.status,
+            opened.headers,
+            first.chain(opened.rest).boxed(),
+            app.upstream.timeout(),
+            tap,
+        ));
+    }
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&committed.key);
     }
@@ -244,6 +271,118 @@ async fn read_whole_json_answer(
                     })?;
             }
         }
+    }
+}
+
+/// An event stream past its first event: what was read so far (relayed unchanged) and the rest.
+struct OpenedEvents {
+    status: StatusCode,
+    headers: HeaderMap,
+    key: Arc<PoolKey>,
+    first: Bytes,
+    rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+}
+
+/// Reads an event stream up to its first whole event before anything is relayed. Gemini can
+/// answer 200 and put the error (a 429, an overload) in the first event, and a stream can break
+/// or stay silent before it: the client has seen nothing yet, so another key is tried, as for an
+/// error status. Past the first event the stream is committed.
+async fn open_event_stream(
+    app: &App,
+    outgoing: &Outgoing,
+    mut committed: Committed,
+    tried: &mut Vec<pool::KeyId>,
+) -> Result<Result<OpenedEvents, UpstreamFailure>, ApiError> {
+    loop {
+        let key = Arc::clone(&committed.key);
+        let status = committed.response.status();
+        let headers = allowlisted(committed.response.headers(), &RELAYED_RESPONSE_HEADERS);
+        let mut rest = committed.response.bytes_stream().boxed();
+        let mut read = Vec::new();
+        let mut decoder = translate::sse::SseDecoder::new();
+        let first = tokio::time::timeout(app.upstream.timeout(), async {
+            loop {
+                if let Some(event) = decoder.next_event() {
+                    return Some(event.data);
+                }
+                match rest.next().await {
+                    Some(Ok(bytes)) => {
+                        decoder.push(&bytes);
+                        read.extend_from_slice(&bytes);
+                    }
+                    Some(Err(_)) | None => return None,
+                }
+            }
+        })
+        .await;
+        let budget_left = tried.len() <= app.upstream.max_retries() as usize;
+        let failure = match first {
+            Ok(Some(data)) => {
+                let error = serde_json::from_str::<Value>(&data)
+                    .ok()
+                    .and_then(|value| value.get("error").cloned());
+                let Some(error) = error else {
+                    return Ok(Ok(OpenedEvents {
+                        status,
+                        headers,
+                        key,
+                        first: Bytes::from(read),
+                        rest,
+                    }));
+                };
+                let code = error
+                    .get("code")
+                    .and_then(Value::as_u64)
+                    .and_then(|code| u16::try_from(code).ok())
+                    .unwrap_or(500);
+                let body = pool::redact_secrets(
+                    &serde_json::json!({ "error": error }).to_string(),
+                    &[key.secret()],
+                );
+                let verdict = pool::classify_upstream_error(code, body.as_bytes());
+                if let Some(failure) = &verdict.failure {
+                    app.learn(&key, outgoing.model.as_deref(), failure);
+                }
+                let mut error_headers = HeaderMap::new();
+                error_headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=UTF-8"),
+                );
+                let answered = UpstreamFailure::Answered {
+                    status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                    headers: error_headers,
+                    body: Bytes::from(body),
+                };
+                if !verdict.retry_on_another_key || !budget_left {
+                    return Ok(Err(answered));
+                }
+                answered
+            }
+            // It ended, broke or stayed silent before its first event.
+            Ok(None) | Err(_) => {
+                app.learn(&key, outgoing.model.as_deref(), &pool::Failure::Connection);
+                if !budget_left {
+                    return Err(ApiError::UpstreamUnreachable);
+                }
+                UpstreamFailure::Answered {
+                    status: StatusCode::BAD_GATEWAY,
+                    headers: HeaderMap::new(),
+                    body: Bytes::new(),
+                }
+            }
+        };
+        tracing::info!(key_id = %key.id(), "the stream failed before its first event: trying another key");
+        committed = match app.send_with_failover_after(outgoing, tried).await {
+            Ok(next) => next,
+            // Out of keys: the failure of this stream is the answer.
+            Err(UpstreamFailure::NoUsableKey(_)) => match failure {
+                UpstreamFailure::Answered { body, .. } if body.is_empty() => {
+                    return Err(ApiError::UpstreamUnreachable);
+                }
+                failure => return Ok(Err(failure)),
+            },
+            Err(other) => return Ok(Err(other)),
+        };
     }
 }
 
@@ -530,11 +669,22 @@ pub fn relay_response(
         headers.insert("x-goog-upload-url", url);
         headers.insert("x-goog-upload-control-url", control_url);
     }
+    relay_parts(status, headers, upstream.bytes_stream().boxed(), idle, tap)
+}
+
+/// [`relay_response`] from a status, relayed headers and the body still to come.
+fn relay_parts(
+    status: StatusCode,
+    headers: HeaderMap,
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    idle: Duration,
+    tap: Option<UsageTap>,
+) -> Response {
     let is_sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
         .is_some_and(|value| value.starts_with("text/event-stream"));
-    let relayed = with_idle_timeout(upstream.bytes_stream(), idle, is_sse);
+    let relayed = with_idle_timeout(body, idle, is_sse);
     let relayed: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> =
         if is_sse {
             Box::pin(whole_events(relayed))

@@ -513,3 +513,58 @@ async fn health_and_readiness() {
     let not_ready = empty.http.get(empty.url("/readyz")).send().await.unwrap();
     assert_eq!(not_ready.status(), 503);
 }
+
+async fn native_stream(gw: &Harness) -> reqwest::Response {
+    gw.native(
+        reqwest::Method::POST,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse",
+    )
+    .json(&text_request("hi"))
+    .send()
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_error_in_the_first_event_of_a_native_stream_moves_to_another_key() {
+    let gw = Harness::start(Setup::with_keys(&[("key-a", "p1"), ("key-b", "p2")])).await;
+    let overloaded = json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}});
+    gw.mock.inject(Injection {
+        key: Some("key-a".into()),
+        ..Injection::stream(vec![overloaded.clone()], 100)
+    });
+    // Keys are drawn at random: go on until key-a has been tried; no client ever sees its error.
+    let mut streams = 0;
+    while streams < 4
+        || (!gw
+            .mock
+            .requests()
+            .iter()
+            .any(|r| r.api_key.as_deref() == Some("key-a"))
+            && streams < 60)
+    {
+        let response = native_stream(&gw).await;
+        assert_eq!(response.status(), 200);
+        let body = response.text().await.unwrap();
+        assert!(body.contains("finishReason"), "{body}");
+        assert!(!body.contains("\"error\""), "{body}");
+        streams += 1;
+    }
+    assert!(
+        gw.mock
+            .requests()
+            .iter()
+            .any(|r| r.api_key.as_deref() == Some("key-a"))
+    );
+
+    // With every key failing so, the client gets the upstream's error as an error status, not
+    // a 200 stream.
+    gw.mock.inject(Injection {
+        key: Some("key-b".into()),
+        ..Injection::stream(vec![overloaded], 100)
+    });
+    let response = native_stream(&gw).await;
+    assert_eq!(response.status(), 503);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "UNAVAILABLE");
+}
