@@ -152,6 +152,17 @@ test("the dashboard from login to logout", async () => {
   assert.match(await page.textContent("#by-model"), /gemini-2\.5-flash/);
   await page.screenshot({ path: join(shots, "overview.png"), fullPage: true });
 
+  // A breakdown row narrows the overview to itself, until "Show all".
+  const narrowed = page.waitForResponse((r) => r.url().includes("/api/stats") && r.url().includes("model=gemini-2.5-flash"));
+  await page.click("#by-model tr:has-text('gemini-2.5-flash')");
+  assert.equal((await narrowed).status(), 200);
+  await page.waitForSelector("#focus:not([hidden])");
+  assert.match(await page.textContent("#focus-label"), /model: gemini-2\.5-flash/);
+  assert.equal(await page.textContent("#card-requests"), "1");
+  await page.screenshot({ path: join(shots, "overview-one-model.png"), fullPage: true });
+  await page.click("#focus-clear");
+  await page.waitForSelector("#focus", { state: "hidden" });
+
   // Disable the client key: refused at once.
   await page.click("button[data-tab=clients]");
   const row = page.locator("#clients-table tbody tr", { hasText: "browser test" });

@@ -2,7 +2,7 @@
 // with textContent (never innerHTML), so names and model ids cannot inject markup.
 "use strict";
 
-const state = { keysPage: 1, logsPage: 1, clients: [] };
+const state = { keysPage: 1, logsPage: 1, clients: [], focus: null };
 
 /** Calls the management API; a 401 goes back to the login page, other errors are shown. */
 async function api(method, path, body) {
@@ -88,7 +88,12 @@ function pager(container, page, total, perPage, go) {
 
 async function loadOverview() {
   const days = document.getElementById("days").value;
-  const stats = await api("GET", `/api/stats?days=${days}`);
+  // A row clicked in a breakdown narrows the cards, charts and other breakdowns to it.
+  const focus = state.focus ? `&${state.focus.param}=${encodeURIComponent(state.focus.value)}` : "";
+  const stats = await api("GET", `/api/stats?days=${days}${focus}`);
+  const chip = document.getElementById("focus");
+  chip.hidden = !state.focus;
+  document.getElementById("focus-label").textContent = state.focus ? state.focus.label : "";
   const pool = stats.pool;
   document.getElementById("card-usable").textContent = number(pool.usable);
   document.getElementById("card-keys").textContent = `/ ${number(pool.keys)}`;
@@ -112,9 +117,9 @@ async function loadOverview() {
   drawBars(document.getElementById("chart-daily"),
     dayNumbers.map((d) => dayLabel(d, stats.today_day)), dayNumbers.map((d) => byDay.get(d) || 0), { color: "#8a5cff" });
 
-  breakdown("by-model", stats.by_model);
-  breakdown("by-client", stats.by_client_key);
-  breakdown("by-upstream", stats.by_upstream_key);
+  breakdown("by-model", stats.by_model, (row) => ({ param: "model", value: row.name }));
+  breakdown("by-client", stats.by_client_key, (row) => ({ param: "client_key_id", value: row.id }));
+  breakdown("by-upstream", stats.by_upstream_key, (row) => ({ param: "upstream_key_id", value: row.id }));
   document.getElementById("refreshed").textContent = t("refreshed", { time: new Date().toLocaleTimeString() });
 }
 
@@ -124,10 +129,16 @@ function dayLabel(day, today) {
   return `${date.getMonth() + 1}/${date.getDate()}`;
 }
 
-function breakdown(id, rows) {
+function breakdown(id, rows, focusOf) {
   const max = Math.max(1, ...rows.map((r) => r.requests));
   const table = document.getElementById(id);
-  table.replaceChildren(...rows.slice(0, 12).map((row) => el("tr", {},
+  const focusOn = (row) => {
+    const focus = focusOf(row);
+    if (focus.value === undefined || focus.value === null || focus.value === "") return;
+    state.focus = { ...focus, label: `${t(`focus.${focus.param}`)}: ${row.name}` };
+    attempt(loadOverview);
+  };
+  table.replaceChildren(...rows.slice(0, 12).map((row) => el("tr", { class: "focusable", title: t("focus.hint"), onclick: () => focusOn(row) },
     el("td", {}, row.name || "—"),
     el("td", {}, number(row.requests)),
     el("td", {}, formatNumber(row.prompt_tokens + row.completion_tokens)),
@@ -135,6 +146,11 @@ function breakdown(id, rows) {
   )));
   for (const bar of table.querySelectorAll(".bar")) bar.style.width = `${bar.dataset.width}%`;
 }
+
+document.getElementById("focus-clear").addEventListener("click", () => {
+  state.focus = null;
+  attempt(loadOverview);
+});
 
 // ---------------------------------------------------------------- upstream keys
 

@@ -11,6 +11,8 @@ const I18N = {
     "card.usable": "可用密钥", "card.cooling": "冷却中", "card.out": "已停用", "card.requests": "今日请求",
     "card.tokens": "今日 token", "card.errors": "今日错误率", "card.total": "累计",
     "chart.hourly": "每小时请求数（24 小时）", "chart.daily": "每日 token 数",
+    "focus.showing": "仅显示", "focus.clear": "显示全部", "focus.hint": "点击只看这一项的用量",
+    "focus.model": "模型", "focus.client_key_id": "客户端密钥", "focus.upstream_key_id": "上游密钥",
     "by.model": "按模型", "by.client": "按客户端密钥", "by.upstream": "按上游密钥",
     "keys.add": "添加密钥", "keys.addHelp": "一个或多个密钥，用逗号、空格或换行分隔；每项为 KEY 或 KEY@PROJECT。同一 Google Cloud 项目的密钥共享配额。",
     "keys.projectPlaceholder": "项目（可选）", "keys.addButton": "添加", "keys.search": "搜索密钥或项目",
@@ -41,6 +43,8 @@ I18N.en = {
   "action.test": "Test", "action.enable": "Enable", "action.disable": "Disable", "action.delete": "Delete",
   "clients.confirmDelete": "Revoke this client key?", "clients.none": "no limits", "copied": "Copied.",
   "settings.saved": "Settings saved.", "pager.prev": "Previous", "pager.next": "Next", "pager.page": "Page {page} of {pages}",
+  "focus.hint": "Click to see only this one's usage", "focus.model": "model",
+  "focus.client_key_id": "client key", "focus.upstream_key_id": "upstream key",
   "refreshed": "Updated {time}", "never": "never", "card.total": "total", "invalidJson": "The per-model limits are not valid JSON.",
 };
 

@@ -712,9 +712,27 @@ pub struct SeriesPoint {
     pub tokens: i64,
 }
 
+/// Which usage a series or breakdown counts (`None`: all).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    /// Only this model.
+    pub model: Option<String>,
+    /// Only this client key.
+    pub client_key_id: Option<i64>,
+    /// Only this upstream key.
+    pub upstream_key_id: Option<i64>,
+}
+
+/// The SQL of a [`UsageFilter`], bound as parameters 2 to 4.
+const USAGE_FILTER: &str = "AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR client_key_id = $3)
+     AND ($4 IS NULL OR upstream_key_id = $4)";
+
 /// Usage of one model, client key or upstream key.
 #[derive(Debug, Clone, Default, serde::Serialize, PartialEq, Eq)]
 pub struct Breakdown {
+    /// The key's id (client and upstream key breakdowns), to filter by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<i64>,
     /// The model, or the key id.
     pub name: String,
     /// Requests.
@@ -1001,39 +1019,56 @@ impl Storage {
         Ok((rows, total))
     }
 
-    /// Requests, errors and tokens per hour since `since_ms`.
-    pub async fn hourly_series(&self, since_ms: i64) -> Result<Vec<SeriesPoint>, StorageError> {
-        let rows = sqlx::query(
+    /// Requests, errors and tokens per hour since `since_ms`, of the usage `filter` keeps.
+    pub async fn hourly_series(
+        &self,
+        since_ms: i64,
+        filter: &UsageFilter,
+    ) -> Result<Vec<SeriesPoint>, StorageError> {
+        let rows = sqlx::query(&format!(
             "SELECT (at_ms / 3600000) * 3600000 AS bucket, COUNT(*) AS requests,
                     CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
-             FROM request_logs WHERE at_ms >= $1 GROUP BY bucket ORDER BY bucket",
-        )
+             FROM request_logs WHERE at_ms >= $1 {USAGE_FILTER} GROUP BY bucket ORDER BY bucket"
+        ))
         .bind(since_ms)
+        .bind(filter.model.as_deref())
+        .bind(filter.client_key_id)
+        .bind(filter.upstream_key_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(series_point).collect()
     }
 
-    /// Requests, errors and tokens per Pacific day from day `since_day`.
-    pub async fn daily_series(&self, since_day: i32) -> Result<Vec<SeriesPoint>, StorageError> {
-        let rows = sqlx::query(
+    /// Requests, errors and tokens per Pacific day from day `since_day`, of the usage `filter`
+    /// keeps.
+    pub async fn daily_series(
+        &self,
+        since_day: i32,
+        filter: &UsageFilter,
+    ) -> Result<Vec<SeriesPoint>, StorageError> {
+        let rows = sqlx::query(&format!(
             "SELECT day AS bucket, CAST(SUM(requests) AS BIGINT) AS requests,
                     CAST(SUM(errors) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
-             FROM usage_daily WHERE day >= $1 GROUP BY day ORDER BY day",
-        )
+             FROM usage_daily WHERE day >= $1 {USAGE_FILTER} GROUP BY day ORDER BY day"
+        ))
         .bind(since_day)
+        .bind(filter.model.as_deref())
+        .bind(filter.client_key_id)
+        .bind(filter.upstream_key_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(series_point).collect()
     }
 
-    /// Usage from day `since_day` grouped by model, client key or upstream key.
+    /// Usage from day `since_day` grouped by model, client key or upstream key, of the usage
+    /// `filter` keeps.
     pub async fn breakdown(
         &self,
         by: BreakdownDimension,
         since_day: i32,
+        filter: &UsageFilter,
     ) -> Result<Vec<Breakdown>, StorageError> {
         let column = match by {
             BreakdownDimension::Model => "model",
@@ -1045,15 +1080,24 @@ impl Storage {
                     CAST(SUM(errors) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens) AS BIGINT) AS prompt,
                     CAST(SUM(completion_tokens) AS BIGINT) AS completion
-             FROM usage_daily WHERE day >= $1 GROUP BY name ORDER BY requests DESC LIMIT 50"
+             FROM usage_daily WHERE day >= $1 {USAGE_FILTER}
+             GROUP BY name ORDER BY requests DESC LIMIT 50"
         ))
         .bind(since_day)
+        .bind(filter.model.as_deref())
+        .bind(filter.client_key_id)
+        .bind(filter.upstream_key_id)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
             .map(|row| {
+                let name: String = row.try_get("name")?;
                 Ok(Breakdown {
-                    name: row.try_get("name")?,
+                    id: match by {
+                        BreakdownDimension::Model => None,
+                        _ => name.parse().ok(),
+                    },
+                    name,
                     requests: row.try_get("requests")?,
                     errors: row.try_get("errors")?,
                     prompt_tokens: row.try_get("prompt")?,
@@ -1608,26 +1652,55 @@ mod tests {
             storage.client_usage_on(today).await.unwrap(),
             vec![(1, 3, 28)]
         );
-        let hourly = storage.hourly_series(0).await.unwrap();
+        let hourly = storage
+            .hourly_series(0, &UsageFilter::default())
+            .await
+            .unwrap();
         assert_eq!(hourly.len(), 1);
         assert_eq!(
             (hourly[0].requests, hourly[0].errors, hourly[0].tokens),
             (3, 1, 28)
         );
-        let daily = storage.daily_series(today).await.unwrap();
+        let daily = storage
+            .daily_series(today, &UsageFilter::default())
+            .await
+            .unwrap();
         assert_eq!(daily[0].bucket, i64::from(today));
         assert_eq!((daily[0].requests, daily[0].errors), (3, 1));
         let by_model = storage
-            .breakdown(BreakdownDimension::Model, today)
+            .breakdown(BreakdownDimension::Model, today, &UsageFilter::default())
             .await
             .unwrap();
         assert_eq!(by_model[0].name, "m1");
         assert_eq!((by_model[0].requests, by_model[0].prompt_tokens), (2, 10));
+        let only_m2 = UsageFilter {
+            model: Some("m2".to_owned()),
+            ..UsageFilter::default()
+        };
+        let m2_daily = storage.daily_series(today, &only_m2).await.unwrap();
+        assert_eq!((m2_daily[0].requests, m2_daily[0].tokens), (1, 8));
+        let m2_hourly = storage.hourly_series(0, &only_m2).await.unwrap();
+        assert_eq!(m2_hourly[0].requests, 1);
+        let nobody = UsageFilter {
+            client_key_id: Some(99),
+            ..UsageFilter::default()
+        };
+        assert!(
+            storage
+                .daily_series(today, &nobody)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let by_key = storage
-            .breakdown(BreakdownDimension::UpstreamKey, today)
+            .breakdown(
+                BreakdownDimension::UpstreamKey,
+                today,
+                &UsageFilter::default(),
+            )
             .await
             .unwrap();
-        assert_eq!(by_key[0].name, "2");
+        assert_eq!((by_key[0].name.as_str(), by_key[0].id), ("2", Some(2)));
 
         let (rows, total) = storage
             .request_logs(&LogFilter {
@@ -1655,7 +1728,7 @@ mod tests {
         storage.write_accounting(&busy, &[]).await.unwrap();
         assert_eq!(storage.request_log_count().await.unwrap(), 1204);
         let by_model = storage
-            .breakdown(BreakdownDimension::Model, today)
+            .breakdown(BreakdownDimension::Model, today, &UsageFilter::default())
             .await
             .unwrap();
         let m3 = by_model.iter().find(|b| b.name == "m3").unwrap();

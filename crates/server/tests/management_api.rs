@@ -612,6 +612,38 @@ async fn stats_logs_and_settings() {
     assert!(models.contains(&"gemini-2.5-flash") && models.contains(&"no-such-model"));
     assert_eq!(stats["by_client_key"][0]["name"], "from CLIENT_API_KEYS");
     assert_eq!(stats["by_upstream_key"][0]["name"], "AIza…0000");
+    // The figures of one model, client key or upstream key.
+    let (_, one_model) = call(
+        &gw,
+        &token,
+        Method::GET,
+        "/api/stats?days=7&model=no-such-model",
+        None,
+    )
+    .await;
+    assert_eq!(one_model["today"]["requests"], 1);
+    assert_eq!(one_model["today"]["errors"], 1);
+    assert_eq!(one_model["by_model"].as_array().unwrap().len(), 1);
+    let client = stats["by_client_key"][0]["id"].as_i64().unwrap();
+    let (_, one_client) = call(
+        &gw,
+        &token,
+        Method::GET,
+        &format!("/api/stats?client_key_id={client}"),
+        None,
+    )
+    .await;
+    assert_eq!(one_client["today"]["requests"], 4);
+    let (_, nobody) = call(
+        &gw,
+        &token,
+        Method::GET,
+        "/api/stats?upstream_key_id=999",
+        None,
+    )
+    .await;
+    assert_eq!(nobody["today"]["requests"], 0);
+    assert!(nobody["hourly"].as_array().unwrap().is_empty());
     assert_eq!(
         call(&gw, &token, Method::GET, "/api/stats?days=0", None)
             .await

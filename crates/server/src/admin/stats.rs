@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::auth::AdminSession;
 use super::{AdminError, AdminQuery};
 use crate::state::AppState;
-use crate::storage::{Breakdown, BreakdownDimension, LogFilter, SeriesPoint};
+use crate::storage::{Breakdown, BreakdownDimension, LogFilter, SeriesPoint, UsageFilter};
 
 /// `GET /api/stats` query.
 #[derive(Debug, Default, Deserialize)]
@@ -18,6 +18,12 @@ use crate::storage::{Breakdown, BreakdownDimension, LogFilter, SeriesPoint};
 pub struct StatsQuery {
     /// Days of daily series and breakdowns (1 to 365, default 7).
     days: Option<u32>,
+    /// Only this model's usage.
+    model: Option<String>,
+    /// Only this client key's usage.
+    client_key_id: Option<i64>,
+    /// Only this upstream key's usage.
+    upstream_key_id: Option<i64>,
 }
 
 fn sum(points: &[SeriesPoint]) -> Value {
@@ -44,7 +50,8 @@ fn named(mut rows: Vec<Breakdown>, names: &HashMap<String, String>) -> Vec<Break
 }
 
 /// `GET /api/stats`: today and all-time totals, pool health, hourly (24 h) and daily series,
-/// and usage by model, client key and upstream key.
+/// and usage by model, client key and upstream key; the usage figures of one model, client key
+/// or upstream key when asked (`model`, `client_key_id`, `upstream_key_id`).
 pub async fn stats(
     _: AdminSession,
     State(app): State<AppState>,
@@ -60,7 +67,13 @@ pub async fn stats(
     let now = app.pool.now_ms();
     let today = pool::pacific_day(now);
     let since_day = today - i32::try_from(days).unwrap_or(7) + 1;
-    let all_days = app.storage.daily_series(0).await?;
+    // An empty parameter (as forms send them) filters nothing.
+    let filter = UsageFilter {
+        model: query.model.filter(|model| !model.is_empty()),
+        client_key_id: query.client_key_id,
+        upstream_key_id: query.upstream_key_id,
+    };
+    let all_days = app.storage.daily_series(0, &filter).await?;
     let today_points: Vec<SeriesPoint> = all_days
         .iter()
         .filter(|p| p.bucket == i64::from(today))
@@ -72,7 +85,7 @@ pub async fn stats(
         .cloned()
         .collect();
     let since_hour = i64::try_from(now).unwrap_or(0) - 24 * 3_600_000;
-    let hourly = app.storage.hourly_series(since_hour).await?;
+    let hourly = app.storage.hourly_series(since_hour, &filter).await?;
 
     let keys = app.pool.keys();
     let cooling_projects: std::collections::HashSet<String> =
@@ -104,9 +117,9 @@ pub async fn stats(
         "pool": health,
         "hourly": hourly,
         "daily": daily,
-        "by_model": app.storage.breakdown(BreakdownDimension::Model, since_day).await?,
-        "by_client_key": named(app.storage.breakdown(BreakdownDimension::ClientKey, since_day).await?, &client_names),
-        "by_upstream_key": named(app.storage.breakdown(BreakdownDimension::UpstreamKey, since_day).await?, &key_names),
+        "by_model": app.storage.breakdown(BreakdownDimension::Model, since_day, &filter).await?,
+        "by_client_key": named(app.storage.breakdown(BreakdownDimension::ClientKey, since_day, &filter).await?, &client_names),
+        "by_upstream_key": named(app.storage.breakdown(BreakdownDimension::UpstreamKey, since_day, &filter).await?, &key_names),
     })))
 }
 
