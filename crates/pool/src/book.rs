@@ -8,9 +8,10 @@
 //! against the project's own `cooling_until` when they come out.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
+use crate::FastMap;
 use crate::limits::Limits;
 
 const MINUTE_MS: u64 = 60_000;
@@ -108,9 +109,9 @@ pub(crate) struct ModelBook {
     pub leased: bool,
     generation: u64,
     available: Vec<Arc<str>>,
-    position: HashMap<Arc<str>, usize>,
+    position: FastMap<Arc<str>, usize>,
     cooling: BinaryHeap<Reverse<(u64, Arc<str>)>>,
-    quota: HashMap<Arc<str>, ProjectQuota>,
+    quota: FastMap<Arc<str>, ProjectQuota>,
 }
 
 impl ModelBook {
@@ -120,9 +121,9 @@ impl ModelBook {
             leased: false,
             generation: u64::MAX,
             available: Vec::new(),
-            position: HashMap::new(),
+            position: FastMap::default(),
             cooling: BinaryHeap::new(),
-            quota: HashMap::new(),
+            quota: FastMap::default(),
         }
     }
 
@@ -272,9 +273,14 @@ impl ModelBook {
     pub fn reserve(&mut self, project: &Arc<str>, now: u64, today: i32) {
         let leased = self.leased && (self.limits.rpm.is_some() || self.limits.rpd.is_some());
         let refill_below = crate::lease::refill_below(self.limits);
+        let per_minute = self.limits.rpm.is_some();
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
-        quota.minute.push_back(now);
+        // The minute window is kept only under a per-minute limit: without one it would hold
+        // every request of the last minute for nothing (a limit set later starts counting then).
+        if per_minute {
+            quota.minute.push_back(now);
+        }
         quota.day_count += 1;
         if leased {
             quota.lease_left = quota.lease_left.saturating_sub(1);
@@ -333,7 +339,8 @@ impl ModelBook {
 
     /// Counts tokens against `project`'s per-minute token window.
     pub fn record_tokens(&mut self, project: &Arc<str>, now: u64, today: i32, tokens: u64) {
-        if tokens == 0 {
+        // Kept only under a tokens-per-minute limit, for the same reason as the minute window.
+        if tokens == 0 || self.limits.tpm.is_none() {
             return;
         }
         let quota = self.quota_mut(project, today);

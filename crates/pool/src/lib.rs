@@ -42,7 +42,12 @@ pub use clients::{ClientGate, ClientLimits, ClientRefusal};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use lease::{Learned, LeaseWant};
 pub use limits::{Limits, LimitsTable};
-pub use pacific::{next_pacific_midnight_ms, pacific_day};
+pub use pacific::{PacificDayCache, next_pacific_midnight_ms, pacific_day};
+
+/// The maps of the pick path. foldhash instead of SipHash: a pick looks up a handful of short
+/// keys (model, project names), where SipHash was most of its cost; the seed is still random
+/// per process, and the model books are bounded, so crafted names cannot pile up.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The most model books kept; requests for further models share one overflow book.
 const MAX_MODEL_BOOKS: usize = 1024;
@@ -220,8 +225,8 @@ struct ProjectEntry {
 struct KeyTable {
     keys: Vec<Arc<PoolKey>>,
     projects: Vec<ProjectEntry>,
-    project_index: HashMap<Arc<str>, usize>,
-    key_index: HashMap<KeyId, usize>,
+    project_index: FastMap<Arc<str>, usize>,
+    key_index: FastMap<KeyId, usize>,
     generation: u64,
 }
 
@@ -243,7 +248,7 @@ pub struct Pool {
     clock: Arc<dyn Clock>,
     table: ArcSwap<KeyTable>,
     limits: ArcSwap<LimitsTable>,
-    books: DashMap<String, Arc<Mutex<ModelBook>>>,
+    books: DashMap<String, Arc<Mutex<ModelBook>>, foldhash::fast::RandomState>,
     affinity: Affinity,
     budget: RetryBudget,
     generation: AtomicU64,
@@ -251,6 +256,7 @@ pub struct Pool {
     /// in `outbox` for the others.
     shared: AtomicBool,
     outbox: Mutex<Vec<Learned>>,
+    today: PacificDayCache,
 }
 
 impl Default for Pool {
@@ -286,12 +292,13 @@ impl Pool {
             clock,
             table: ArcSwap::from_pointee(KeyTable::default()),
             limits: ArcSwap::from_pointee(limits),
-            books: DashMap::new(),
+            books: DashMap::default(),
             affinity: Affinity::default(),
             budget: RetryBudget::new(now),
             generation: AtomicU64::new(0),
             shared: AtomicBool::new(false),
             outbox: Mutex::new(Vec::new()),
+            today: PacificDayCache::default(),
         };
         pool.replace_keys(records);
         pool
@@ -435,7 +442,7 @@ impl Pool {
     /// Picks a key for `request`.
     pub fn pick(&self, request: &PickRequest<'_>) -> Result<Arc<PoolKey>, PickError> {
         let now = self.clock.now_ms();
-        let today = pacific_day(now);
+        let today = self.today.day(now);
         let midnight = || next_pacific_midnight_ms(now);
         let table = self.table.load();
         let book = self.book(request.model);
@@ -630,7 +637,7 @@ impl Pool {
             } => {
                 // The quota named in the error wins; it is per project *and* model.
                 let model = quota_model.as_deref().or(model);
-                let today = pacific_day(now);
+                let today = self.today.day(now);
                 let book = self.book(model);
                 let mut book = lock(&book);
                 let until = if *per_day {
@@ -692,7 +699,7 @@ impl Pool {
         lock(&self.book(Some(model))).record_tokens(
             pool_key.project(),
             now,
-            pacific_day(now),
+            self.today.day(now),
             tokens,
         );
     }
@@ -713,7 +720,7 @@ impl Pool {
     /// project and model the pool has counted (`None`: unlimited).
     pub fn quota_left(&self) -> Vec<(String, String, Option<u32>, Option<u32>)> {
         let now = self.clock.now_ms();
-        let today = pacific_day(now);
+        let today = self.today.day(now);
         let mut all = Vec::new();
         for entry in &self.books {
             for (project, minute, day) in lock(entry.value()).quota_left(now, today) {
@@ -725,7 +732,7 @@ impl Pool {
 
     /// Today's request counts per project and model.
     pub fn day_counts(&self) -> Vec<DayCount> {
-        let today = pacific_day(self.clock.now_ms());
+        let today = self.today.day(self.clock.now_ms());
         let mut counts = Vec::new();
         for entry in &self.books {
             for (project, count) in lock(entry.value()).day_counts(today) {
@@ -767,7 +774,7 @@ impl Pool {
 
     /// Applies a cooldown another instance learned.
     pub fn apply_remote_cooldown(&self, project: &str, model: &str, until_ms: u64, daily: bool) {
-        let today = pacific_day(self.clock.now_ms());
+        let today = self.today.day(self.clock.now_ms());
         let model = (!model.is_empty()).then_some(model);
         lock(&self.book(model)).cool(&project.into(), until_ms, Cooling::Quota { daily }, today);
     }
@@ -800,7 +807,7 @@ impl Pool {
     /// is used up until `until_ms`, and the project cools down until then.
     pub fn grant_lease(&self, want: &LeaseWant, count: u32, until_ms: u64, daily: bool) {
         let now = self.clock.now_ms();
-        let today = pacific_day(now);
+        let today = self.today.day(now);
         let model = (!want.model.is_empty()).then_some(want.model.as_str());
         let project: Arc<str> = want.project.as_str().into();
         let book = self.book(model);
@@ -814,7 +821,7 @@ impl Pool {
 
     /// Restores a count saved before a restart (ignored unless it is for today).
     pub fn restore_day_count(&self, count: &DayCount) {
-        if count.day != pacific_day(self.clock.now_ms()) {
+        if count.day != self.today.day(self.clock.now_ms()) {
             return;
         }
         let model = (!count.model.is_empty()).then_some(count.model.as_str());
