@@ -24,8 +24,8 @@ use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
 use crate::state::{App, AppState};
 use crate::upstream::{
-    Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, UpstreamFailure,
-    allowlisted,
+    Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, UpstreamBody,
+    UpstreamFailure, allowlisted, first_sse_event,
 };
 
 /// The largest request body the gateway reads (inline media may be up to 100 MB decoded,
@@ -112,7 +112,14 @@ async fn relay_native(
         .uri
         .query()
         .is_some_and(|query| query.contains("alt=sse"));
-    if answers_in_one_json(&path, &parts.method, asked_sse, &committed.response) {
+    let upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
+    if answers_in_one_json(
+        &path,
+        &parts.method,
+        asked_sse,
+        upstream_sse,
+        &committed.response,
+    ) {
         let whole = read_whole_json_answer(app, &outgoing, committed, &mut tried).await?;
         if let Some(meter) = meter.as_mut() {
             meter.set_key(&whole.key);
@@ -123,12 +130,6 @@ async fn relay_native(
         });
         return Ok(whole.into_response(tap));
     }
-    let upstream_sse = committed
-        .response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/event-stream"));
     if path.is_streaming() && upstream_sse && committed.response.status().is_success() {
         let opened = open_event_stream(app, &outgoing, committed, &mut tried).await?;
         let opened = match opened {
@@ -187,28 +188,29 @@ fn answers_in_one_json(
     path: &NativePath,
     method: &Method,
     asked_sse: bool,
+    upstream_sse: bool,
     upstream: &reqwest::Response,
 ) -> bool {
-    let sse = upstream
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/event-stream"));
     *method == Method::POST
         && match path.action() {
             Some("generateContent" | "countTokens" | "embedContent" | "batchEmbedContents") => true,
             // Events asked for (`alt=sse`) that come back as something else are one answer.
             Some("streamGenerateContent") => {
-                asked_sse && !sse && upstream.status().is_success() && {
-                    upstream
-                        .headers()
-                        .get(header::CONTENT_TYPE)
-                        .and_then(|value| value.to_str().ok())
-                        .is_some_and(|value| value.starts_with("application/json"))
-                }
+                asked_sse
+                    && !upstream_sse
+                    && upstream.status().is_success()
+                    && content_type_is(upstream.headers(), "application/json")
             }
             _ => false,
         }
+}
+
+/// Whether `headers` declare a content type starting with `prefix`.
+fn content_type_is(headers: &HeaderMap, prefix: &str) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with(prefix))
 }
 
 /// A whole answer read from the upstream.
@@ -280,7 +282,7 @@ struct OpenedEvents {
     headers: HeaderMap,
     key: Arc<PoolKey>,
     first: Bytes,
-    rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    rest: UpstreamBody,
 }
 
 /// Reads an event stream up to its first whole event before anything is relayed. Gemini can
@@ -300,28 +302,18 @@ async fn open_event_stream(
         let mut rest = committed.response.bytes_stream().boxed();
         let mut read = Vec::new();
         let mut decoder = translate::sse::SseDecoder::new();
-        let first = tokio::time::timeout(app.upstream.timeout(), async {
-            loop {
-                if let Some(event) = decoder.next_event() {
-                    return Some(event.data);
-                }
-                match rest.next().await {
-                    Some(Ok(bytes)) => {
-                        decoder.push(&bytes);
-                        read.extend_from_slice(&bytes);
-                    }
-                    Some(Err(_)) | None => return None,
-                }
-            }
-        })
+        let first = first_sse_event(
+            &mut rest,
+            &mut decoder,
+            Some(&mut read),
+            app.upstream.timeout(),
+        )
         .await;
         let budget_left = tried.len() <= app.upstream.max_retries() as usize;
         let failure = match first {
-            Ok(Some(data)) => {
-                let error = serde_json::from_str::<Value>(&data)
-                    .ok()
-                    .and_then(|value| value.get("error").cloned());
-                let Some(error) = error else {
+            Some(data) => {
+                let Some(error) = app.first_event_error(&key, outgoing.model.as_deref(), &data)
+                else {
                     return Ok(Ok(OpenedEvents {
                         status,
                         headers,
@@ -330,36 +322,23 @@ async fn open_event_stream(
                         rest,
                     }));
                 };
-                let code = error
-                    .get("code")
-                    .and_then(Value::as_u64)
-                    .and_then(|code| u16::try_from(code).ok())
-                    .unwrap_or(500);
-                let body = pool::redact_secrets(
-                    &serde_json::json!({ "error": error }).to_string(),
-                    &[key.secret()],
-                );
-                let verdict = pool::classify_upstream_error(code, body.as_bytes());
-                if let Some(failure) = &verdict.failure {
-                    app.learn(&key, outgoing.model.as_deref(), failure);
-                }
                 let mut error_headers = HeaderMap::new();
                 error_headers.insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json; charset=UTF-8"),
                 );
                 let answered = UpstreamFailure::Answered {
-                    status: StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY),
+                    status: StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY),
                     headers: error_headers,
-                    body: Bytes::from(body),
+                    body: Bytes::from(error.body),
                 };
-                if !verdict.retry_on_another_key || !budget_left {
+                if !error.retry_on_another_key || !budget_left {
                     return Ok(Err(answered));
                 }
                 answered
             }
             // It ended, broke or stayed silent before its first event.
-            Ok(None) | Err(_) => {
+            None => {
                 app.learn(&key, outgoing.model.as_deref(), &pool::Failure::Connection);
                 if !budget_left {
                     return Err(ApiError::UpstreamUnreachable);
@@ -676,14 +655,11 @@ pub fn relay_response(
 fn relay_parts(
     status: StatusCode,
     headers: HeaderMap,
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    body: UpstreamBody,
     idle: Duration,
     tap: Option<UsageTap>,
 ) -> Response {
-    let is_sse = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|value| value.starts_with("text/event-stream"));
+    let is_sse = content_type_is(&headers, "text/event-stream");
     let relayed = with_idle_timeout(body, idle, is_sse);
     let relayed: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> =
         if is_sse {

@@ -31,7 +31,7 @@ use crate::native::{
     ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited,
 };
 use crate::state::{App, AppState};
-use crate::upstream::{Outgoing, UpstreamFailure};
+use crate::upstream::{Outgoing, UpstreamBody, UpstreamFailure, first_sse_event};
 
 /// Comment lines sent while a thinking model is silent, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -224,7 +224,7 @@ struct OpenedStream {
     key: Arc<PoolKey>,
     decoder: SseDecoder,
     first_event: String,
-    rest: futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>,
+    rest: UpstreamBody,
 }
 
 /// Sends a streamed request, moving to another key until one answers with a first event that is
@@ -249,20 +249,9 @@ async fn open_stream(
         let key = committed.key;
         let mut rest = committed.response.bytes_stream().boxed();
         let mut decoder = SseDecoder::new();
-        let first = tokio::time::timeout(app.upstream.timeout(), async {
-            loop {
-                if let Some(event) = decoder.next_event() {
-                    return Some(event.data);
-                }
-                match rest.next().await {
-                    Some(Ok(bytes)) => decoder.push(&bytes),
-                    Some(Err(_)) | None => return None,
-                }
-            }
-        })
-        .await;
+        let first = first_sse_event(&mut rest, &mut decoder, None, app.upstream.timeout()).await;
         let budget_left = tried.len() <= app.upstream.max_retries() as usize;
-        let Ok(Some(data)) = first else {
+        let Some(data) = first else {
             // The stream ended, broke or stayed silent before its first event.
             app.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
             last_error = Some(ApiError::UpstreamUnreachable);
@@ -271,10 +260,7 @@ async fn open_stream(
             }
             return Err(ApiError::UpstreamUnreachable);
         };
-        let error = serde_json::from_str::<Value>(&data)
-            .ok()
-            .and_then(|value| value.get("error").cloned());
-        let Some(error) = error else {
+        let Some(error) = app.first_event_error(&key, outgoing.model.as_deref(), &data) else {
             return Ok(OpenedStream {
                 key,
                 decoder,
@@ -282,23 +268,8 @@ async fn open_stream(
                 rest,
             });
         };
-        // Gemini can put an error (a 429, an overload) in the first event of a 200 stream:
-        // nothing has reached the client yet, so it counts like an error status.
-        let status = error
-            .get("code")
-            .and_then(Value::as_u64)
-            .and_then(|code| u16::try_from(code).ok())
-            .unwrap_or(500);
-        let body = pool::redact_secrets(
-            &serde_json::json!({ "error": error }).to_string(),
-            &[key.secret()],
-        );
-        let verdict = pool::classify_upstream_error(status, body.as_bytes());
-        if let Some(failure) = &verdict.failure {
-            app.learn(&key, outgoing.model.as_deref(), failure);
-        }
-        let mapped = ApiError::Upstream(from_upstream(status, body.as_bytes(), model));
-        if !verdict.retry_on_another_key || !budget_left {
+        let mapped = ApiError::Upstream(from_upstream(error.status, error.body.as_bytes(), model));
+        if !error.retry_on_another_key || !budget_left {
             return Err(mapped);
         }
         last_error = Some(mapped);

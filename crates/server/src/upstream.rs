@@ -231,7 +231,82 @@ pub async fn read_error_body(response: reqwest::Response, key: &PoolKey) -> Byte
     Bytes::from(pool::redact_secrets(&text, &[key.secret()]))
 }
 
+/// An upstream body as the stream openers read it.
+pub type UpstreamBody = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
+
+/// Reads `body` until its first whole SSE event (or `limit` passes, or it ends or breaks first)
+/// and returns that event's data; every byte read is kept in `read` when given, for a caller
+/// that relays the stream unchanged.
+pub async fn first_sse_event(
+    body: &mut UpstreamBody,
+    decoder: &mut translate::sse::SseDecoder,
+    mut read: Option<&mut Vec<u8>>,
+    limit: Duration,
+) -> Option<String> {
+    let first = tokio::time::timeout(limit, async {
+        loop {
+            if let Some(event) = decoder.next_event() {
+                return Some(event.data);
+            }
+            match body.next().await {
+                Some(Ok(bytes)) => {
+                    decoder.push(&bytes);
+                    if let Some(read) = read.as_deref_mut() {
+                        read.extend_from_slice(&bytes);
+                    }
+                }
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await;
+    first.ok().flatten()
+}
+
+/// An error a 200 stream sent as its first event, as an error answer would have said it.
+pub struct EventError {
+    /// The error's own code (500 when it names none).
+    pub status: u16,
+    /// `{"error": …}`, with any key redacted.
+    pub body: String,
+    /// Whether another key may succeed.
+    pub retry_on_another_key: bool,
+}
+
 impl App {
+    /// Judges the first event of a 200 stream: `None` for an ordinary event; for an error event
+    /// (Gemini sends a 429 or an overload that way), what it says, after the pool has learned
+    /// from it. Nothing has reached the client yet, so it counts like an error status.
+    pub fn first_event_error(
+        &self,
+        key: &PoolKey,
+        model: Option<&str>,
+        data: &str,
+    ) -> Option<EventError> {
+        let error = serde_json::from_str::<serde_json::Value>(data)
+            .ok()?
+            .get("error")
+            .cloned()?;
+        let status = error
+            .get("code")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|code| u16::try_from(code).ok())
+            .unwrap_or(500);
+        let body = pool::redact_secrets(
+            &serde_json::json!({ "error": error }).to_string(),
+            &[key.secret()],
+        );
+        let verdict = classify_upstream_error(status, body.as_bytes());
+        if let Some(failure) = &verdict.failure {
+            self.learn(key, model, failure);
+        }
+        Some(EventError {
+            status,
+            body,
+            retry_on_another_key: verdict.retry_on_another_key,
+        })
+    }
+
     /// Sends `outgoing` with the first key that succeeds, trying up to `MAX_RETRIES` other keys
     /// after a failure another key may not have.
     pub async fn send_with_failover(
