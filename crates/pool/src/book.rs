@@ -219,6 +219,7 @@ impl ModelBook {
         next_midnight: impl Fn() -> u64,
     ) -> Check {
         let limits = self.limits;
+        let needs_lease = self.needs_lease();
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
         if quota.cooling_until > now {
@@ -251,17 +252,13 @@ impl ModelBook {
                 cooling: Cooling::Quota { daily: false },
             };
         }
-        if self.leased && (limits.rpm.is_some() || limits.rpd.is_some()) {
-            let quota = self.quota_mut(project, today);
-            if quota.lease_left == 0 || quota.lease_until <= now {
-                quota.lease_wanted = true;
-                return Check::Closed {
-                    until: now + crate::lease::LEASE_WAIT_MS,
-                    cooling: Cooling::Lease,
-                };
-            }
+        if needs_lease && (quota.lease_left == 0 || quota.lease_until <= now) {
+            quota.lease_wanted = true;
+            return Check::Closed {
+                until: now + crate::lease::LEASE_WAIT_MS,
+                cooling: Cooling::Lease,
+            };
         }
-        let quota = self.quota_mut(project, today);
         let day_left = limits.rpd.map_or(u32::MAX, |limit| limit - quota.day_count);
         let minute_left = limits.rpm.map_or(u32::MAX, |limit| {
             limit.saturating_sub(u32::try_from(quota.minute.len()).unwrap_or(u32::MAX))
@@ -269,9 +266,14 @@ impl ModelBook {
         Check::Open((day_left, minute_left))
     }
 
+    /// Whether requests need a lease: the quota is shared and this model has a request limit.
+    fn needs_lease(&self) -> bool {
+        self.leased && (self.limits.rpm.is_some() || self.limits.rpd.is_some())
+    }
+
     /// Counts a request against `project`.
     pub fn reserve(&mut self, project: &Arc<str>, now: u64, today: i32) {
-        let leased = self.leased && (self.limits.rpm.is_some() || self.limits.rpd.is_some());
+        let leased = self.needs_lease();
         let refill_below = crate::lease::refill_below(self.limits);
         let per_minute = self.limits.rpm.is_some();
         let quota = self.quota_mut(project, today);
