@@ -89,6 +89,7 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     if state.config.record_requests {
         let recorded = RecordedRequest {
             method: parts.method.to_string(),
+            version: format!("{:?}", parts.version),
             path: incoming.path.clone(),
             query: parts.uri.query().map(str::to_owned),
             api_key: incoming.header("x-goog-api-key").map(str::to_owned),

@@ -162,6 +162,8 @@ impl Injection {
 pub struct RecordedRequest {
     /// HTTP method.
     pub method: String,
+    /// HTTP version, such as `HTTP/2.0`.
+    pub version: String,
     /// Path, without the query.
     pub path: String,
     /// The raw query string.

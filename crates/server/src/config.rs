@@ -28,7 +28,7 @@ use url::Url;
 
 /// Every variable the configuration reads: name, default, meaning (for `--help`, `.env.example`
 /// and its test).
-pub const VARIABLES: [(&str, &str, &str); 15] = [
+pub const VARIABLES: [(&str, &str, &str); 16] = [
     ("LISTEN_ADDR", "0.0.0.0:8080", "where the gateway listens"),
     (
         "DATABASE_URL",
@@ -86,6 +86,11 @@ pub const VARIABLES: [(&str, &str, &str); 15] = [
         "",
         "http://, https:// or socks5:// proxy for upstream traffic",
     ),
+    (
+        "UPSTREAM_H2C",
+        "false",
+        "true to speak HTTP/2 without TLS to an http:// GEMINI_BASE_URL (a local stand-in or sidecar); https negotiates HTTP/2 either way",
+    ),
     ("RUST_LOG", "info", "log filter"),
     ("LOG_FORMAT", "text", "text, or json for JSON lines"),
 ];
@@ -137,6 +142,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     /// `OUTBOUND_PROXY`.
     pub outbound_proxy: Option<Url>,
+    /// HTTP/2 by prior knowledge to the upstream (h2c on an http:// base URL).
+    pub upstream_h2c: bool,
     /// `RUST_LOG`.
     pub log_filter: String,
     /// `LOG_FORMAT`.
@@ -210,6 +217,15 @@ impl Config {
             ));
         }
 
+        let upstream_h2c = match get("UPSTREAM_H2C")
+            .map(|v| v.to_ascii_lowercase())
+            .as_deref()
+        {
+            None | Some("false" | "0" | "no") => false,
+            Some("true" | "1" | "yes") => true,
+            Some(_) => return Err(error("UPSTREAM_H2C", "expected true or false")),
+        };
+
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -235,6 +251,7 @@ impl Config {
                 1,
             )?)),
             outbound_proxy,
+            upstream_h2c,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format,
         })
@@ -261,10 +278,15 @@ impl Config {
             },
         );
         format!(
-            "configuration is valid\n  listen:           {}\n  database:         {}\n  upstream:         {}\n  upstream keys:    {} ({} named projects)\n  client keys:      {}\n  admin user:       {} (password {})\n  limits:           {} per minute, {} per day, per project and model\n  retries:          {}\n  upstream timeout: {} s\n  proxy:            {}\n  log:              {} ({:?})",
+            "configuration is valid\n  listen:           {}\n  database:         {}\n  upstream:         {}{}\n  upstream keys:    {} ({} named projects)\n  client keys:      {}\n  admin user:       {} (password {})\n  limits:           {} per minute, {} per day, per project and model\n  retries:          {}\n  upstream timeout: {} s\n  proxy:            {}\n  log:              {} ({:?})",
             self.listen_addr,
             self.database_url,
             self.upstream_base_url,
+            if self.upstream_h2c {
+                " (HTTP/2 by prior knowledge)"
+            } else {
+                ""
+            },
             self.upstream_keys.len(),
             projects.len(),
             self.client_keys.len(),
@@ -432,6 +454,7 @@ mod tests {
         assert_eq!(config.log_filter, "info");
         assert_eq!(config.log_format, LogFormat::Text);
         assert!(config.outbound_proxy.is_none() && config.jwt_secret.is_none());
+        assert!(!config.upstream_h2c);
     }
 
     #[test]
@@ -459,7 +482,7 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_variable_and_hide_secrets() {
-        let cases: [(&str, &str, &str); 12] = [
+        let cases: [(&str, &str, &str); 13] = [
             (
                 "LISTEN_ADDR",
                 "localhost",
@@ -512,6 +535,11 @@ mod tests {
                 "OUTBOUND_PROXY: expected a http or https or socks5",
             ),
             ("LOG_FORMAT", "xml", "LOG_FORMAT: expected text or json"),
+            (
+                "UPSTREAM_H2C",
+                "maybe",
+                "UPSTREAM_H2C: expected true or false",
+            ),
         ];
         for (variable, value, expected) in cases {
             let message = parse(&[(variable, value)]).unwrap_err().to_string();
@@ -533,7 +561,10 @@ mod tests {
             .map(|line| line.trim_start_matches('#').trim())
             .filter_map(|line| line.split_once('=').map(|(name, _)| name))
             .filter(|name| {
-                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+                !name.is_empty()
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
             })
             .collect();
         listed.sort_unstable();
@@ -566,8 +597,10 @@ mod tests {
             ("UPSTREAM_TIMEOUT_SECS", "5"),
             ("LOG_FORMAT", "json"),
             ("ADMIN_PASSWORD", "   "),
+            ("UPSTREAM_H2C", "TRUE"),
         ])
         .unwrap();
+        assert!(config.upstream_h2c);
         assert_eq!(config.listen_addr.port(), 0);
         assert_eq!(config.client_keys.len(), 2);
         assert_eq!(config.upstream_timeout, Duration::from_secs(5));

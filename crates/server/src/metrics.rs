@@ -86,6 +86,14 @@ fn describe() {
     );
     metrics::describe_gauge!("gateway_keys", "Upstream keys by state.");
     metrics::describe_gauge!(
+        "gateway_upstream_http2_connections",
+        "HTTP/2 connections to the upstream carrying requests now."
+    );
+    metrics::describe_gauge!(
+        "gateway_upstream_http2_streams",
+        "Requests open on HTTP/2 connections to the upstream."
+    );
+    metrics::describe_gauge!(
         "gateway_quota_remaining",
         "Requests left per project and model, this minute and today."
     );
@@ -208,6 +216,9 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge!("gateway_keys", "state" => "cooling").set(cooling_keys as f64);
     gauge!("gateway_keys", "state" => "out_of_service").set(out as f64);
     gauge!("gateway_keys", "state" => "disabled").set(disabled as f64);
+    let (connections, streams) = state.upstream.lanes_in_use();
+    gauge!("gateway_upstream_http2_connections").set(connections as f64);
+    gauge!("gateway_upstream_http2_streams").set(streams as f64);
     // Named projects only (a key without a project is a project of its own: one series per key
     // would be unbounded), at most a few hundred series.
     for (project, model, minute, day) in state

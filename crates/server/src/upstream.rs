@@ -6,6 +6,7 @@
 //! request to the next key, and the pool learns from it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
@@ -57,9 +58,86 @@ pub fn allowlisted(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
     headers
 }
 
-/// The shared upstream client and where it points.
-pub struct Upstream {
+/// Streams one HTTP/2 connection carries before the next lane opens another. Google's front
+/// ends advertise `SETTINGS_MAX_CONCURRENT_STREAMS` = 100, and hyper's client never opens a
+/// second connection to an origin (RFC 9113 §9.1 says a client SHOULD NOT): past the limit,
+/// new requests would queue, silently, behind streams that may last minutes.
+const STREAMS_PER_LANE: usize = 100;
+
+/// Lanes at most: 25,600 concurrent upstream streams over HTTP/2.
+const MAX_LANES: usize = 256;
+
+/// One connection pool of the upstream client, and the requests it carries now.
+struct Lane {
     client: reqwest::Client,
+    open: Arc<AtomicUsize>,
+}
+
+/// A request's place on a lane, given back when its answer has been read to the end or dropped.
+struct LaneTicket(Option<Arc<AtomicUsize>>);
+
+impl Drop for LaneTicket {
+    fn drop(&mut self) {
+        if let Some(open) = &self.0 {
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An upstream answer's body that holds its request's lane ticket.
+struct TicketedBody {
+    body: reqwest::Body,
+    _ticket: LaneTicket,
+}
+
+impl http_body::Body for TicketedBody {
+    type Data = Bytes;
+    type Error = reqwest::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, reqwest::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request to the upstream, ready to send.
+pub struct UpstreamRequest {
+    builder: reqwest::RequestBuilder,
+    ticket: LaneTicket,
+}
+
+impl UpstreamRequest {
+    /// Sets the body.
+    pub fn body(self, body: impl Into<reqwest::Body>) -> Self {
+        Self {
+            builder: self.builder.body(body),
+            ticket: self.ticket,
+        }
+    }
+}
+
+/// The shared upstream client and where it points.
+///
+/// Over HTTP/1.1 one connection pool serves every request (it opens connections as needed).
+/// Over HTTP/2 (https with ALPN, or h2c by `UPSTREAM_H2C`) every pool keeps one connection, so
+/// the client is a row of lanes, each a pool of its own, opened one by one as the ones before
+/// fill up with `STREAMS_PER_LANE` open requests.
+pub struct Upstream {
+    first_lane: Lane,
+    more_lanes: Box<[std::sync::OnceLock<Lane>]>,
+    multiplexed: bool,
+    h2c: bool,
+    proxy: Option<url::Url>,
     base: String,
     timeout: Duration,
     max_retries: std::sync::atomic::AtomicU32,
@@ -122,19 +200,19 @@ pub enum UpstreamFailure {
 }
 
 impl Upstream {
-    /// Builds the one upstream client: connection reuse, `TCP_NODELAY`, optional proxy.
+    /// Builds the upstream client: connection reuse, `TCP_NODELAY`, optional proxy; its first
+    /// lane is built now, so that a bad proxy setting fails at start.
     pub fn new(config: &Config) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("gemini-pool/", env!("CARGO_PKG_VERSION")));
-        if let Some(proxy) = &config.outbound_proxy {
-            builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
-        }
         Ok(Self {
-            client: builder.build()?,
+            first_lane: Lane {
+                client: build_client(config.outbound_proxy.as_ref(), config.upstream_h2c)?,
+                open: Arc::default(),
+            },
+            more_lanes: (1..MAX_LANES).map(|_| std::sync::OnceLock::new()).collect(),
+            // https may negotiate HTTP/2 by ALPN; plain http speaks it only when told to.
+            multiplexed: config.upstream_h2c || config.upstream_base_url.scheme() == "https",
+            h2c: config.upstream_h2c,
+            proxy: config.outbound_proxy.clone(),
             base: config
                 .upstream_base_url
                 .as_str()
@@ -169,21 +247,60 @@ impl Upstream {
         path_and_query: &str,
         headers: HeaderMap,
         key: &PoolKey,
-    ) -> reqwest::RequestBuilder {
+    ) -> UpstreamRequest {
         let url = format!("{}/{path_and_query}", self.base);
-        self.client
-            .request(method, url)
-            .headers(headers)
-            .header("x-goog-api-key", key.secret())
+        let (client, ticket) = self.lane();
+        UpstreamRequest {
+            builder: client
+                .request(method, url)
+                .headers(headers)
+                .header("x-goog-api-key", key.secret()),
+            ticket,
+        }
+    }
+
+    /// The first lane with room for one more stream, opened if it is new; with every lane full,
+    /// the first (its connection queues the request).
+    fn lane(&self) -> (&reqwest::Client, LaneTicket) {
+        let first = &self.first_lane;
+        if !self.multiplexed {
+            // Over HTTP/1.1 the one pool opens as many connections as needed.
+            return (&first.client, LaneTicket(None));
+        }
+        let lanes = std::iter::once(first).chain(self.more_lanes.iter().map(|slot| {
+            slot.get_or_init(|| Lane {
+                client: build_client(self.proxy.as_ref(), self.h2c)
+                    .unwrap_or_else(|_| first.client.clone()),
+                open: Arc::default(),
+            })
+        }));
+        for lane in lanes {
+            if lane.open.fetch_add(1, Ordering::Relaxed) < STREAMS_PER_LANE {
+                return (&lane.client, LaneTicket(Some(Arc::clone(&lane.open))));
+            }
+            lane.open.fetch_sub(1, Ordering::Relaxed);
+        }
+        (&first.client, LaneTicket(None))
+    }
+
+    /// Connections to the upstream that carry requests now (HTTP/2 lanes in use), and the
+    /// requests on them: for the metrics.
+    pub fn lanes_in_use(&self) -> (usize, usize) {
+        std::iter::once(&self.first_lane)
+            .chain(self.more_lanes.iter().filter_map(std::sync::OnceLock::get))
+            .map(|lane| lane.open.load(Ordering::Relaxed))
+            .filter(|&open| open > 0)
+            .fold((0, 0), |(lanes, open), now| (lanes + 1, open + now))
     }
 
     /// Sends a request whose answer is bounded by the total timeout (non-streaming) or only up
     /// to the response head (streaming, which then has an idle timeout).
     pub async fn send(
         &self,
-        builder: reqwest::RequestBuilder,
+        request: UpstreamRequest,
         streaming: bool,
     ) -> Result<reqwest::Response, UpstreamFailure> {
+        let UpstreamRequest { builder, ticket } = request;
         let result = if streaming {
             tokio::time::timeout(self.timeout, builder.send())
                 .await
@@ -191,15 +308,48 @@ impl Upstream {
         } else {
             builder.timeout(self.timeout).send().await
         };
-        result.map_err(|error| {
+        let response = result.map_err(|error| {
             tracing::warn!(error = %without_url(&error), "upstream request failed");
             if error.is_timeout() {
                 UpstreamFailure::Timeout
             } else {
                 UpstreamFailure::Unreachable
             }
-        })
+        })?;
+        if ticket.0.is_none() || response.version() != reqwest::Version::HTTP_2 {
+            return Ok(response);
+        }
+        // The stream stays open on its lane until its body is read to the end or dropped.
+        let (parts, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+        let body = reqwest::Body::wrap(TicketedBody {
+            body,
+            _ticket: ticket,
+        });
+        Ok(reqwest::Response::from(http::Response::from_parts(
+            parts, body,
+        )))
     }
+}
+
+/// One connection pool to the upstream.
+fn build_client(proxy: Option<&url::Url>, h2c: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let mut builder = reqwest::Client::builder()
+        .tcp_nodelay(true)
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        // A connection that dies without a word would hold every stream on it until their idle
+        // timeouts: HTTP/2 pings find it within 40 s.
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("gemini-pool/", env!("CARGO_PKG_VERSION")));
+    if h2c {
+        builder = builder.http2_prior_knowledge();
+    }
+    if let Some(proxy) = proxy {
+        builder = builder.proxy(reqwest::Proxy::all(proxy.as_str())?);
+    }
+    builder.build()
 }
 
 /// A reqwest error's text without its URL (which holds the path, never the key, but is noise).
