@@ -67,7 +67,7 @@ impl Sample {
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .tcp_nodelay(true)
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(8192)
         .build()
         .unwrap_or_default()
 }
@@ -154,4 +154,42 @@ pub async fn closed_loop(
         }
     }
     all.finish(started.elapsed())
+}
+
+/// Open loop: `rate` requests per second for `duration`, each sent at its scheduled instant
+/// whether or not earlier ones have been answered; a latency counts from the scheduled instant,
+/// so a stall is charged to every request it delays (no coordinated omission).
+pub async fn open_loop(
+    client: &reqwest::Client,
+    call: &Call,
+    rate: u32,
+    duration: Duration,
+) -> Sample {
+    let started = Instant::now();
+    let total = (f64::from(rate) * duration.as_secs_f64()) as u64;
+    let spacing = Duration::from_secs(1) / rate.max(1);
+    let mut tasks = Vec::with_capacity(total as usize);
+    for i in 0..total {
+        let due = started + spacing * i as u32;
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
+        let client = client.clone();
+        let call = call.clone();
+        tasks.push(tokio::spawn(async move {
+            let (_, good) = send(&client, &call, false).await;
+            (due.elapsed(), good)
+        }));
+    }
+    let mut sample = Sample::default();
+    for task in tasks {
+        match task.await {
+            Ok((latency, good)) => {
+                sample.micros.push(latency.as_micros() as u64);
+                sample.errors += u64::from(!good);
+            }
+            Err(_) => sample.errors += 1,
+        }
+    }
+    sample.finish(started.elapsed())
 }

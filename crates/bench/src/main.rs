@@ -9,6 +9,7 @@ mod load;
 mod procs;
 mod report;
 mod scenarios;
+mod streams;
 
 use std::process::ExitCode;
 
@@ -32,7 +33,8 @@ fn main() -> ExitCode {
             .map(|()| true),
         ["all"] => runtime.block_on(scenarios::run(scenarios::Mode::All)),
         ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
-        _ => Err("usage: bench all | smoke".to_owned()),
+        ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
+        _ => Err("usage: bench all | smoke | part S2|S6|S8 ...".to_owned()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -71,18 +71,22 @@ impl Server {
 
     /// Resident memory now and at its peak, in KiB.
     pub fn memory_kib(&self) -> (u64, u64) {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|line| line.starts_with(name))
-                .and_then(|line| line.split_whitespace().nth(1))
-                .and_then(|kib| kib.parse().ok())
-                .unwrap_or(0)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
+        memory_kib(self.pid())
     }
+}
+
+/// Resident memory of a process now and at its peak, in KiB.
+pub fn memory_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|kib| kib.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
 }
 
 impl Drop for Server {
@@ -99,8 +103,30 @@ fn has_taskset() -> bool {
         .is_ok_and(|out| out.status.success())
 }
 
-/// CPU time (user + system) of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
+/// CPU time of a process: the sum over its threads of `/proc/<pid>/task/<tid>/schedstat`
+/// (nanoseconds, so that a few hundred requests can be measured); `/proc/<pid>/stat` (ticks of
+/// 10 ms) where that cannot be read. A thread that ended takes its time with it, so the rig only
+/// compares readings of processes whose threads live as long as they do (tokio's workers).
 pub fn cpu_time(pid: u32) -> Duration {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return cpu_ticks(pid);
+    };
+    let mut nanos = 0u64;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) else {
+            return cpu_ticks(pid);
+        };
+        nanos += stat
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Duration::from_nanos(nanos)
+}
+
+/// CPU time (user + system) of a process, from `/proc/<pid>/stat` (clock ticks of 10 ms).
+fn cpu_ticks(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may hold spaces) start after the last ')'.
     let fields: Vec<&str> = stat
