@@ -193,3 +193,47 @@ pub async fn open_loop(
     }
     sample.finish(started.elapsed())
 }
+
+/// Reads one stream whose events carry the mock's send stamps ([`mock_gemini::fast::STAMP`]);
+/// returns, for each event in order, how many microseconds after its stamp it arrived, and
+/// whether the stream answered 200 and ended with its expected text.
+pub async fn stamped_stream(client: &reqwest::Client, call: &Call) -> (Vec<i64>, bool) {
+    use mock_gemini::fast::{STAMP, STAMP_DIGITS};
+    let mut request = client.post(&call.url).body(call.body.clone());
+    for (name, value) in &call.headers {
+        request = request.header(*name, value);
+    }
+    let Ok(response) = request.send().await else {
+        return (Vec::new(), false);
+    };
+    let ok_status = response.status().is_success();
+    let mut stream = response.bytes_stream();
+    let mut body: Vec<u8> = Vec::new();
+    let mut scanned = 0;
+    let mut lateness = Vec::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_micros() as i64);
+        body.extend_from_slice(&chunk);
+        // Every whole stamp not seen yet.
+        while let Some(found) = body[scanned..]
+            .windows(STAMP.len())
+            .position(|window| window == STAMP.as_bytes())
+        {
+            let digits_at = scanned + found + STAMP.len();
+            let Some(digits) = body.get(digits_at..digits_at + STAMP_DIGITS) else {
+                break;
+            };
+            if let Some(sent) = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| d.parse::<i64>().ok())
+            {
+                lateness.push(now - sent);
+            }
+            scanned = digits_at + STAMP_DIGITS;
+        }
+    }
+    let good = ok_status && memchr_find(&body, call.expect.as_bytes());
+    (lateness, good)
+}

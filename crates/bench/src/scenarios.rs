@@ -24,7 +24,7 @@ const MODEL: &str = "gemini-2.5-flash";
 
 struct Rig {
     bin: PathBuf,
-    _data: PathBuf,
+    data: PathBuf,
     mock: Server,
     floor: Server,
     gateway: Server,
@@ -69,7 +69,11 @@ fn gateway(
         ("RUST_LOG", "info".to_owned()),
         ("PATH", std::env::var("PATH").unwrap_or_default()),
     ];
-    env.extend(extra.iter().map(|(name, value)| (*name, (*value).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
     Server::start(&bin.join("gemini-pool"), &[], &env, Some(1))
 }
 
@@ -105,7 +109,7 @@ async fn rig(bin: PathBuf) -> Result<Rig, String> {
     )?;
     Ok(Rig {
         bin,
-        _data: data,
+        data,
         mock,
         floor,
         gateway,
@@ -317,55 +321,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
 
     capacity(&rig, &http, &mut rows, &mut raw).await?;
 
-    // S5: per-chunk relay, 64 events 20 ms apart, native passthrough (every event one event).
-    let slow_mock = Server::start(
-        &rig.bin.join("mock-gemini"),
-        &[
-            "--fast",
-            "--stream-events",
-            "64",
-            "--stream-interval-ms",
-            "20",
-        ],
-        &[],
-        Some(0),
-    )?;
-    let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
-    let slow_gateway = gateway(&rig.bin, &data, &slow_mock.url, "bench-key-1@p1", "s5", &[])?;
-    let direct_stream = sequential(&http, &native(&slow_mock.url, true, "k", 16), 5, false).await;
-    let ours_stream = sequential(
-        &http,
-        &native(&slow_gateway.url, true, CLIENT_KEY, 16),
-        5,
-        false,
-    )
-    .await;
-    checked(&direct_stream, "S5 direct")?;
-    checked(&ours_stream, "S5 gateway")?;
-    let per_chunk = added(&ours_stream, &direct_stream, 50.0) / 64.0;
-    let body = http
-        .post(format!(
-            "{}/v1beta/models/{MODEL}:streamGenerateContent?alt=sse",
-            slow_gateway.url
-        ))
-        .header("x-goog-api-key", CLIENT_KEY)
-        .body(generate_body(16))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?
-        .text()
-        .await
-        .map_err(|e| e.to_string())?;
-    let events = body.matches("data: ").count();
-    rows.push(Row {
-        id: "S5",
-        what: "per-chunk relay, 64 events @ 20 ms, added per event (median stream)".into(),
-        target: "≤ 5 µs; every event relayed".into(),
-        ours: format!("{per_chunk:.1} µs, {events}/64 events"),
-        floor: "–".into(),
-        ratio: "–".into(),
-        met: Some(per_chunk <= 5.0 && events == 64),
-    });
+    relay(&rig, &http, &mut rows, &mut raw).await?;
 
     // S9: prompt size.
     let mut s9 = serde_json::Map::new();
@@ -407,7 +363,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
         .chain((1..10).map(|i| format!("bench-key-{i}@p{i}")))
         .collect::<Vec<_>>()
         .join(",");
-    let failover_gateway = gateway(&rig.bin, &data, &rig.mock.url, &keys, "s10", &[])?;
+    let failover_gateway = gateway(&rig.bin, &rig.data, &rig.mock.url, &keys, "s10", &[])?;
     sequential(&http, &openai(&failover_gateway.url, false, 16), 100, false).await;
     let failover = sequential(
         &http,
@@ -464,22 +420,22 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
         ratio: "–".into(),
         met: None,
     });
-    drop((slow_gateway, slow_mock, failover_gateway));
+    drop(failover_gateway);
 
-    fixed_rates(&rig, &http, &data, &mut rows, &mut raw).await?;
-    concurrency_sweep(&rig, &http, &data, &mut rows, &mut raw).await?;
-    open_streams(&rig, &data, &mut rows, &mut raw).await?;
+    fixed_rates(&rig, &http, &rig.data, &mut rows, &mut raw).await?;
+    concurrency_sweep(&rig, &http, &rig.data, &mut rows, &mut raw).await?;
+    open_streams(&rig, &rig.data, &mut rows, &mut raw).await?;
     finish(rows, raw, &machine, true, true)
 }
 
-/// Runs only the named scenarios of S2, S3, S6 and S8, and prints
+/// Runs only the named scenarios of S2, S3, S5, S6 and S8, and prints
 /// their rows without writing the results files: for working on one of them.
 pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let machine = environment();
     pin_self(0);
     let rig = rig(binaries()?).await?;
     let http = client();
-    let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
+    let data = rig.data.clone();
     let (mut rows, mut raw) = (Vec::new(), serde_json::Map::new());
     for name in names {
         match *name {
@@ -487,7 +443,8 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
             "S6" => open_streams(&rig, &data, &mut rows, &mut raw).await?,
             "S8" => concurrency_sweep(&rig, &http, &data, &mut rows, &mut raw).await?,
             "S3" => capacity(&rig, &http, &mut rows, &mut raw).await?,
-            other => return Err(format!("no part {other} (S2, S3, S6 or S8)")),
+            "S5" => relay(&rig, &http, &mut rows, &mut raw).await?,
+            other => return Err(format!("no part {other} (S2, S3, S5, S6 or S8)")),
         }
     }
     {
@@ -495,6 +452,119 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
         let _ = writeln!(std::io::stdout(), "{}", serde_json::Value::Object(raw));
     }
     finish(rows, serde_json::Map::new(), &machine, true, false)
+}
+
+/// S5: per-event relay. The mock writes the moment it sends each event into the event's text;
+/// the client subtracts it from the moment the event arrives, straight from the mock, through
+/// the floor, through the gateway's native passthrough and through its OpenAI translation.
+async fn relay(
+    rig: &Rig,
+    http: &reqwest::Client,
+    rows: &mut Vec<Row>,
+    raw: &mut serde_json::Map<String, Value>,
+) -> Result<(), String> {
+    let data = &rig.data;
+    let mut cells = serde_json::Map::new();
+    for (events, interval_ms, streams) in [(64usize, 20u64, 6usize), (1000, 1, 3)] {
+        let mock = Server::start(
+            &rig.bin.join("mock-gemini"),
+            &[
+                "--fast",
+                "--stamp-events",
+                "--stream-events",
+                &events.to_string(),
+                "--stream-interval-ms",
+                &interval_ms.to_string(),
+            ],
+            &[],
+            Some(0),
+        )?;
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
+        let floor = Server::start(
+            &me,
+            &["floor", "--listen", "127.0.0.1:0", "--upstream", &mock.url],
+            &[],
+            Some(1),
+        )?;
+        let ours = gateway(
+            &rig.bin,
+            data,
+            &mock.url,
+            "bench-key-1@p1",
+            &format!("s5-{events}"),
+            &[],
+        )?;
+        let calls = [
+            native(&mock.url, true, "k", 16),
+            native(&floor.url, true, "k", 16),
+            native(&ours.url, true, CLIENT_KEY, 16),
+            openai(&ours.url, true, 16),
+        ];
+        let mut lateness: [Vec<i64>; 4] = Default::default();
+        let mut fidelity = [true; 4];
+        let mut cpu = [Duration::ZERO; 4];
+        let servers = [&mock, &floor, &ours, &ours];
+        for _ in 0..streams {
+            for (i, call) in calls.iter().enumerate() {
+                let before = servers[i].cpu_time();
+                let (late, complete) = crate::load::stamped_stream(http, call).await;
+                cpu[i] += servers[i].cpu_time().saturating_sub(before);
+                fidelity[i] &= complete && late.len() == events;
+                lateness[i].extend(late);
+            }
+        }
+        for late in &mut lateness {
+            late.sort_unstable();
+        }
+        let at = |late: &[i64], p: f64| {
+            late.get(((p / 100.0) * late.len().saturating_sub(1) as f64).round() as usize)
+                .copied()
+                .unwrap_or(0) as f64
+        };
+        let extra = |i: usize, p: f64| (at(&lateness[i], p) - at(&lateness[0], p)).max(0.0);
+        // CPU per relayed event: the whole stream's CPU (its request included) over its events.
+        let cpu_per_event =
+            |i: usize| cpu[i].as_secs_f64() * 1e6 / (streams * events).max(1) as f64;
+        cells.insert(
+            format!("{events}x{interval_ms}ms"),
+            json!({"direct_p50": at(&lateness[0], 50.0), "direct_p99": at(&lateness[0], 99.0),
+                "floor_added_p50": extra(1, 50.0), "floor_added_p99": extra(1, 99.0),
+                "native_added_p50": extra(2, 50.0), "native_added_p99": extra(2, 99.0),
+                "openai_added_p50": extra(3, 50.0), "openai_added_p99": extra(3, 99.0),
+                "every_event_relayed": fidelity,
+                "cpu_us_per_event": {"floor": cpu_per_event(1), "native": cpu_per_event(2), "openai": cpu_per_event(3)}}),
+        );
+        for (i, what) in [(2, "native passthrough"), (3, "OpenAI translation")] {
+            let added_p99 = extra(i, 99.0);
+            rows.push(Row {
+                id: "S5",
+                what: format!(
+                    "per-event relay, {events} events @ {interval_ms} ms, {what}: added p99 (p50) per event"
+                ),
+                target: "≤ 5 µs; every event relayed".into(),
+                ours: format!(
+                    "{} ({}), {}",
+                    us(added_p99),
+                    us(extra(i, 50.0)),
+                    if fidelity[i] { "every event" } else { "events lost" }
+                ),
+                floor: format!("{} ({})", us(extra(1, 99.0)), us(extra(1, 50.0))),
+                ratio: ratio(added_p99, extra(1, 99.0)),
+                met: Some(added_p99 <= 5.0 && fidelity[i]),
+            });
+            rows.push(Row {
+                id: "S5",
+                what: format!("CPU per relayed event, {events} events @ {interval_ms} ms, {what}"),
+                target: "–".into(),
+                ours: format!("{:.1} µs", cpu_per_event(i)),
+                floor: format!("{:.1} µs", cpu_per_event(1)),
+                ratio: ratio(cpu_per_event(i), cpu_per_event(1)),
+                met: None,
+            });
+        }
+    }
+    raw.insert("s5".into(), Value::Object(cells));
+    Ok(())
 }
 
 /// S3: closed loop, requests per second on one core, CPU per request.
@@ -690,8 +760,13 @@ async fn concurrency_sweep(
                 / sample.micros.len().max(1) as f64
         };
         let before = servers.gateway.cpu_time();
-        let ours = closed_loop(http, &openai(&servers.gateway.url, false, 16), workers, duration)
-            .await;
+        let ours = closed_loop(
+            http,
+            &openai(&servers.gateway.url, false, 16),
+            workers,
+            duration,
+        )
+        .await;
         let ours_us = cpu_per_request(&servers.gateway, &ours, before);
         let before = servers.floor.cpu_time();
         let floor = closed_loop(

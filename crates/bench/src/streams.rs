@@ -96,12 +96,7 @@ fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Opens `count` streams, `per_batch` connections every 10 ms, and reads each to its end;
 /// `stall` is the longest gap between two reads that still counts as flowing.
-pub async fn hold(
-    request: StreamRequest,
-    count: usize,
-    per_batch: usize,
-    stall: Duration,
-) -> Held {
+pub async fn hold(request: StreamRequest, count: usize, per_batch: usize, stall: Duration) -> Held {
     let raw = format!(
         "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n{}\r\n{}",
         request.path,

@@ -25,7 +25,17 @@ pub struct FastConfig {
     pub response_delay: Duration,
     /// A key that always answers 429.
     pub fail_key: Option<String>,
+    /// Whether each streamed event's text starts with the moment it was sent (see [`STAMP`]).
+    pub stamp_events: bool,
 }
+
+/// With `stamp_events`, each event's text starts with this marker and the microseconds since the
+/// Unix epoch at which the mock wrote it, in 16 digits: a client on the same machine subtracts
+/// it from the moment the event arrived, through a proxy or straight.
+pub const STAMP: &str = "@@t=";
+
+/// Digits of a stamp.
+pub const STAMP_DIGITS: usize = 16;
 
 #[derive(Clone)]
 struct Prepared {
@@ -51,9 +61,12 @@ fn event(text: &str, last: bool, candidates: usize) -> serde_json::Value {
 
 /// The benchmark-mode router.
 pub fn router(config: FastConfig) -> Router {
-    let text: String = "lorem ipsum ".repeat(config.event_text_bytes / 12 + 1)
+    let mut text: String = "lorem ipsum ".repeat(config.event_text_bytes / 12 + 1)
         [..config.event_text_bytes]
         .to_owned();
+    if config.stamp_events {
+        text.insert_str(0, &format!("{STAMP}{} ", "0".repeat(STAMP_DIGITS)));
+    }
     let events = (0..config.stream_events.max(1))
         .map(|i| {
             let last = i + 1 == config.stream_events.max(1);
@@ -99,13 +112,17 @@ async fn answer(State(prepared): State<Prepared>, request: Request) -> Response 
     }
     if path.ends_with(":streamGenerateContent") {
         let interval = prepared.config.stream_interval;
+        let stamp = prepared.config.stamp_events;
         let events = prepared.events.clone();
         let body = futures_util::stream::unfold(
             (events.into_iter(), true),
             move |(mut events, first)| async move {
-                let event = events.next()?;
+                let mut event = events.next()?;
                 if !first && !interval.is_zero() {
                     tokio::time::sleep(interval).await;
+                }
+                if stamp {
+                    event = stamped(&event);
                 }
                 Some((Ok::<_, Infallible>(event), (events, false)))
             },
@@ -134,4 +151,22 @@ async fn answer(State(prepared): State<Prepared>, request: Request) -> Response 
             .into_response();
     }
     (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// `event` with the current time written over its stamp's zeros.
+fn stamped(event: &Bytes) -> Bytes {
+    let mut bytes = event.to_vec();
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_micros());
+    let digits = format!("{micros:0width$}", width = STAMP_DIGITS);
+    if let Some(at) = bytes
+        .windows(STAMP.len())
+        .position(|window| window == STAMP.as_bytes())
+        .map(|at| at + STAMP.len())
+        && let Some(slot) = bytes.get_mut(at..at + STAMP_DIGITS)
+    {
+        slot.copy_from_slice(&digits.as_bytes()[..STAMP_DIGITS]);
+    }
+    Bytes::from(bytes)
 }

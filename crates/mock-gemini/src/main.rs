@@ -3,7 +3,7 @@
 //! ```text
 //! mock-gemini [--listen ADDR] [--keys KEY@PROJECT,...] [--accept-any-key] [--rpm N] [--rpd N]
 //!             [--stream-events N] [--stream-interval-ms N] [--delay-ms N] [--no-record]
-//!             [--fast [--event-bytes N] [--fail-key KEY]]
+//!             [--fast [--event-bytes N] [--fail-key KEY] [--stamp-events]]
 //! ```
 //! `--fast` is the benchmark mode: pre-serialised answers for any key, no bookkeeping.
 //! It prints `mock-gemini listening on http://ADDR` once it accepts connections.
@@ -27,6 +27,11 @@ async fn main() -> Result<(), String> {
         Some(fast) => mock_gemini::fast::router(fast),
         None => MockGemini::new(config).router(),
     };
+    // Like Google's front ends, send every event at once: with Nagle's algorithm an event
+    // written while the one before is unacknowledged waits for the peer's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     axum::serve(listener, router)
         .await
         .map_err(|error| error.to_string())
@@ -40,6 +45,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
     let mut fast = false;
     let mut event_bytes = 64usize;
     let mut fail_key = None;
+    let mut stamp_events = false;
     while let Some(flag) = args.next() {
         let mut value = |name: &str| args.next().ok_or(format!("{name} needs a value"));
         let number = |text: String, name: &str| {
@@ -60,6 +66,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
                 event_bytes = number(value("--event-bytes")?, "--event-bytes")? as usize
             }
             "--fail-key" => fail_key = Some(value("--fail-key")?),
+            "--stamp-events" => stamp_events = true,
             "--no-record" => config.record_requests = false,
             "--rpm" => config.rpm_limit = Some(number(value("--rpm")?, "--rpm")? as u32),
             "--rpd" => config.rpd_limit = Some(number(value("--rpd")?, "--rpd")? as u32),
@@ -89,6 +96,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Parsed, String> 
         event_text_bytes: event_bytes,
         response_delay: config.response_delay,
         fail_key,
+        stamp_events,
     });
     Ok((listen, config, fast))
 }
