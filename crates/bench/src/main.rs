@@ -15,6 +15,11 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // The load side lives on core 0, with the mock: pinned before the runtime starts its
+    // threads, which inherit the affinity (pinning later would move only the main thread).
+    if args.first().is_some_and(|command| command != "floor") {
+        procs::pin_self(0);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -44,7 +44,12 @@ pub fn environment() -> Value {
         .to_owned();
     json!({
         "cpu": cpu,
-        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        // Counted from /proc (not the affinity: the rig pins itself to one core).
+        "cores": std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("processor"))
+            .count(),
         "kernel": command_output("uname", &["-r"]),
         "commit": command_output("git", &["rev-parse", "--short", "HEAD"]),
         "rustc": command_output("rustc", &["-V"]),

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::load::{Call, Sample, client, closed_loop, sequential};
-use crate::procs::{Server, pin_self};
+use crate::procs::Server;
 use crate::report::{Row, environment, json_report, markdown};
 
 /// Which run.
@@ -212,9 +212,7 @@ async fn interleaved<const N: usize>(
 
 /// Runs the scenarios; `Ok(false)` when a gated figure is out of bounds.
 pub async fn run(mode: Mode) -> Result<bool, String> {
-    // Read the machine before pinning this process to one core.
     let machine = environment();
-    pin_self(0);
     let bin = binaries()?;
     let rig = rig(bin).await?;
     let http = client();
@@ -432,7 +430,6 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
 /// their rows without writing the results files: for working on one of them.
 pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let machine = environment();
-    pin_self(0);
     let rig = rig(binaries()?).await?;
     let http = client();
     let data = rig.data.clone();

@@ -45,7 +45,7 @@ async fn main() -> ExitCode {
         }
         _ => {}
     }
-    server::telemetry::init(&config);
+    let _log_writer = server::telemetry::init(&config);
     let listen_addr = config.listen_addr;
     let state = match AppState::initialize(config).await {
         Ok(state) => state,

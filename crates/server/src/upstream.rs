@@ -138,7 +138,11 @@ pub struct Upstream {
     multiplexed: bool,
     h2c: bool,
     proxy: Option<url::Url>,
-    base: String,
+    /// The upstream origin, parsed once (a URL parsed per request, host and IDNA checks
+    /// included, was 3 % of the gateway's CPU time).
+    base: url::Url,
+    /// Its path without the trailing `/`, which every request path goes below.
+    base_path: String,
     timeout: Duration,
     max_retries: std::sync::atomic::AtomicU32,
 }
@@ -213,9 +217,10 @@ impl Upstream {
             multiplexed: config.upstream_h2c || config.upstream_base_url.scheme() == "https",
             h2c: config.upstream_h2c,
             proxy: config.outbound_proxy.clone(),
-            base: config
+            base: config.upstream_base_url.clone(),
+            base_path: config
                 .upstream_base_url
-                .as_str()
+                .path()
                 .trim_end_matches('/')
                 .to_owned(),
             timeout: config.upstream_timeout,
@@ -248,7 +253,13 @@ impl Upstream {
         headers: HeaderMap,
         key: &PoolKey,
     ) -> UpstreamRequest {
-        let url = format!("{}/{path_and_query}", self.base);
+        let (path, query) = match path_and_query.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path_and_query, None),
+        };
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}/{path}", self.base_path));
+        url.set_query(query);
         let (client, ticket) = self.lane();
         UpstreamRequest {
             builder: client
@@ -624,4 +635,68 @@ fn no_usable_key(error: PickError, outgoing: &Outgoing) -> UpstreamFailure {
         }
     };
     UpstreamFailure::NoUsableKey(message)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+
+    fn upstream(base: &str) -> (Upstream, Arc<PoolKey>) {
+        let config = Config::from_lookup(|name| match name {
+            "GEMINI_BASE_URL" => Some(base.to_owned()),
+            _ => None,
+        })
+        .unwrap();
+        let pool = pool::Pool::new(vec![pool::KeyRecord {
+            id: KeyId(1),
+            secret: secrecy::SecretString::from("AIzaTest-key-1"),
+            project: None,
+            enabled: true,
+            out_of_service: None,
+        }]);
+        (Upstream::new(&config).unwrap(), pool.key(KeyId(1)).unwrap())
+    }
+
+    fn url_of(upstream: &Upstream, key: &PoolKey, path_and_query: &str) -> String {
+        let request = upstream.request(Method::POST, path_and_query, HeaderMap::new(), key);
+        request.builder.build().unwrap().url().to_string()
+    }
+
+    #[test]
+    fn request_urls_go_below_the_base_path_with_their_query() {
+        let (plain, key) = upstream("https://generativelanguage.googleapis.com");
+        assert_eq!(
+            url_of(
+                &plain,
+                &key,
+                "v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+            ),
+            "https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        );
+        let (prefixed, key) = upstream("http://127.0.0.1:9/gemini/");
+        assert_eq!(
+            url_of(&prefixed, &key, "v1beta/files?pageSize=10&pageToken=a%2Fb"),
+            "http://127.0.0.1:9/gemini/v1beta/files?pageSize=10&pageToken=a%2Fb"
+        );
+        assert_eq!(
+            url_of(&prefixed, &key, "upload/v1beta/files"),
+            "http://127.0.0.1:9/gemini/upload/v1beta/files"
+        );
+    }
+
+    #[test]
+    fn plain_http_uses_no_lanes_and_https_counts_its_requests() {
+        let (plain, key) = upstream("http://127.0.0.1:9");
+        let request = plain.request(Method::GET, "v1beta/models", HeaderMap::new(), &key);
+        assert!(request.ticket.0.is_none());
+        let (tls, key) = upstream("https://generativelanguage.googleapis.com");
+        let held: Vec<_> = (0..STREAMS_PER_LANE + 1)
+            .map(|_| tls.request(Method::GET, "v1beta/models", HeaderMap::new(), &key))
+            .collect();
+        assert_eq!(tls.lanes_in_use(), (2, STREAMS_PER_LANE + 1));
+        drop(held);
+        assert_eq!(tls.lanes_in_use(), (0, 0));
+    }
 }
