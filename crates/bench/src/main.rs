@@ -6,6 +6,7 @@
 
 mod floor;
 mod load;
+mod peers;
 mod procs;
 mod report;
 mod scenarios;
@@ -39,7 +40,8 @@ fn main() -> ExitCode {
         ["all"] => runtime.block_on(scenarios::run(scenarios::Mode::All)),
         ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
         ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
-        _ => Err("usage: bench all | smoke | part S2|S6|S8 ...".to_owned()),
+        ["peers"] => runtime.block_on(peers::run()),
+        _ => Err("usage: bench all | smoke | peers | part S2|S3|S5|S6|S8 ...".to_owned()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

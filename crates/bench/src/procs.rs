@@ -59,6 +59,53 @@ impl Server {
         }
     }
 
+    /// Starts a server that does not print its address: on a free port given by `args_for`,
+    /// ready when `health` answers 200 (within 120 s).
+    pub fn start_on_free_port(
+        program: &Path,
+        args_for: impl Fn(u16) -> Vec<String>,
+        env: &[(&str, String)],
+        core: Option<usize>,
+        health: &str,
+    ) -> Result<Self, String> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let args = args_for(port);
+        let mut command = match core.filter(|_| has_taskset()) {
+            Some(core) => {
+                let mut command = Command::new("taskset");
+                command.arg("-c").arg(core.to_string()).arg(program);
+                command
+            }
+            None => Command::new(program),
+        };
+        let mut child = command
+            .args(&args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", program.display()))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        while std::time::Instant::now() < deadline {
+            if answers_ok(port, health) {
+                return Ok(Self {
+                    child,
+                    url: format!("http://127.0.0.1:{port}"),
+                });
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = child.kill();
+        Err(format!("{} did not become ready", program.display()))
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -148,4 +195,19 @@ pub fn pin_self(core: usize) {
             .stdout(Stdio::null())
             .status();
     }
+}
+
+/// Whether `GET path` on the local `port` answers 200.
+fn answers_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.ends_with(b" 200")
 }

@@ -19,18 +19,18 @@ pub enum Mode {
     Smoke,
 }
 
-const CLIENT_KEY: &str = "bench-client-key";
-const MODEL: &str = "gemini-2.5-flash";
+pub(crate) const CLIENT_KEY: &str = "bench-client-key";
+pub(crate) const MODEL: &str = "gemini-2.5-flash";
 
-struct Rig {
-    bin: PathBuf,
-    data: PathBuf,
-    mock: Server,
-    floor: Server,
-    gateway: Server,
+pub(crate) struct Rig {
+    pub(crate) bin: PathBuf,
+    pub(crate) data: PathBuf,
+    pub(crate) mock: Server,
+    pub(crate) floor: Server,
+    pub(crate) gateway: Server,
 }
 
-fn binaries() -> Result<PathBuf, String> {
+pub(crate) fn binaries() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().ok_or("no binary folder")?.to_path_buf();
     let release = dir.ends_with("release");
@@ -46,7 +46,7 @@ fn binaries() -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn gateway(
+pub(crate) fn gateway(
     bin: &Path,
     data: &Path,
     upstream: &str,
@@ -77,7 +77,7 @@ fn gateway(
     Server::start(&bin.join("gemini-pool"), &[], &env, Some(1))
 }
 
-async fn rig(bin: PathBuf) -> Result<Rig, String> {
+pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
     let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
     let mock = Server::start(
@@ -123,7 +123,7 @@ fn generate_body(prompt_bytes: usize) -> bytes::Bytes {
     )
 }
 
-fn chat_body(prompt_bytes: usize, stream: bool) -> bytes::Bytes {
+pub(crate) fn chat_body(prompt_bytes: usize, stream: bool) -> bytes::Bytes {
     let text = "x".repeat(prompt_bytes);
     bytes::Bytes::from(
         json!({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": text}]})
@@ -131,7 +131,7 @@ fn chat_body(prompt_bytes: usize, stream: bool) -> bytes::Bytes {
     )
 }
 
-fn native(base: &str, stream: bool, key: &str, prompt_bytes: usize) -> Call {
+pub(crate) fn native(base: &str, stream: bool, key: &str, prompt_bytes: usize) -> Call {
     let action = if stream {
         "streamGenerateContent?alt=sse"
     } else {
@@ -148,7 +148,7 @@ fn native(base: &str, stream: bool, key: &str, prompt_bytes: usize) -> Call {
     }
 }
 
-fn openai(base: &str, stream: bool, prompt_bytes: usize) -> Call {
+pub(crate) fn openai(base: &str, stream: bool, prompt_bytes: usize) -> Call {
     Call {
         url: format!("{base}/v1/chat/completions"),
         body: chat_body(prompt_bytes, stream),
@@ -160,7 +160,7 @@ fn openai(base: &str, stream: bool, prompt_bytes: usize) -> Call {
     }
 }
 
-fn us(value: f64) -> String {
+pub(crate) fn us(value: f64) -> String {
     if value.is_nan() {
         "–".to_owned()
     } else if value >= 1000.0 {
@@ -170,7 +170,7 @@ fn us(value: f64) -> String {
     }
 }
 
-fn ratio(ours: f64, floor: f64) -> String {
+pub(crate) fn ratio(ours: f64, floor: f64) -> String {
     if floor > 0.0 && ours.is_finite() {
         format!("{:.2}×", ours / floor)
     } else {
@@ -179,11 +179,11 @@ fn ratio(ours: f64, floor: f64) -> String {
 }
 
 /// Added latency: percentile through the proxy minus the same percentile straight to the mock.
-fn added(through: &Sample, direct: &Sample, p: f64) -> f64 {
+pub(crate) fn added(through: &Sample, direct: &Sample, p: f64) -> f64 {
     (through.percentile(p) - direct.percentile(p)).max(0.0)
 }
 
-fn checked(sample: &Sample, what: &str) -> Result<(), String> {
+pub(crate) fn checked(sample: &Sample, what: &str) -> Result<(), String> {
     if sample.errors > 0 {
         return Err(format!(
             "{what}: {} of {} answers were wrong",
@@ -195,7 +195,7 @@ fn checked(sample: &Sample, what: &str) -> Result<(), String> {
 }
 
 /// Runs `count` sequential calls of each of `calls`, a tenth at a time in turn.
-async fn interleaved<const N: usize>(
+pub(crate) async fn interleaved<const N: usize>(
     http: &reqwest::Client,
     calls: &[Call; N],
     count: usize,

@@ -91,7 +91,18 @@ pub fn router(config: FastConfig) -> Router {
 
 async fn answer(State(prepared): State<Prepared>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let key = request.headers().get("x-goog-api-key").cloned();
+    // The key in the header, or in `?key=` (both reach Gemini; some gateways use the query).
+    let key = request
+        .headers()
+        .get("x-goog-api-key")
+        .cloned()
+        .or_else(|| {
+            request
+                .uri()
+                .query()
+                .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("key=")))
+                .and_then(|key| axum::http::HeaderValue::from_str(key).ok())
+        });
     // Drain the body, as a real server would.
     let _ = axum::body::to_bytes(request.into_body(), 256 * 1024 * 1024).await;
     if key.is_none() {
