@@ -22,14 +22,7 @@ impl Server {
         env: &[(&str, String)],
         core: Option<usize>,
     ) -> Result<Self, String> {
-        let mut command = match core.filter(|_| has_taskset()) {
-            Some(core) => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(core.to_string()).arg(program);
-                command
-            }
-            None => Command::new(program),
-        };
+        let mut command = on_core(program, core);
         command
             .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -73,15 +66,7 @@ impl Server {
             .map_err(|e| e.to_string())?
             .port();
         let args = args_for(port);
-        let mut command = match core.filter(|_| has_taskset()) {
-            Some(core) => {
-                let mut command = Command::new("taskset");
-                command.arg("-c").arg(core.to_string()).arg(program);
-                command
-            }
-            None => Command::new(program),
-        };
-        let mut child = command
+        let mut child = on_core(program, core)
             .args(&args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
@@ -140,6 +125,18 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A command running `program`, pinned to `core` when one is given and `taskset` exists.
+fn on_core(program: &Path, core: Option<usize>) -> Command {
+    match core.filter(|_| has_taskset()) {
+        Some(core) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(core.to_string()).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 

@@ -77,21 +77,25 @@ pub(crate) fn gateway(
     Server::start(&bin.join("gemini-pool"), &[], &env, Some(1))
 }
 
-pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
-    let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
-    let mock = Server::start(
-        &bin.join("mock-gemini"),
-        &[
-            "--fast",
-            "--stream-events",
-            "8",
-            "--fail-key",
-            "bench-fail-key",
-        ],
-        &[],
-        Some(0),
-    )?;
+/// Four keys in four projects.
+const FOUR_KEYS: &str = "bench-key-1@p1,bench-key-2@p2,bench-key-3@p3,bench-key-4@p4";
+
+/// A mock started with `mock_args` (on the load's core), and a floor and a gateway with `keys`
+/// in front of it (on the other).
+struct Servers {
+    mock: Server,
+    floor: Server,
+    gateway: Server,
+}
+
+fn servers(
+    bin: &Path,
+    data: &Path,
+    mock_args: &[&str],
+    keys: &str,
+    name: &str,
+) -> Result<Servers, String> {
+    let mock = Server::start(&bin.join("mock-gemini"), mock_args, &[], Some(0))?;
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let floor = Server::start(
         &me,
@@ -99,13 +103,33 @@ pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
         &[],
         Some(1),
     )?;
-    let gateway = gateway(
+    let gateway = gateway(bin, data, &mock.url, keys, name, &[])?;
+    Ok(Servers {
+        mock,
+        floor,
+        gateway,
+    })
+}
+
+pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
+    let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    let Servers {
+        mock,
+        floor,
+        gateway,
+    } = servers(
         &bin,
         &data,
-        &mock.url,
-        "bench-key-1@p1,bench-key-2@p2,bench-key-3@p3,bench-key-4@p4",
+        &[
+            "--fast",
+            "--stream-events",
+            "8",
+            "--fail-key",
+            "bench-fail-key",
+        ],
+        FOUR_KEYS,
         "main",
-        &[],
     )?;
     Ok(Rig {
         bin,
@@ -463,8 +487,13 @@ async fn relay(
     let data = &rig.data;
     let mut cells = serde_json::Map::new();
     for (events, interval_ms, streams) in [(64usize, 20u64, 6usize), (1000, 1, 3)] {
-        let mock = Server::start(
-            &rig.bin.join("mock-gemini"),
+        let Servers {
+            mock,
+            floor,
+            gateway: ours,
+        } = servers(
+            &rig.bin,
+            data,
             &[
                 "--fast",
                 "--stamp-events",
@@ -473,23 +502,8 @@ async fn relay(
                 "--stream-interval-ms",
                 &interval_ms.to_string(),
             ],
-            &[],
-            Some(0),
-        )?;
-        let me = std::env::current_exe().map_err(|e| e.to_string())?;
-        let floor = Server::start(
-            &me,
-            &["floor", "--listen", "127.0.0.1:0", "--upstream", &mock.url],
-            &[],
-            Some(1),
-        )?;
-        let ours = gateway(
-            &rig.bin,
-            data,
-            &mock.url,
             "bench-key-1@p1",
             &format!("s5-{events}"),
-            &[],
         )?;
         let calls = [
             native(&mock.url, true, "k", 16),
@@ -630,43 +644,6 @@ async fn capacity(
     Ok(())
 }
 
-/// A mock answering after `delay_ms`, and a gateway and a floor in front of it.
-fn delayed_rig(rig: &Rig, data: &Path, delay_ms: u64, name: &str) -> Result<Rig2, String> {
-    let mock = Server::start(
-        &rig.bin.join("mock-gemini"),
-        &["--fast", "--delay-ms", &delay_ms.to_string()],
-        &[],
-        Some(0),
-    )?;
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let floor = Server::start(
-        &me,
-        &["floor", "--listen", "127.0.0.1:0", "--upstream", &mock.url],
-        &[],
-        Some(1),
-    )?;
-    let gateway = gateway(
-        &rig.bin,
-        data,
-        &mock.url,
-        "bench-key-1@p1,bench-key-2@p2,bench-key-3@p3,bench-key-4@p4",
-        name,
-        &[],
-    )?;
-    Ok(Rig2 {
-        mock,
-        floor,
-        gateway,
-    })
-}
-
-/// The three servers of a scenario with its own mock.
-struct Rig2 {
-    mock: Server,
-    floor: Server,
-    gateway: Server,
-}
-
 /// S2: added latency at fixed request rates (open loop), with the mock answering at once and
 /// after 50 ms; the knee is the highest rate whose p99 stays within 1 ms of the mock's own.
 async fn fixed_rates(
@@ -679,7 +656,13 @@ async fn fixed_rates(
     const RATES: [u32; 5] = [500, 1000, 2000, 5000, 10_000];
     let mut cells = serde_json::Map::new();
     for delay in [0u64, 50] {
-        let servers = delayed_rig(rig, data, delay, &format!("s2-{delay}"))?;
+        let servers = servers(
+            &rig.bin,
+            data,
+            &["--fast", "--delay-ms", &delay.to_string()],
+            FOUR_KEYS,
+            &format!("s2-{delay}"),
+        )?;
         let direct_call = native(&servers.mock.url, false, "k", 16);
         let ours_call = openai(&servers.gateway.url, false, 16);
         let floor_call = native(&servers.floor.url, false, "k", 16);
@@ -746,7 +729,13 @@ async fn concurrency_sweep(
     rows: &mut Vec<Row>,
     raw: &mut serde_json::Map<String, Value>,
 ) -> Result<(), String> {
-    let servers = delayed_rig(rig, data, 50, "s8")?;
+    let servers = servers(
+        &rig.bin,
+        data,
+        &["--fast", "--delay-ms", "50"],
+        FOUR_KEYS,
+        "s8",
+    )?;
     let mut cells = serde_json::Map::new();
     let mut ours_cpu = Vec::new();
     let mut floor_cpu = Vec::new();
@@ -839,7 +828,7 @@ async fn open_streams(
         &rig.bin,
         data,
         &mock.url,
-        "bench-key-1@p1,bench-key-2@p2,bench-key-3@p3,bench-key-4@p4",
+        FOUR_KEYS,
         "s6",
         &[("UPSTREAM_H2C", "true")],
     )?;
