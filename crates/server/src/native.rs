@@ -335,7 +335,7 @@ async fn open_event_stream(
                 if !error.retry_on_another_key || !budget_left {
                     return Ok(Err(answered));
                 }
-                answered
+                Some(answered)
             }
             // It ended, broke or stayed silent before its first event.
             None => {
@@ -343,23 +343,19 @@ async fn open_event_stream(
                 if !budget_left {
                     return Err(ApiError::UpstreamUnreachable);
                 }
-                UpstreamFailure::Answered {
-                    status: StatusCode::BAD_GATEWAY,
-                    headers: HeaderMap::new(),
-                    body: Bytes::new(),
-                }
+                None
             }
         };
         tracing::info!(key_id = %key.id(), "the stream failed before its first event: trying another key");
         committed = match app.send_with_failover_after(outgoing, tried).await {
             Ok(next) => next,
             // Out of keys: the failure of this stream is the answer.
-            Err(UpstreamFailure::NoUsableKey(_)) => match failure {
-                UpstreamFailure::Answered { body, .. } if body.is_empty() => {
-                    return Err(ApiError::UpstreamUnreachable);
-                }
-                failure => return Ok(Err(failure)),
-            },
+            Err(UpstreamFailure::NoUsableKey(_)) => {
+                return match failure {
+                    Some(answered) => Ok(Err(answered)),
+                    None => Err(ApiError::UpstreamUnreachable),
+                };
+            }
             Err(other) => return Ok(Err(other)),
         };
     }
