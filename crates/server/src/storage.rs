@@ -723,7 +723,18 @@ pub struct UsageFilter {
     pub upstream_key_id: Option<i64>,
 }
 
-/// The SQL of a [`UsageFilter`], bound as parameters 2 to 4.
+/// A query of the `Any` driver.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `query` with `filter` bound as the parameters 2 to 4 that [`USAGE_FILTER`] names.
+fn with_usage_filter<'q>(query: AnyQuery<'q>, filter: &'q UsageFilter) -> AnyQuery<'q> {
+    query
+        .bind(filter.model.as_deref())
+        .bind(filter.client_key_id)
+        .bind(filter.upstream_key_id)
+}
+
+/// The SQL of a [`UsageFilter`], bound as parameters 2 to 4 (by [`with_usage_filter`]).
 const USAGE_FILTER: &str = "AND ($2 IS NULL OR model = $2) AND ($3 IS NULL OR client_key_id = $3)
      AND ($4 IS NULL OR upstream_key_id = $4)";
 
@@ -1025,16 +1036,16 @@ impl Storage {
         since_ms: i64,
         filter: &UsageFilter,
     ) -> Result<Vec<SeriesPoint>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT (at_ms / 3600000) * 3600000 AS bucket, COUNT(*) AS requests,
+        let rows = with_usage_filter(
+            sqlx::query(&format!(
+                "SELECT (at_ms / 3600000) * 3600000 AS bucket, COUNT(*) AS requests,
                     CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
              FROM request_logs WHERE at_ms >= $1 {USAGE_FILTER} GROUP BY bucket ORDER BY bucket"
-        ))
-        .bind(since_ms)
-        .bind(filter.model.as_deref())
-        .bind(filter.client_key_id)
-        .bind(filter.upstream_key_id)
+            ))
+            .bind(since_ms),
+            filter,
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(series_point).collect()
@@ -1047,16 +1058,16 @@ impl Storage {
         since_day: i32,
         filter: &UsageFilter,
     ) -> Result<Vec<SeriesPoint>, StorageError> {
-        let rows = sqlx::query(&format!(
-            "SELECT day AS bucket, CAST(SUM(requests) AS BIGINT) AS requests,
+        let rows = with_usage_filter(
+            sqlx::query(&format!(
+                "SELECT day AS bucket, CAST(SUM(requests) AS BIGINT) AS requests,
                     CAST(SUM(errors) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens + completion_tokens) AS BIGINT) AS tokens
              FROM usage_daily WHERE day >= $1 {USAGE_FILTER} GROUP BY day ORDER BY day"
-        ))
-        .bind(since_day)
-        .bind(filter.model.as_deref())
-        .bind(filter.client_key_id)
-        .bind(filter.upstream_key_id)
+            ))
+            .bind(since_day),
+            filter,
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(series_point).collect()
@@ -1075,18 +1086,18 @@ impl Storage {
             BreakdownDimension::ClientKey => "CAST(client_key_id AS TEXT)",
             BreakdownDimension::UpstreamKey => "CAST(upstream_key_id AS TEXT)",
         };
-        let rows = sqlx::query(&format!(
-            "SELECT {column} AS name, CAST(SUM(requests) AS BIGINT) AS requests,
+        let rows = with_usage_filter(
+            sqlx::query(&format!(
+                "SELECT {column} AS name, CAST(SUM(requests) AS BIGINT) AS requests,
                     CAST(SUM(errors) AS BIGINT) AS errors,
                     CAST(SUM(prompt_tokens) AS BIGINT) AS prompt,
                     CAST(SUM(completion_tokens) AS BIGINT) AS completion
              FROM usage_daily WHERE day >= $1 {USAGE_FILTER}
              GROUP BY name ORDER BY requests DESC LIMIT 50"
-        ))
-        .bind(since_day)
-        .bind(filter.model.as_deref())
-        .bind(filter.client_key_id)
-        .bind(filter.upstream_key_id)
+            ))
+            .bind(since_day),
+            filter,
+        )
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
