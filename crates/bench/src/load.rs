@@ -18,6 +18,17 @@ pub struct Call {
     pub expect: &'static str,
 }
 
+impl Call {
+    /// The request, ready to send with `client`.
+    fn request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+        let mut request = client.post(&self.url).body(self.body.clone());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        request
+    }
+}
+
 /// Latencies and errors of a run.
 #[derive(Debug, Default, Clone)]
 pub struct Sample {
@@ -74,11 +85,7 @@ pub fn client() -> reqwest::Client {
 
 async fn send(client: &reqwest::Client, call: &Call, first_byte_only: bool) -> (Duration, bool) {
     let started = Instant::now();
-    let mut request = client.post(&call.url).body(call.body.clone());
-    for (name, value) in &call.headers {
-        request = request.header(*name, value);
-    }
-    let Ok(response) = request.send().await else {
+    let Ok(response) = call.request(client).send().await else {
         return (started.elapsed(), false);
     };
     let ok_status = response.status().is_success();
@@ -199,11 +206,7 @@ pub async fn open_loop(
 /// whether the stream answered 200 and ended with its expected text.
 pub async fn stamped_stream(client: &reqwest::Client, call: &Call) -> (Vec<i64>, bool) {
     use mock_gemini::fast::{STAMP, STAMP_DIGITS};
-    let mut request = client.post(&call.url).body(call.body.clone());
-    for (name, value) in &call.headers {
-        request = request.header(*name, value);
-    }
-    let Ok(response) = request.send().await else {
+    let Ok(response) = call.request(client).send().await else {
         return (Vec::new(), false);
     };
     let ok_status = response.status().is_success();

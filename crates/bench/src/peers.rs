@@ -132,12 +132,14 @@ pub async fn run() -> Result<bool, String> {
     let litellm = litellm(&dir, &rig.data, &rig.mock.url)?;
     let http = client();
     let mock = rig.mock.url.clone();
-    let servers = [&rig.gateway, &portkey, &litellm];
+    // The columns of the table, in order; the floor passes a native request through.
+    let entrants: [&Server; 4] = [&rig.gateway, &portkey, &litellm, &rig.floor];
     let calls = |stream: bool| {
         [
             openai(&rig.gateway.url, stream, 16),
             portkey_call(&portkey.url, &mock, stream),
             litellm_call(&litellm.url, stream),
+            native(&rig.floor.url, stream, "k", 16),
         ]
     };
     for call in calls(false).iter().chain(calls(true).iter()) {
@@ -147,55 +149,35 @@ pub async fn run() -> Result<bool, String> {
         )?;
     }
 
-    // One at a time, interleaved in rounds: direct, floor, then each proxy.
-    let [ours, pk, ll] = calls(false);
-    let one_at_a_time = [
-        native(&mock, false, "k", 16),
-        native(&rig.floor.url, false, "k", 16),
-        ours,
-        pk,
-        ll,
-    ];
-    let [direct, floor, s1_ours, s1_portkey, s1_litellm] =
-        interleaved(&http, &one_at_a_time, 2000, false).await;
-    for sample in [&direct, &floor, &s1_ours, &s1_portkey, &s1_litellm] {
+    // One at a time, interleaved in rounds: straight to the mock, then each entrant.
+    let [ours, pk, ll, floor] = calls(false);
+    let [direct, s1 @ ..] = interleaved(
+        &http,
+        &[native(&mock, false, "k", 16), ours, pk, ll, floor],
+        2000,
+        false,
+    )
+    .await;
+    let [ours, pk, ll, floor] = calls(true);
+    let [direct_ttfb, s4 @ ..] = interleaved(
+        &http,
+        &[native(&mock, true, "k", 16), ours, pk, ll, floor],
+        500,
+        true,
+    )
+    .await;
+    for sample in std::iter::once(&direct).chain(&s1) {
         checked(sample, "peers S1")?;
     }
-    let [ours, pk, ll] = calls(true);
-    let streams = [
-        native(&mock, true, "k", 16),
-        native(&rig.floor.url, true, "k", 16),
-        ours,
-        pk,
-        ll,
-    ];
-    let [direct_ttfb, floor_ttfb, s4_ours, s4_portkey, s4_litellm] =
-        interleaved(&http, &streams, 500, true).await;
-    for sample in [
-        &direct_ttfb,
-        &floor_ttfb,
-        &s4_ours,
-        &s4_portkey,
-        &s4_litellm,
-    ] {
+    for sample in std::iter::once(&direct_ttfb).chain(&s4) {
         checked(sample, "peers S4")?;
     }
 
     // Closed loop, 64 at a time, 4 s each: requests per second and CPU per request.
     let mut capacity = Vec::new();
-    let floor_call = native(&rig.floor.url, false, "k", 16);
-    let closed: [(&Server, Call); 4] = {
-        let [ours, pk, ll] = calls(false);
-        [
-            (&rig.floor, floor_call),
-            (servers[0], ours),
-            (servers[1], pk),
-            (servers[2], ll),
-        ]
-    };
-    for (server, call) in &closed {
+    for (server, call) in entrants.iter().zip(calls(false)) {
         let before = server.cpu_time();
-        let run = closed_loop(&http, call, 64, Duration::from_secs(4)).await;
+        let run = closed_loop(&http, &call, 64, Duration::from_secs(4)).await;
         let cpu = server.cpu_time().saturating_sub(before);
         checked(&run, "peers S3")?;
         capacity.push((
@@ -205,47 +187,33 @@ pub async fn run() -> Result<bool, String> {
     }
 
     let columns = |f: &dyn Fn(usize) -> String| -> [String; 4] { [f(0), f(1), f(2), f(3)] };
-    let s1 = [&s1_ours, &s1_portkey, &s1_litellm];
-    let s4 = [&s4_ours, &s4_portkey, &s4_litellm];
-    let latency = |samples: [&Sample; 3], base: &Sample, floor: &Sample, p: f64| {
-        columns(&|i| {
-            if i < 3 {
-                us(added(samples[i], base, p))
-            } else {
-                us(added(floor, base, p))
-            }
-        })
+    let latency = |samples: &[Sample; 4], base: &Sample, p: f64| {
+        columns(&|i| us(added(&samples[i], base, p)))
     };
     let memory = columns(&|i| {
-        if i < 3 {
-            let (rss, peak) = servers[i].memory_kib();
-            format!("{} MiB ({} MiB)", rss / 1024, peak / 1024)
-        } else {
-            let (rss, peak) = rig.floor.memory_kib();
-            format!("{} MiB ({} MiB)", rss / 1024, peak / 1024)
-        }
+        let (rss, peak) = entrants[i].memory_kib();
+        format!("{} MiB ({} MiB)", rss / 1024, peak / 1024)
     });
-    // capacity[0] is the floor's.
     let rows: Vec<(&str, [String; 4])> = vec![
         (
             "added latency p50, one at a time, OpenAI chat",
-            latency(s1, &direct, &floor, 50.0),
+            latency(&s1, &direct, 50.0),
         ),
         (
             "added latency p99, one at a time, OpenAI chat",
-            latency(s1, &direct, &floor, 99.0),
+            latency(&s1, &direct, 99.0),
         ),
         (
             "stream time to first byte, added p99",
-            latency(s4, &direct_ttfb, &floor_ttfb, 99.0),
+            latency(&s4, &direct_ttfb, 99.0),
         ),
         (
             "requests per second, closed loop c=64, one core",
-            columns(&|i| format!("{:.0}", capacity[(i + 1) % 4].0)),
+            columns(&|i| format!("{:.0}", capacity[i].0)),
         ),
         (
             "CPU per request at c=64",
-            columns(&|i| format!("{:.0} µs", capacity[(i + 1) % 4].1)),
+            columns(&|i| format!("{:.0} µs", capacity[i].1)),
         ),
         ("resident memory after the runs (peak)", memory),
     ];

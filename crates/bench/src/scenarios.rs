@@ -837,7 +837,7 @@ async fn open_streams(
         .trim_start_matches("http://")
         .parse()
         .map_err(|_| format!("gateway address {}", gateway.url))?;
-    let request = |_| crate::streams::StreamRequest {
+    let request = || crate::streams::StreamRequest {
         addr,
         path: "/v1/chat/completions".into(),
         headers: format!("authorization: Bearer {CLIENT_KEY}\r\n"),
@@ -846,7 +846,7 @@ async fn open_streams(
         end_marker: "data: [DONE]",
     };
     // Warm-up: a few streams, so that the idle figure is the gateway ready to serve.
-    crate::streams::hold(request(()), 10, 10, Duration::from_secs(3)).await;
+    crate::streams::hold(request(), 10, 10, Duration::from_secs(3)).await;
     let (idle, _) = gateway.memory_kib();
     let peak = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let sampler = {
@@ -863,7 +863,7 @@ async fn open_streams(
     let cpu_before = gateway.cpu_time();
     let started = Instant::now();
     // A second between events, so a gap of two seconds is a stall.
-    let held = crate::streams::hold(request(()), STREAMS, 250, Duration::from_secs(2)).await;
+    let held = crate::streams::hold(request(), STREAMS, 250, Duration::from_secs(2)).await;
     let elapsed = started.elapsed();
     let cpu = gateway.cpu_time().saturating_sub(cpu_before);
     sampler.abort();
@@ -876,7 +876,7 @@ async fn open_streams(
     let peak = peak.load(std::sync::atomic::Ordering::Relaxed);
     let per_stream = (peak.saturating_sub(idle)) as f64 * 1024.0 / STREAMS as f64;
     // A second round: what the allocator kept after the first is used again, not added to.
-    let again = crate::streams::hold(request(()), STREAMS, 250, Duration::from_secs(2)).await;
+    let again = crate::streams::hold(request(), STREAMS, 250, Duration::from_secs(2)).await;
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (after_again, peak_again) = gateway.memory_kib();
     rows.push(Row {
