@@ -943,11 +943,12 @@ fn records(count: i64) -> Vec<pool::KeyRecord> {
 fn pick_ns(keys: i64, cooling_percent: i64) -> f64 {
     let clock = Arc::new(pool::ManualClock::at(1_800_000_000_000));
     let pool = pool::Pool::with_clock(records(keys), pool::LimitsTable::default(), clock);
-    let cooldown = pool::Failure::RateLimited {
+    let cooldown = pool::Failure::Quota(pool::QuotaExhausted {
+        window: pool::QuotaWindow::Minute,
         retry_after: Some(Duration::from_secs(3600)),
-        per_day: false,
         model: None,
-    };
+        limit: None,
+    });
     for id in 0..keys * cooling_percent / 100 {
         pool.record_failure(pool::KeyId(id), Some(MODEL), &cooldown);
     }

@@ -14,7 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use pool::{Failure, KeyId, KeyRecord, LimitsTable, ManualClock, PickRequest, Pool};
+use pool::{
+    Failure, KeyId, KeyRecord, LimitsTable, ManualClock, PickRequest, Pool, QuotaExhausted,
+    QuotaWindow,
+};
 use secrecy::SecretString;
 
 fn records(count: i64) -> Vec<KeyRecord> {
@@ -40,11 +43,12 @@ fn bench_pick(c: &mut Criterion) {
                 pool.record_failure(
                     KeyId(id),
                     Some("gemini-2.5-flash"),
-                    &Failure::RateLimited {
+                    &Failure::Quota(QuotaExhausted {
+                        window: QuotaWindow::Minute,
                         retry_after: Some(Duration::from_secs(3600)),
-                        per_day: false,
                         model: None,
-                    },
+                        limit: None,
+                    }),
                 );
             }
             // One pick moves the cooled projects out of the available set.

@@ -1,35 +1,38 @@
-//! The quota book of one model: for every project, its request windows and cooldown, and the set
-//! of projects that can take a request now.
+//! The quota book of one model: for every project, its request windows, learned limits and
+//! cooldown, the set of projects that can take a request now, and the capacity gate.
 //!
-//! Projects that cannot (quota used up, cooling down after a 429, or without a healthy key) are
-//! moved out of the available set into a heap ordered by when they free up, so a pick looks at
-//! available projects only: with 99 % of the pool cooling down, a pick costs the same as with
-//! none. Entries of the heap may be stale (a project cooled again later); they are checked
-//! against the project's own `cooling_until` when they come out.
+//! Projects that cannot (quota used up, cooling down after a 429 or an overload, or without a
+//! healthy key) are moved out of the available set into a heap ordered by when they free up, so
+//! a pick looks at available projects only: with 99 % of the pool cooling down, a pick costs the
+//! same as with none. Entries of the heap may be stale (a project cooled again later, or was
+//! brought back early); they are checked against the project's own `cooling_until` when they
+//! come out.
+//!
+//! **The capacity gate.** Capacity failures (an overloaded model, a 429 without quota details)
+//! cool the project that met them for a second or a few, doubling while they go on. When every
+//! project of the model is cooling for capacity the model does not go dark: one request per
+//! [`PROBE_INTERVAL_MS`] is let through as a probe, the rest are answered at once with the
+//! upstream's status and a `Retry-After`, and the first success brings every project back.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 use crate::FastMap;
+use crate::failure::CoolingReason;
 use crate::limits::Limits;
 
 const MINUTE_MS: u64 = 60_000;
-
-/// Why a project is out of the available set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cooling {
-    /// Its quota for this model is used up (or the upstream said so with a 429).
-    Quota {
-        /// Until the Pacific-midnight reset.
-        daily: bool,
-    },
-    /// None of its keys can serve now (invalid, disabled, or circuit open).
-    Health,
-    /// Several instances share the quota and this one holds no lease of it now: it waits for
-    /// the lease refill (see [`crate::lease`]).
-    Lease,
-}
+/// The first capacity backoff of a project; it doubles with each capacity failure in a row.
+const CAPACITY_BACKOFF_FIRST_MS: u64 = 1_000;
+/// The longest capacity backoff: overloads pass in seconds, and a project must not sit out a
+/// recovered upstream for minutes.
+pub(crate) const CAPACITY_BACKOFF_MAX_MS: u64 = 15_000;
+/// While every project of a model cools for capacity, one request per this interval goes through.
+pub(crate) const PROBE_INTERVAL_MS: u64 = 1_000;
+/// How long a learned limit is believed: after a day the operator's limits apply again until
+/// the upstream says otherwise (so a quota Google raised is found again).
+pub(crate) const LEARNED_LIMIT_LIFETIME_MS: u64 = 24 * 3600 * 1000;
 
 #[derive(Debug)]
 struct ProjectQuota {
@@ -39,8 +42,12 @@ struct ProjectQuota {
     day: i32,
     day_count: u32,
     cooling_until: u64,
-    cooling: Cooling,
-    backoff_level: u32,
+    cooling: CoolingReason,
+    /// Capacity failures in a row (the exponent of the next capacity backoff).
+    capacity_level: u32,
+    /// Limits the upstream named for this project (`QuotaFailure.quotaValue`), and when.
+    learned: Limits,
+    learned_at_ms: u64,
     /// Requests this instance may still send under its current lease (shared quota only).
     lease_left: u32,
     /// When the current lease lapses.
@@ -58,8 +65,10 @@ impl ProjectQuota {
             day,
             day_count: 0,
             cooling_until: 0,
-            cooling: Cooling::Health,
-            backoff_level: 0,
+            cooling: CoolingReason::Health,
+            capacity_level: 0,
+            learned: Limits::UNLIMITED,
+            learned_at_ms: 0,
             lease_left: 0,
             lease_until: 0,
             lease_wanted: false,
@@ -80,12 +89,17 @@ impl ProjectQuota {
                 break;
             }
             self.tokens.pop_front();
-            self.tokens_in_window -= n;
+            self.tokens_in_window = self.tokens_in_window.saturating_sub(n);
         }
         if self.day != today {
             self.day = today;
             self.day_count = 0;
         }
+    }
+
+    fn learned_in_force(&self, now: u64) -> Option<Limits> {
+        let fresh = now.saturating_sub(self.learned_at_ms) < LEARNED_LIMIT_LIFETIME_MS;
+        (fresh && self.learned != Limits::UNLIMITED).then_some(self.learned)
     }
 }
 
@@ -98,13 +112,43 @@ pub(crate) enum Check {
     /// It can take a request; this much is left.
     Open(Headroom),
     /// It cannot until `until`.
-    Closed { until: u64, cooling: Cooling },
+    Closed {
+        until: u64,
+        cooling: CoolingReason,
+    },
+}
+
+/// What the capacity gate says to a request that found no project open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// No project is cooling for capacity: the gate has nothing to say.
+    NotCooling,
+    /// This request may go to a capacity-cooled project as the probe of this interval.
+    Probe,
+    /// Not now: the next probe may go at `until`; the upstream answered `status`.
+    Refuse { until: u64, status: u16 },
+}
+
+/// One project's state for this model, for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProjectView {
+    pub project: Arc<str>,
+    pub minute_used: u32,
+    pub day_used: u32,
+    pub tokens_used: u64,
+    pub limits: Limits,
+    pub learned: Option<(Limits, u64)>,
+    pub cooling: Option<(u64, CoolingReason)>,
 }
 
 /// The book of one model.
 #[derive(Debug)]
 pub(crate) struct ModelBook {
+    /// The operator's limits for this model (the defaults or a per-model override).
     pub limits: Limits,
+    /// Whether `limits` is a per-model override the operator set: a learned limit is never
+    /// applied below it.
+    pub explicit: bool,
     /// Requests need a lease of the shared quota (several instances).
     pub leased: bool,
     generation: u64,
@@ -112,18 +156,31 @@ pub(crate) struct ModelBook {
     position: FastMap<Arc<str>, usize>,
     cooling: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     quota: FastMap<Arc<str>, ProjectQuota>,
+    /// Projects cooling for capacity now, and until when.
+    capacity_cooled: FastMap<Arc<str>, u64>,
+    /// Every project was found cooling for capacity (the gate is closed, probing).
+    storm: bool,
+    /// When the gate lets the next probe through.
+    next_probe_at: u64,
+    /// The status of the last capacity failure (what refused requests are answered).
+    capacity_status: u16,
 }
 
 impl ModelBook {
-    pub fn new(limits: Limits) -> Self {
+    pub fn new(limits: Limits, explicit: bool) -> Self {
         Self {
             limits,
+            explicit,
             leased: false,
             generation: u64::MAX,
             available: Vec::new(),
             position: FastMap::default(),
             cooling: BinaryHeap::new(),
             quota: FastMap::default(),
+            capacity_cooled: FastMap::default(),
+            storm: false,
+            next_probe_at: 0,
+            capacity_status: 503,
         }
     }
 
@@ -181,6 +238,7 @@ impl ModelBook {
             };
             let current = self.quota.get(&project).map_or(0, |q| q.cooling_until);
             if current == until {
+                self.capacity_cooled.remove(&project);
                 self.insert_available(project);
             }
         }
@@ -210,6 +268,38 @@ impl ModelBook {
             .or_insert_with(|| ProjectQuota::new(today))
     }
 
+    /// The limits in force for a project: what the upstream said of it (for a day), else the
+    /// operator's. A learned limit replaces the default guess both ways, but is never applied
+    /// below a per-model limit the operator set (Google's figure may belong to another tier),
+    /// and an upstream figure of 0 is not believed.
+    fn limits_of(limits: Limits, explicit: bool, learned: Option<Limits>) -> Limits {
+        let Some(learned) = learned else {
+            return limits;
+        };
+        fn pick<T: Ord + Copy>(operator: Option<T>, learned: Option<T>, explicit: bool) -> Option<T> {
+            match (learned, explicit) {
+                (None, _) => operator,
+                (Some(learned), false) => Some(learned),
+                // The operator's figure is the floor; an operator's "unlimited" stays.
+                (Some(learned), true) => operator.map(|operator| operator.max(learned)),
+            }
+        }
+        Limits {
+            rpm: pick(limits.rpm, learned.rpm, explicit),
+            rpd: pick(limits.rpd, learned.rpd, explicit),
+            tpm: pick(limits.tpm, learned.tpm, explicit),
+        }
+    }
+
+    /// The limits in force for `project` now.
+    pub fn effective_limits(&self, project: &Arc<str>, now: u64) -> Limits {
+        let learned = self
+            .quota
+            .get(project)
+            .and_then(|quota| quota.learned_in_force(now));
+        Self::limits_of(self.limits, self.explicit, learned)
+    }
+
     /// Whether `project` can take a request now, and how much it has left.
     pub fn check(
         &mut self,
@@ -218,8 +308,7 @@ impl ModelBook {
         today: i32,
         next_midnight: impl Fn() -> u64,
     ) -> Check {
-        let limits = self.limits;
-        let needs_lease = self.needs_lease();
+        let (operator, explicit, leased) = (self.limits, self.explicit, self.leased);
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
         if quota.cooling_until > now {
@@ -228,10 +317,11 @@ impl ModelBook {
                 cooling: quota.cooling,
             };
         }
+        let limits = Self::limits_of(operator, explicit, quota.learned_in_force(now));
         if limits.rpd.is_some_and(|limit| quota.day_count >= limit) {
             return Check::Closed {
                 until: next_midnight(),
-                cooling: Cooling::Quota { daily: true },
+                cooling: CoolingReason::QuotaDay,
             };
         }
         if let Some(limit) = limits.rpm
@@ -240,7 +330,7 @@ impl ModelBook {
             let until = quota.minute.front().map_or(now, |t| t + MINUTE_MS);
             return Check::Closed {
                 until,
-                cooling: Cooling::Quota { daily: false },
+                cooling: CoolingReason::QuotaMinute,
             };
         }
         if let Some(limit) = limits.tpm
@@ -249,41 +339,39 @@ impl ModelBook {
             let until = quota.tokens.front().map_or(now, |(t, _)| t + MINUTE_MS);
             return Check::Closed {
                 until,
-                cooling: Cooling::Quota { daily: false },
+                cooling: CoolingReason::QuotaMinute,
             };
         }
+        let needs_lease = leased && (limits.rpm.is_some() || limits.rpd.is_some());
         if needs_lease && (quota.lease_left == 0 || quota.lease_until <= now) {
             quota.lease_wanted = true;
             return Check::Closed {
                 until: now + crate::lease::LEASE_WAIT_MS,
-                cooling: Cooling::Lease,
+                cooling: CoolingReason::Lease,
             };
         }
-        let day_left = limits.rpd.map_or(u32::MAX, |limit| limit - quota.day_count);
+        let day_left = limits
+            .rpd
+            .map_or(u32::MAX, |limit| limit.saturating_sub(quota.day_count));
         let minute_left = limits.rpm.map_or(u32::MAX, |limit| {
             limit.saturating_sub(u32::try_from(quota.minute.len()).unwrap_or(u32::MAX))
         });
         Check::Open((day_left, minute_left))
     }
 
-    /// Whether requests need a lease: the quota is shared and this model has a request limit.
-    fn needs_lease(&self) -> bool {
-        self.leased && (self.limits.rpm.is_some() || self.limits.rpd.is_some())
-    }
-
     /// Counts a request against `project`.
     pub fn reserve(&mut self, project: &Arc<str>, now: u64, today: i32) {
-        let leased = self.needs_lease();
-        let refill_below = crate::lease::refill_below(self.limits);
-        let per_minute = self.limits.rpm.is_some();
+        let limits = self.effective_limits(project, now);
+        let leased = self.leased && (limits.rpm.is_some() || limits.rpd.is_some());
+        let refill_below = crate::lease::refill_below(limits);
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
         // The minute window is kept only under a per-minute limit: without one it would hold
         // every request of the last minute for nothing (a limit set later starts counting then).
-        if per_minute {
+        if limits.rpm.is_some() {
             quota.minute.push_back(now);
         }
-        quota.day_count += 1;
+        quota.day_count = quota.day_count.saturating_add(1);
         if leased {
             quota.lease_left = quota.lease_left.saturating_sub(1);
             // Ask for the next lease before this one runs out, so requests rarely wait.
@@ -314,20 +402,23 @@ impl ModelBook {
             quota.lease_until = until;
         }
         quota.lease_wanted = false;
-        if quota.cooling == Cooling::Lease {
+        if quota.cooling == CoolingReason::Lease {
             quota.cooling_until = 0;
             self.insert_available(Arc::clone(project));
         }
     }
 
-    /// Projects whose lease is empty or low, clearing the flags (the refiller asks once).
-    pub fn take_lease_wants(&mut self) -> Vec<Arc<str>> {
+    /// Projects whose lease is empty or low, with the limits they are granted against,
+    /// clearing the flags (the refiller asks once).
+    pub fn take_lease_wants(&mut self, now: u64) -> Vec<(Arc<str>, Limits)> {
+        let (operator, explicit) = (self.limits, self.explicit);
         self.quota
             .iter_mut()
             .filter(|(_, quota)| quota.lease_wanted)
             .map(|(project, quota)| {
                 quota.lease_wanted = false;
-                Arc::clone(project)
+                let limits = Self::limits_of(operator, explicit, quota.learned_in_force(now));
+                (Arc::clone(project), limits)
             })
             .collect()
     }
@@ -336,46 +427,127 @@ impl ModelBook {
     pub fn waits_for_lease(&self, now: u64) -> bool {
         self.quota
             .values()
-            .any(|quota| quota.cooling == Cooling::Lease && quota.cooling_until > now)
+            .any(|quota| quota.cooling == CoolingReason::Lease && quota.cooling_until > now)
     }
 
     /// Counts tokens against `project`'s per-minute token window.
     pub fn record_tokens(&mut self, project: &Arc<str>, now: u64, today: i32, tokens: u64) {
         // Kept only under a tokens-per-minute limit, for the same reason as the minute window.
-        if tokens == 0 || self.limits.tpm.is_none() {
+        if tokens == 0 || self.effective_limits(project, now).tpm.is_none() {
             return;
         }
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
         quota.tokens.push_back((now, tokens));
-        quota.tokens_in_window += tokens;
+        quota.tokens_in_window = quota.tokens_in_window.saturating_add(tokens);
     }
 
     /// Takes `project` out of the available set until `until` (a later cooldown wins).
-    pub fn cool(&mut self, project: &Arc<str>, until: u64, cooling: Cooling, today: i32) {
+    pub fn cool(&mut self, project: &Arc<str>, until: u64, cooling: CoolingReason, today: i32) {
         let quota = self.quota_mut(project, today);
         if until <= quota.cooling_until {
             return;
         }
         quota.cooling_until = until;
         quota.cooling = cooling;
+        if let CoolingReason::Capacity(status) = cooling {
+            self.capacity_cooled.insert(Arc::clone(project), until);
+            self.capacity_status = status;
+        } else {
+            self.capacity_cooled.remove(project);
+        }
         self.remove_available(project);
         self.cooling.push(Reverse((until, Arc::clone(project))));
     }
 
-    /// The next exponential backoff for a 429 that named no delay: 60 s, doubling, at most 1 h.
-    pub fn next_backoff_ms(&mut self, project: &Arc<str>, today: i32) -> u64 {
+    /// Cools `project` after a capacity failure: a second, doubling with each failure in a
+    /// row up to [`CAPACITY_BACKOFF_MAX_MS`], with jitter so that projects do not come back
+    /// (and fail) in lockstep. Returns when it ends.
+    pub fn cool_for_capacity(&mut self, project: &Arc<str>, status: u16, now: u64, today: i32) -> u64 {
         let quota = self.quota_mut(project, today);
-        let delay = (60_000u64 << quota.backoff_level.min(6)).min(3_600_000);
-        quota.backoff_level += 1;
-        delay
+        let full = CAPACITY_BACKOFF_FIRST_MS
+            .saturating_mul(1u64 << quota.capacity_level.min(8))
+            .min(CAPACITY_BACKOFF_MAX_MS);
+        quota.capacity_level = quota.capacity_level.saturating_add(1);
+        // Between half and all of the backoff.
+        let delay = full / 2 + fastrand::u64(..=full / 2);
+        let until = now.saturating_add(delay);
+        self.cool(project, until, CoolingReason::Capacity(status), today);
+        until
     }
 
-    /// A success resets the 429 backoff.
-    pub fn reset_backoff(&mut self, project: &Arc<str>) {
-        if let Some(quota) = self.quota.get_mut(project) {
-            quota.backoff_level = 0;
+    /// The capacity gate, for a request that found no open project: see the module docs.
+    pub fn capacity_gate(&mut self, now: u64) -> Gate {
+        self.capacity_cooled.retain(|_, until| *until > now);
+        if self.capacity_cooled.is_empty() {
+            self.storm = false;
+            return Gate::NotCooling;
         }
+        self.storm = true;
+        if now >= self.next_probe_at {
+            self.next_probe_at = now.saturating_add(PROBE_INTERVAL_MS);
+            Gate::Probe
+        } else {
+            Gate::Refuse {
+                until: self.next_probe_at,
+                status: self.capacity_status,
+            }
+        }
+    }
+
+    /// The projects cooling for capacity, soonest back first: where a probe goes.
+    pub fn capacity_cooled(&self) -> Vec<Arc<str>> {
+        let mut projects: Vec<(&Arc<str>, &u64)> = self.capacity_cooled.iter().collect();
+        projects.sort_by_key(|(_, until)| **until);
+        projects.into_iter().map(|(p, _)| Arc::clone(p)).collect()
+    }
+
+    /// A success: the project's capacity backoff resets, and when the model was in a storm
+    /// every project cooling for capacity comes back at once.
+    pub fn succeeded(&mut self, project: &Arc<str>) {
+        if let Some(quota) = self.quota.get_mut(project) {
+            quota.capacity_level = 0;
+            if matches!(quota.cooling, CoolingReason::Capacity(_)) && quota.cooling_until > 0 {
+                quota.cooling_until = 0;
+                self.capacity_cooled.remove(project);
+                self.insert_available(Arc::clone(project));
+            }
+        }
+        if !self.storm {
+            return;
+        }
+        self.storm = false;
+        let cooled: Vec<Arc<str>> = self.capacity_cooled.drain().map(|(p, _)| p).collect();
+        for project in cooled {
+            if let Some(quota) = self.quota.get_mut(&project)
+                && matches!(quota.cooling, CoolingReason::Capacity(_))
+            {
+                quota.cooling_until = 0;
+                quota.capacity_level = 0;
+                self.insert_available(project);
+            }
+        }
+    }
+
+    /// Remembers a limit the upstream named for `project` (a later figure replaces an earlier
+    /// one, so a raised quota is learned too). Returns the learned limits now in force.
+    pub fn learn_limits(&mut self, project: &Arc<str>, learned: Limits, at_ms: u64, today: i32) -> Limits {
+        let quota = self.quota_mut(project, today);
+        if quota.learned_in_force(at_ms).is_none() {
+            quota.learned = Limits::UNLIMITED;
+        }
+        // A figure of 0 would stop the project for good: not believed.
+        if let Some(rpm) = learned.rpm.filter(|v| *v > 0) {
+            quota.learned.rpm = Some(rpm);
+        }
+        if let Some(rpd) = learned.rpd.filter(|v| *v > 0) {
+            quota.learned.rpd = Some(rpd);
+        }
+        if let Some(tpm) = learned.tpm.filter(|v| *v > 0) {
+            quota.learned.tpm = Some(tpm);
+        }
+        quota.learned_at_ms = at_ms;
+        quota.learned
     }
 
     /// The earliest quota cooldown still in force: when it ends and whether it is a daily one.
@@ -384,45 +556,51 @@ impl ModelBook {
             .values()
             .filter(|quota| quota.cooling_until > now)
             .filter_map(|quota| match quota.cooling {
-                Cooling::Quota { daily } => Some((quota.cooling_until, daily)),
-                Cooling::Health | Cooling::Lease => None,
+                CoolingReason::QuotaMinute => Some((quota.cooling_until, false)),
+                CoolingReason::QuotaDay => Some((quota.cooling_until, true)),
+                CoolingReason::Capacity(_) | CoolingReason::Health | CoolingReason::Lease => None,
             })
             .min_by_key(|(until, _)| *until)
     }
 
-    /// Requests left this minute and today for each project seen (`None`: unlimited).
-    pub fn quota_left(
-        &mut self,
-        now: u64,
-        today: i32,
-    ) -> Vec<(Arc<str>, Option<u32>, Option<u32>)> {
-        let limits = self.limits;
+    /// Every project seen, as the operator sees it.
+    pub fn views(&mut self, now: u64, today: i32) -> Vec<ProjectView> {
+        let (operator, explicit) = (self.limits, self.explicit);
         self.quota
             .iter_mut()
             .map(|(project, quota)| {
                 quota.roll(now, today);
-                let minute_used = u32::try_from(quota.minute.len()).unwrap_or(u32::MAX);
-                (
-                    Arc::clone(project),
-                    limits.rpm.map(|limit| limit.saturating_sub(minute_used)),
-                    limits
-                        .rpd
-                        .map(|limit| limit.saturating_sub(quota.day_count)),
-                )
+                let learned = quota.learned_in_force(now);
+                ProjectView {
+                    project: Arc::clone(project),
+                    minute_used: u32::try_from(quota.minute.len()).unwrap_or(u32::MAX),
+                    day_used: quota.day_count,
+                    tokens_used: quota.tokens_in_window,
+                    limits: Self::limits_of(operator, explicit, learned),
+                    learned: learned.map(|limits| (limits, quota.learned_at_ms)),
+                    cooling: (quota.cooling_until > now
+                        && quota.cooling != CoolingReason::Lease)
+                        .then_some((quota.cooling_until, quota.cooling)),
+                }
             })
             .collect()
     }
 
-    /// Quota cooldowns in force: project, until, daily.
-    pub fn cooldowns(&self, now: u64) -> Vec<(Arc<str>, u64, bool)> {
+    /// Learned limits in force, by project (for persistence).
+    pub fn learned(&self, now: u64) -> Vec<(Arc<str>, Limits, u64)> {
         self.quota
             .iter()
-            .filter(|(_, quota)| quota.cooling_until > now)
-            .filter_map(|(project, quota)| match quota.cooling {
-                Cooling::Quota { daily } => Some((Arc::clone(project), quota.cooling_until, daily)),
-                Cooling::Health | Cooling::Lease => None,
+            .filter_map(|(project, quota)| {
+                quota
+                    .learned_in_force(now)
+                    .map(|limits| (Arc::clone(project), limits, quota.learned_at_ms))
             })
             .collect()
+    }
+
+    /// Whether the gate is closed for capacity now, and when it probes next.
+    pub fn storm(&self) -> Option<u64> {
+        self.storm.then_some(self.next_probe_at)
     }
 
     /// Today's request counts, by project.
@@ -440,5 +618,100 @@ impl ModelBook {
         if quota.day == day {
             quota.day_count = quota.day_count.max(count);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_795_636_800_000;
+
+    fn limits(rpm: Option<u32>) -> Limits {
+        Limits {
+            rpm,
+            rpd: None,
+            tpm: None,
+        }
+    }
+
+    #[test]
+    fn a_learned_limit_replaces_the_default_but_not_below_an_operator_override() {
+        let learned = limits(Some(2));
+        assert_eq!(
+            ModelBook::limits_of(limits(Some(10)), false, Some(learned)),
+            limits(Some(2))
+        );
+        assert_eq!(
+            ModelBook::limits_of(limits(Some(10)), true, Some(learned)),
+            limits(Some(10)),
+            "the operator's own figure is the floor"
+        );
+        assert_eq!(
+            ModelBook::limits_of(limits(Some(10)), true, Some(limits(Some(50)))),
+            limits(Some(50)),
+            "a higher figure from the upstream is used"
+        );
+        assert_eq!(ModelBook::limits_of(limits(None), true, Some(learned)), limits(None));
+    }
+
+    #[test]
+    fn a_zero_from_the_upstream_is_not_learned_and_learning_expires() {
+        let mut book = ModelBook::new(limits(Some(10)), false);
+        let project: Arc<str> = "p".into();
+        book.learn_limits(&project, limits(Some(0)), NOW, 1);
+        assert_eq!(book.effective_limits(&project, NOW), limits(Some(10)));
+        book.learn_limits(&project, limits(Some(3)), NOW, 1);
+        assert_eq!(book.effective_limits(&project, NOW), limits(Some(3)));
+        assert_eq!(
+            book.effective_limits(&project, NOW + LEARNED_LIMIT_LIFETIME_MS),
+            limits(Some(10))
+        );
+    }
+
+    #[test]
+    fn capacity_backoff_is_seconds_jittered_and_capped() {
+        let mut book = ModelBook::new(Limits::UNLIMITED, false);
+        let project: Arc<str> = "p".into();
+        let mut previous_full = 0;
+        for level in 0..12u32 {
+            let until = book.cool_for_capacity(&project, 503, NOW, 1);
+            let full = (1_000u64 << level.min(8)).min(CAPACITY_BACKOFF_MAX_MS);
+            let delay = until - NOW;
+            assert!(delay >= full / 2 && delay <= full, "level {level}: {delay}");
+            assert!(full >= previous_full);
+            previous_full = full;
+            book.succeeded(&"other".into());
+            // Each cooldown must be later than the last to take effect; advance the book.
+            if let Some(quota) = book.quota.get_mut(&project) {
+                quota.cooling_until = 0;
+            }
+        }
+        assert_eq!(previous_full, CAPACITY_BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn the_gate_probes_once_per_interval_and_a_success_reopens_everything() {
+        let mut book = ModelBook::new(Limits::UNLIMITED, false);
+        let (p, q): (Arc<str>, Arc<str>) = ("p".into(), "q".into());
+        book.sync(1, [&p, &q].into_iter(), NOW);
+        // Three failures in a row: cooling for two to four seconds.
+        for _ in 0..3 {
+            book.cool_for_capacity(&p, 503, NOW, 1);
+            book.cool_for_capacity(&q, 503, NOW, 1);
+        }
+        assert_eq!(book.available_len(), 0);
+        assert_eq!(book.capacity_gate(NOW), Gate::Probe);
+        assert_eq!(
+            book.capacity_gate(NOW + 10),
+            Gate::Refuse {
+                until: NOW + PROBE_INTERVAL_MS,
+                status: 503
+            }
+        );
+        assert_eq!(book.capacity_gate(NOW + PROBE_INTERVAL_MS), Gate::Probe);
+        book.succeeded(&p);
+        assert_eq!(book.available_len(), 2, "every project is back");
+        assert_eq!(book.capacity_gate(NOW + PROBE_INTERVAL_MS), Gate::NotCooling);
     }
 }

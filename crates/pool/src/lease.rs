@@ -60,7 +60,7 @@ pub struct LeaseWant {
 /// What this instance learned that the other instances must hear.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Learned {
-    /// A project is cooling down for a model after a 429.
+    /// A project is cooling down for a model after a quota 429.
     Cooldown {
         /// The project.
         project: String,
@@ -71,6 +71,8 @@ pub enum Learned {
         /// Until the daily reset.
         daily: bool,
     },
+    /// The upstream named a project's limit for a model (`QuotaFailure.quotaValue`).
+    Limits(crate::LearnedLimits),
     /// A key was taken out of service (invalid, suspended, permission denied).
     KeyOutOfService {
         /// The key.

@@ -1,14 +1,19 @@
 //! The pool of upstream Gemini keys: which key serves a request, and what the upstream's answers
-//! teach about keys and quotas.
+//! teach about keys, quotas and capacity.
 //!
 //! Quota is counted per **project and model** (keys of one Google Cloud project share it; a key
 //! without a project is its own project): requests per minute in a sliding window, requests per
 //! Pacific day, tokens per minute. A pick goes to the project the request is bound to (affinity),
 //! else to the project with the most quota left among two drawn at random from the projects that
 //! can serve now (the power of two choices: even spreading at O(1) per pick), then to the next
-//! healthy key of that project. 429s cool a project down for a model, until the delay the
-//! upstream named or until Pacific midnight for a daily quota; an invalid key leaves service;
-//! repeated 5xx or connection failures open a key's circuit for a while.
+//! healthy key of that project.
+//!
+//! What failures teach (see [`Failure`]): a used-up quota cools that project for that model
+//! (until the upstream's delay, clamped to an hour, or the next minute; until Pacific midnight
+//! for a daily quota) and its `quotaValue` becomes the project's learned limit; a capacity
+//! failure cools the project for seconds, and when every project of a model cools for capacity
+//! one probe per second goes through (see `book`); a key error confirmed by a probe takes the key
+//! out of service. Capacity never touches a key: an overloaded model says nothing about keys.
 //!
 //! No I/O and no system clock: the server reports what happened and a [`Clock`] is injected.
 //! The key table is swapped whole (`ArcSwap`); each model's book has its own lock, held for a
@@ -17,16 +22,17 @@
 mod affinity;
 mod book;
 mod budget;
-pub mod classify;
 mod clients;
 mod clock;
+mod failure;
 pub mod lease;
 mod limits;
 mod pacific;
+mod report;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,14 +41,19 @@ use dashmap::DashMap;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use affinity::Affinity;
-use book::{Check, Cooling, ModelBook};
+use book::{Check, Gate, ModelBook};
 pub use budget::RetryBudget;
-pub use classify::{Failure, Verdict, classify_upstream_error, redact_secrets};
 pub use clients::{ClientGate, ClientLimits, ClientRefusal};
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use failure::{
+    CoolingReason, Failure, LearnedLimit, MAX_QUOTA_COOLDOWN, QuotaExhausted, QuotaWindow,
+};
 pub use lease::{Learned, LeaseWant};
 pub use limits::{Limits, LimitsTable};
 pub use pacific::{PacificDayCache, next_pacific_midnight_ms, pacific_day};
+pub use report::{
+    Cooldown, KeyCensus, LearnedLimits, Lesson, ModelOverview, ProjectModelState,
+};
 
 /// The maps of the pick path. foldhash instead of SipHash: a pick looks up a handful of short
 /// keys (model, project names), where SipHash was most of its cost; the seed is still random
@@ -51,10 +62,10 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The most model books kept; requests for further models share one overflow book.
 const MAX_MODEL_BOOKS: usize = 1024;
-/// Failures in a row that open a key's circuit.
-const CIRCUIT_THRESHOLD: u32 = 3;
 /// How long a project without a usable key stays out before it is looked at again.
 const HEALTH_RECHECK_MS: u64 = 30_000;
+/// The longest a key stays out of the pick while a probe checks a key error it met.
+pub const SUSPECT_MS: u64 = 30_000;
 
 /// The database id of an upstream key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,8 +100,11 @@ pub struct PoolKey {
     enabled: bool,
     out_of_service: AtomicBool,
     out_of_service_reason: Mutex<Option<String>>,
-    failures_in_a_row: AtomicU32,
-    circuit_open_until: AtomicU64,
+    /// A key error was met with this key: it is not picked until this time, or until the
+    /// probe that checks it says otherwise.
+    suspect_until: AtomicU64,
+    /// The last failure met with this key, and when: for the operator.
+    last_failure: Mutex<Option<(u64, String)>>,
 }
 
 impl fmt::Debug for PoolKey {
@@ -126,19 +140,19 @@ impl PoolKey {
         mask_secret(self.secret.expose_secret())
     }
 
-    /// Whether the key is enabled and in service (its circuit may still be open for a while).
+    /// Whether the key is enabled and in service (it may still be being checked).
     pub fn is_usable(&self) -> bool {
         self.enabled && !self.out_of_service.load(Ordering::Relaxed)
     }
 
     /// Whether the pool may pick this key at `now_ms`.
     pub fn is_available(&self, now_ms: u64) -> bool {
-        self.is_usable() && self.circuit_open_until.load(Ordering::Relaxed) <= now_ms
+        self.is_usable() && self.suspect_until.load(Ordering::Relaxed) <= now_ms
     }
 
-    /// Until when the key's circuit is open (0 when closed).
-    pub fn circuit_open_until_ms(&self) -> u64 {
-        self.circuit_open_until.load(Ordering::Relaxed)
+    /// Until when the key is held back while a key error is checked (0 when it is not).
+    pub fn checking_until_ms(&self) -> u64 {
+        self.suspect_until.load(Ordering::Relaxed)
     }
 
     /// Why the key was taken out of service, if it was.
@@ -149,11 +163,27 @@ impl PoolKey {
             .unwrap_or_default()
     }
 
+    /// The last failure met with this key and when (ms since the epoch).
+    pub fn last_failure(&self) -> Option<(u64, String)> {
+        self.last_failure
+            .lock()
+            .map(|last| last.clone())
+            .unwrap_or_default()
+    }
+
+    /// Notes a failure met with this key, for the operator.
+    pub fn note_failure(&self, at_ms: u64, what: impl Into<String>) {
+        if let Ok(mut slot) = self.last_failure.lock() {
+            *slot = Some((at_ms, what.into()));
+        }
+    }
+
     fn take_out_of_service(&self, reason: &str) {
         if let Ok(mut slot) = self.out_of_service_reason.lock() {
             *slot = Some(reason.to_owned());
         }
         self.out_of_service.store(true, Ordering::Relaxed);
+        self.suspect_until.store(0, Ordering::Relaxed);
     }
 
     /// Puts a key found healthy again (by a probe) back in service.
@@ -162,8 +192,7 @@ impl PoolKey {
             *slot = None;
         }
         self.out_of_service.store(false, Ordering::Relaxed);
-        self.failures_in_a_row.store(0, Ordering::Relaxed);
-        self.circuit_open_until.store(0, Ordering::Relaxed);
+        self.suspect_until.store(0, Ordering::Relaxed);
     }
 }
 
@@ -210,6 +239,15 @@ pub enum PickError {
         retry_after: Duration,
         /// Whether that is the daily reset.
         daily: bool,
+    },
+    /// Every project that could serve is cooling after capacity failures, and this interval's
+    /// probe already went.
+    #[error("every project of the model is cooling for capacity")]
+    Capacity {
+        /// When the next probe may go.
+        retry_after: Duration,
+        /// The status the upstream answered (429 or a 5xx).
+        status: u16,
     },
 }
 
@@ -275,8 +313,18 @@ enum KeyChoice {
     Found(Arc<PoolKey>),
     /// Some could, but this request already tried them.
     OnlyTried,
-    /// None can now: until this time (a circuit reopens) or for a health recheck.
+    /// None can now: until this time (a checked key comes back) or for a health recheck.
     Unhealthy(u64),
+}
+
+/// Milliseconds of a duration, saturating (durations from the upstream can be absurd).
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The start of the next minute: when a per-minute quota without a `RetryInfo` frees up.
+fn next_minute_ms(now: u64) -> u64 {
+    (now / 60_000).saturating_add(1).saturating_mul(60_000)
 }
 
 impl Pool {
@@ -336,12 +384,10 @@ impl Pool {
                         .out_of_service
                         .or_else(|| previous.and_then(|key| key.out_of_service_reason())),
                 ),
-                failures_in_a_row: AtomicU32::new(
-                    previous.map_or(0, |key| key.failures_in_a_row.load(Ordering::Relaxed)),
+                suspect_until: AtomicU64::new(
+                    previous.map_or(0, |key| key.suspect_until.load(Ordering::Relaxed)),
                 ),
-                circuit_open_until: AtomicU64::new(
-                    previous.map_or(0, |key| key.circuit_open_until.load(Ordering::Relaxed)),
-                ),
+                last_failure: Mutex::new(previous.and_then(|key| key.last_failure())),
             });
             let key_position = table.keys.len();
             table.key_index.insert(key.id, key_position);
@@ -366,12 +412,13 @@ impl Pool {
     pub fn set_limits(&self, limits: LimitsTable) {
         for entry in &self.books {
             let model = entry.key();
-            let book_limits = if model.is_empty() {
-                Limits::UNLIMITED
+            let mut book = lock(entry.value());
+            if model.is_empty() {
+                book.limits = Limits::UNLIMITED;
             } else {
-                limits.for_model(model)
-            };
-            lock(entry.value()).limits = book_limits;
+                book.limits = limits.for_model(model);
+                book.explicit = limits.per_model.contains_key(model);
+            }
         }
         self.limits.store(Arc::new(limits));
     }
@@ -400,6 +447,26 @@ impl Pool {
         self.table.load().keys.iter().any(|key| key.is_usable())
     }
 
+    /// How many keys are in which state.
+    pub fn census(&self) -> KeyCensus {
+        let now = self.clock.now_ms();
+        let table = self.table.load();
+        let mut census = KeyCensus {
+            total: table.keys.len(),
+            ..KeyCensus::default()
+        };
+        for key in &table.keys {
+            if !key.enabled {
+                census.disabled += 1;
+            } else if key.out_of_service.load(Ordering::Relaxed) {
+                census.out_of_service += 1;
+            } else if key.suspect_until.load(Ordering::Relaxed) > now {
+                census.checking += 1;
+            }
+        }
+        census
+    }
+
     /// The affinity maps (resource → project, upload → key).
     pub fn affinity(&self) -> &Affinity {
         &self.affinity
@@ -421,17 +488,18 @@ impl Pool {
         } else {
             name
         };
-        let limits = if name.is_empty() {
-            Limits::UNLIMITED
+        let (limits, explicit) = if name.is_empty() {
+            (Limits::UNLIMITED, false)
         } else {
-            self.limits.load().for_model(name)
+            let table = self.limits.load();
+            (table.for_model(name), table.per_model.contains_key(name))
         };
         let leased = self.shared.load(Ordering::Relaxed);
         Arc::clone(
             self.books
                 .entry(name.to_owned())
                 .or_insert_with(|| {
-                    let mut book = ModelBook::new(limits);
+                    let mut book = ModelBook::new(limits, explicit);
                     book.leased = leased;
                     Arc::new(Mutex::new(book))
                 })
@@ -461,28 +529,35 @@ impl Pool {
             let name = Arc::clone(&table.projects[index].name);
             return match book.check(&name, now, today, midnight) {
                 Check::Closed {
-                    cooling: Cooling::Lease,
+                    cooling: CoolingReason::Lease,
                     ..
                 } => Err(PickError::AwaitingLease),
                 Check::Closed {
                     until,
-                    cooling: Cooling::Quota { daily },
+                    cooling: cooling @ (CoolingReason::QuotaMinute | CoolingReason::QuotaDay),
                 } => Err(PickError::Exhausted {
                     retry_after: Duration::from_millis(until.saturating_sub(now)),
-                    daily,
+                    daily: cooling == CoolingReason::QuotaDay,
                 }),
                 Check::Closed {
-                    cooling: Cooling::Health,
+                    cooling: CoolingReason::Capacity(_),
+                    ..
+                } => match book.capacity_gate(now) {
+                    Gate::Refuse { until, status } => Err(PickError::Capacity {
+                        retry_after: Duration::from_millis(until.saturating_sub(now)),
+                        status,
+                    }),
+                    Gate::Probe | Gate::NotCooling => {
+                        self.take_from_project(&table, &mut book, index, request.tried, now, today)
+                    }
+                },
+                Check::Closed {
+                    cooling: CoolingReason::Health,
                     ..
                 }
-                | Check::Open(_) => match self.key_in_project(&table, index, request.tried, now) {
-                    KeyChoice::Found(key) => {
-                        book.reserve(&name, now, today);
-                        Ok(key)
-                    }
-                    KeyChoice::OnlyTried => Err(PickError::AllTried),
-                    KeyChoice::Unhealthy(_) => Err(PickError::NoUsableKey),
-                },
+                | Check::Open(_) => {
+                    self.take_from_project(&table, &mut book, index, request.tried, now, today)
+                }
             };
         }
 
@@ -492,7 +567,7 @@ impl Pool {
             .filter_map(|id| table.key_index.get(id))
             .map(|&i| &table.keys[i].project)
             .collect();
-        let mut to_cool: Vec<(Arc<str>, u64, Cooling)> = Vec::new();
+        let mut to_cool: Vec<(Arc<str>, u64, CoolingReason)> = Vec::new();
         let mut skipped_tried = false;
         let mut picked = None;
         // First among projects not tried yet; then, if none can serve, the tried projects'
@@ -540,7 +615,11 @@ impl Pool {
                                         true
                                     }
                                     KeyChoice::Unhealthy(until) => {
-                                        to_cool.push((Arc::clone(&name), until, Cooling::Health));
+                                        to_cool.push((
+                                            Arc::clone(&name),
+                                            until,
+                                            CoolingReason::Health,
+                                        ));
                                         true
                                     }
                                 }
@@ -570,6 +649,35 @@ impl Pool {
         if book.waits_for_lease(now) {
             return Err(PickError::AwaitingLease);
         }
+        // Projects cooling for capacity: this interval's probe goes to one of them.
+        match book.capacity_gate(now) {
+            Gate::NotCooling => {}
+            Gate::Refuse { until, status } => {
+                return Err(PickError::Capacity {
+                    retry_after: Duration::from_millis(until.saturating_sub(now)),
+                    status,
+                });
+            }
+            Gate::Probe => {
+                let mut only_tried = false;
+                for project in book.capacity_cooled() {
+                    let Some(&index) = table.project_index.get(&project) else {
+                        continue;
+                    };
+                    match self.key_in_project(&table, index, request.tried, now) {
+                        KeyChoice::Found(key) => {
+                            book.reserve(&project, now, today);
+                            return Ok(key);
+                        }
+                        KeyChoice::OnlyTried => only_tried = true,
+                        KeyChoice::Unhealthy(_) => {}
+                    }
+                }
+                if only_tried {
+                    return Err(PickError::AllTried);
+                }
+            }
+        }
         match book.next_quota_release(now) {
             Some((until, daily)) if table.keys.iter().any(|key| key.is_usable()) => {
                 Err(PickError::Exhausted {
@@ -578,6 +686,26 @@ impl Pool {
                 })
             }
             _ => Err(PickError::NoUsableKey),
+        }
+    }
+
+    /// A key of the project at `index` (a request bound to it), counted against its quota.
+    fn take_from_project(
+        &self,
+        table: &KeyTable,
+        book: &mut ModelBook,
+        index: usize,
+        tried: &[KeyId],
+        now: u64,
+        today: i32,
+    ) -> Result<Arc<PoolKey>, PickError> {
+        match self.key_in_project(table, index, tried, now) {
+            KeyChoice::Found(key) => {
+                book.reserve(&table.projects[index].name, now, today);
+                Ok(key)
+            }
+            KeyChoice::OnlyTried => Err(PickError::AllTried),
+            KeyChoice::Unhealthy(_) => Err(PickError::NoUsableKey),
         }
     }
 
@@ -592,15 +720,15 @@ impl Pool {
         let entry = &table.projects[project];
         let start = entry.cursor.fetch_add(1, Ordering::Relaxed);
         let mut only_tried = false;
-        let mut reopen: Option<u64> = None;
+        let mut back_at: Option<u64> = None;
         for offset in 0..entry.keys.len() {
             let key = &table.keys[entry.keys[(start + offset) % entry.keys.len()]];
             if !key.is_usable() {
                 continue;
             }
-            let open_until = key.circuit_open_until.load(Ordering::Relaxed);
-            if open_until > now {
-                reopen = Some(reopen.map_or(open_until, |r: u64| r.min(open_until)));
+            let checked_until = key.suspect_until.load(Ordering::Relaxed);
+            if checked_until > now {
+                back_at = Some(back_at.map_or(checked_until, |r: u64| r.min(checked_until)));
                 continue;
             }
             if tried.contains(&key.id) {
@@ -612,82 +740,135 @@ impl Pool {
         if only_tried {
             KeyChoice::OnlyTried
         } else {
-            KeyChoice::Unhealthy(reopen.unwrap_or(now + HEALTH_RECHECK_MS))
+            KeyChoice::Unhealthy(back_at.unwrap_or(now + HEALTH_RECHECK_MS))
         }
     }
 
-    /// Learns from a failed upstream call made with `key` for `model`.
-    pub fn record_failure(&self, key: KeyId, model: Option<&str>, failure: &Failure) {
+    /// Holds `key` back from the pick while a probe checks a key error met with it (for at
+    /// most [`SUSPECT_MS`]). Returns whether it was not already being checked, so one probe
+    /// runs per key.
+    pub fn suspect(&self, key: KeyId) -> bool {
         let Some(pool_key) = self.key(key) else {
-            return;
+            return false;
         };
         let now = self.clock.now_ms();
+        let previous = pool_key
+            .suspect_until
+            .swap(now.saturating_add(SUSPECT_MS), Ordering::Relaxed);
+        previous <= now
+    }
+
+    /// The probe found nothing wrong with `key`: it serves again.
+    pub fn clear_suspect(&self, key: KeyId) {
+        if let Some(pool_key) = self.key(key) {
+            pool_key.suspect_until.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Learns from a failed upstream call made with `key` for `model`; returns what it learned.
+    pub fn record_failure(&self, key: KeyId, model: Option<&str>, failure: &Failure) -> Lesson {
+        let mut lesson = Lesson::default();
+        let Some(pool_key) = self.key(key) else {
+            return lesson;
+        };
+        let now = self.clock.now_ms();
+        let today = self.today.day(now);
+        let project = pool_key.project();
         match failure {
             Failure::KeyInvalid { reason } => {
                 pool_key.take_out_of_service(reason);
+                lesson.out_of_service = Some(key);
                 self.tell_others(|| Learned::KeyOutOfService {
                     key,
                     reason: reason.clone(),
                 });
             }
-            Failure::RateLimited {
-                retry_after,
-                per_day,
-                model: quota_model,
-            } => {
+            Failure::Quota(quota) => {
                 // The quota named in the error wins; it is per project *and* model.
-                let model = quota_model.as_deref().or(model);
-                let today = self.today.day(now);
-                let book = self.book(model);
+                let model = quota.model.as_deref().or(model).unwrap_or("");
+                let book = self.book((!model.is_empty()).then_some(model));
                 let mut book = lock(&book);
-                let until = if *per_day {
+                let (until, reason) = match quota.window {
                     // RetryInfo is misleading for daily quotas: they reset at Pacific midnight.
-                    next_pacific_midnight_ms(now)
-                } else {
-                    match retry_after {
-                        Some(delay) => {
-                            now + u64::try_from(delay.as_millis()).unwrap_or(u64::MAX / 2)
-                        }
-                        None => now + book.next_backoff_ms(pool_key.project(), today),
+                    QuotaWindow::Day => (next_pacific_midnight_ms(now), CoolingReason::QuotaDay),
+                    QuotaWindow::Minute => {
+                        let until = match quota.retry_after {
+                            Some(delay) => now.saturating_add(millis(delay.min(MAX_QUOTA_COOLDOWN))),
+                            None => next_minute_ms(now),
+                        };
+                        (until, CoolingReason::QuotaMinute)
                     }
                 };
-                book.cool(
-                    pool_key.project(),
-                    until,
-                    Cooling::Quota { daily: *per_day },
-                    today,
-                );
-                drop(book);
-                self.tell_others(|| Learned::Cooldown {
-                    project: pool_key.project().to_string(),
-                    model: model.unwrap_or("").to_owned(),
-                    until_ms: until,
-                    daily: *per_day,
-                });
-            }
-            Failure::ServerError | Failure::Connection => {
-                let failures = pool_key.failures_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-                if failures >= CIRCUIT_THRESHOLD {
-                    // Open for 5 s, doubling with each further failure, at most 5 min.
-                    let open_ms = (5_000u64 << (failures - CIRCUIT_THRESHOLD).min(6)).min(300_000);
-                    pool_key
-                        .circuit_open_until
-                        .store(now + open_ms, Ordering::Relaxed);
+                book.cool(project, until, reason, today);
+                if let Some(limit) = quota.limit {
+                    let learned = match limit {
+                        LearnedLimit::RequestsPerMinute(rpm) => Limits {
+                            rpm: Some(rpm),
+                            ..Limits::UNLIMITED
+                        },
+                        LearnedLimit::RequestsPerDay(rpd) => Limits {
+                            rpd: Some(rpd),
+                            ..Limits::UNLIMITED
+                        },
+                        LearnedLimit::TokensPerMinute(tpm) => Limits {
+                            tpm: Some(tpm),
+                            ..Limits::UNLIMITED
+                        },
+                    };
+                    let limits = book.learn_limits(project, learned, now, today);
+                    let learned = LearnedLimits {
+                        project: project.to_string(),
+                        model: model.to_owned(),
+                        limits,
+                        at_ms: now,
+                    };
+                    self.tell_others(|| Learned::Limits(learned.clone()));
+                    lesson.learned = Some(learned);
                 }
+                drop(book);
+                let daily = reason == CoolingReason::QuotaDay;
+                self.tell_others(|| Learned::Cooldown {
+                    project: project.to_string(),
+                    model: model.to_owned(),
+                    until_ms: until,
+                    daily,
+                });
+                lesson.cooled = Some((
+                    project.to_string(),
+                    model.to_owned(),
+                    Cooldown {
+                        until_ms: until,
+                        reason,
+                    },
+                ));
+            }
+            Failure::Capacity { .. } | Failure::Connection => {
+                let status = match failure {
+                    Failure::Capacity { status } => *status,
+                    _ => 502,
+                };
+                let book = self.book(model);
+                let until = lock(&book).cool_for_capacity(project, status, now, today);
+                lesson.cooled = Some((
+                    project.to_string(),
+                    model.unwrap_or("").to_owned(),
+                    Cooldown {
+                        until_ms: until,
+                        reason: CoolingReason::Capacity(status),
+                    },
+                ));
             }
         }
+        lesson
     }
 
-    /// Learns from a successful call: the key's circuit closes, the project's 429 backoff resets.
+    /// Learns from a successful call: the project's capacity backoff resets, and a model whose
+    /// every project was cooling for capacity serves again at once.
     pub fn record_success(&self, key: KeyId, model: Option<&str>) {
         let Some(pool_key) = self.key(key) else {
             return;
         };
-        pool_key.failures_in_a_row.store(0, Ordering::Relaxed);
-        pool_key.circuit_open_until.store(0, Ordering::Relaxed);
-        if model.is_some() {
-            lock(&self.book(model)).reset_backoff(pool_key.project());
-        }
+        lock(&self.book(model)).succeeded(pool_key.project());
     }
 
     /// Counts tokens a call used against its project's per-minute token window.
@@ -704,30 +885,127 @@ impl Pool {
         );
     }
 
-    /// Quota cooldowns in force, as `(project, model, until_ms, daily)`.
-    pub fn cooldowns(&self) -> Vec<(String, String, u64, bool)> {
+    /// Every project and model the pool has seen, with quota used, limits, learned limits and
+    /// cooldowns.
+    pub fn project_states(&self) -> Vec<ProjectModelState> {
+        let now = self.clock.now_ms();
+        let today = self.today.day(now);
+        let mut all = Vec::new();
+        for entry in &self.books {
+            for view in lock(entry.value()).views(now, today) {
+                all.push(ProjectModelState {
+                    project: view.project.to_string(),
+                    model: entry.key().clone(),
+                    minute_used: view.minute_used,
+                    day_used: view.day_used,
+                    tokens_used: view.tokens_used,
+                    limits: view.limits,
+                    learned: view.learned,
+                    cooling: view.cooling.map(|(until_ms, reason)| Cooldown { until_ms, reason }),
+                });
+            }
+        }
+        all.sort_by(|a, b| (&a.project, &a.model).cmp(&(&b.project, &b.model)));
+        all
+    }
+
+    /// Cooldowns in force (quota and capacity), as `(project, model, cooldown)`.
+    pub fn cooldowns(&self) -> Vec<(String, String, Cooldown)> {
+        self.project_states()
+            .into_iter()
+            .filter_map(|state| {
+                state
+                    .cooling
+                    .filter(|c| c.reason != CoolingReason::Health)
+                    .map(|cooling| (state.project, state.model, cooling))
+            })
+            .collect()
+    }
+
+    /// For each model with quota, how its projects stand now.
+    pub fn model_overview(&self) -> Vec<ModelOverview> {
+        let now = self.clock.now_ms();
+        let today = self.today.day(now);
+        let table = self.table.load();
+        let serving_projects: Vec<&Arc<str>> = table
+            .projects
+            .iter()
+            .filter(|project| {
+                project
+                    .keys
+                    .iter()
+                    .any(|&i| table.keys[i].is_available(now))
+            })
+            .map(|project| &project.name)
+            .collect();
+        let in_service = table
+            .projects
+            .iter()
+            .filter(|project| project.keys.iter().any(|&i| table.keys[i].is_usable()))
+            .count();
+        let mut all = Vec::new();
+        for entry in &self.books {
+            if entry.key().is_empty() {
+                continue;
+            }
+            let mut book = lock(entry.value());
+            let mut overview = ModelOverview {
+                model: entry.key().clone(),
+                projects: in_service,
+                serving: 0,
+                cooling_quota: 0,
+                cooling_capacity: 0,
+                next_probe_ms: None,
+            };
+            for project in &serving_projects {
+                match book.check(project, now, today, || next_pacific_midnight_ms(now)) {
+                    Check::Open(_) => overview.serving += 1,
+                    Check::Closed {
+                        cooling: CoolingReason::QuotaMinute | CoolingReason::QuotaDay,
+                        ..
+                    } => overview.cooling_quota += 1,
+                    Check::Closed {
+                        cooling: CoolingReason::Capacity(_),
+                        ..
+                    } => overview.cooling_capacity += 1,
+                    // A lease is fetched when needed: the project can serve.
+                    Check::Closed {
+                        cooling: CoolingReason::Lease,
+                        ..
+                    } => overview.serving += 1,
+                    Check::Closed { .. } => {}
+                }
+            }
+            overview.next_probe_ms = book.storm();
+            all.push(overview);
+        }
+        all.sort_by(|a, b| a.model.cmp(&b.model));
+        all
+    }
+
+    /// Learned limits in force, for persistence.
+    pub fn learned_limits(&self) -> Vec<LearnedLimits> {
         let now = self.clock.now_ms();
         let mut all = Vec::new();
         for entry in &self.books {
-            for (project, until, daily) in lock(entry.value()).cooldowns(now) {
-                all.push((project.to_string(), entry.key().clone(), until, daily));
+            for (project, limits, at_ms) in lock(entry.value()).learned(now) {
+                all.push(LearnedLimits {
+                    project: project.to_string(),
+                    model: entry.key().clone(),
+                    limits,
+                    at_ms,
+                });
             }
         }
         all
     }
 
-    /// Requests left this minute and today, as `(project, model, per_minute, per_day)`, for every
-    /// project and model the pool has counted (`None`: unlimited).
-    pub fn quota_left(&self) -> Vec<(String, String, Option<u32>, Option<u32>)> {
-        let now = self.clock.now_ms();
-        let today = self.today.day(now);
-        let mut all = Vec::new();
-        for entry in &self.books {
-            for (project, minute, day) in lock(entry.value()).quota_left(now, today) {
-                all.push((project.to_string(), entry.key().clone(), minute, day));
-            }
-        }
-        all
+    /// Applies a limit learned earlier (after a restart) or by another instance.
+    pub fn apply_learned_limits(&self, learned: &LearnedLimits) {
+        let today = self.today.day(learned.at_ms);
+        let model = (!learned.model.is_empty()).then_some(learned.model.as_str());
+        let project: Arc<str> = learned.project.as_str().into();
+        lock(&self.book(model)).learn_limits(&project, learned.limits, learned.at_ms, today);
     }
 
     /// Today's request counts per project and model.
@@ -772,11 +1050,21 @@ impl Pool {
             .unwrap_or_default()
     }
 
-    /// Applies a cooldown another instance learned.
+    /// Applies a quota cooldown another instance learned (clamped like one learned here: a
+    /// per-minute one to an hour, a daily one to the next Pacific midnight).
     pub fn apply_remote_cooldown(&self, project: &str, model: &str, until_ms: u64, daily: bool) {
-        let today = self.today.day(self.clock.now_ms());
+        let now = self.clock.now_ms();
+        let today = self.today.day(now);
+        let (bound, reason) = if daily {
+            (next_pacific_midnight_ms(now), CoolingReason::QuotaDay)
+        } else {
+            (
+                now.saturating_add(millis(MAX_QUOTA_COOLDOWN)),
+                CoolingReason::QuotaMinute,
+            )
+        };
         let model = (!model.is_empty()).then_some(model);
-        lock(&self.book(model)).cool(&project.into(), until_ms, Cooling::Quota { daily }, today);
+        lock(&self.book(model)).cool(&project.into(), until_ms.min(bound), reason, today);
     }
 
     /// Takes a key out of service because another instance found it unusable.
@@ -786,13 +1074,14 @@ impl Pool {
         }
     }
 
-    /// The leases to ask for: projects whose lease is empty or running low.
+    /// The leases to ask for: projects whose lease is empty or running low, with the limits in
+    /// force for each (learned ones included).
     pub fn lease_wants(&self) -> Vec<LeaseWant> {
+        let now = self.clock.now_ms();
         let mut wants = Vec::new();
         for entry in &self.books {
             let mut book = lock(entry.value());
-            let limits = book.limits;
-            for project in book.take_lease_wants() {
+            for (project, limits) in book.take_lease_wants(now) {
                 wants.push(LeaseWant {
                     project: project.to_string(),
                     model: entry.key().clone(),
@@ -813,7 +1102,12 @@ impl Pool {
         let book = self.book(model);
         let mut book = lock(&book);
         if count == 0 {
-            book.cool(&project, until_ms, Cooling::Quota { daily }, today);
+            let reason = if daily {
+                CoolingReason::QuotaDay
+            } else {
+                CoolingReason::QuotaMinute
+            };
+            book.cool(&project, until_ms, reason, today);
         } else {
             book.grant_lease(&project, count, until_ms, now, today);
         }
@@ -858,14 +1152,23 @@ mod tests {
         }
     }
 
-    fn fixture_failure(name: &str) -> Failure {
-        let path = format!(
-            "{}/../translate/tests/fixtures/gemini/errors/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        classify_upstream_error(429, &std::fs::read(path).unwrap())
-            .failure
-            .unwrap()
+    /// A per-minute quota 429 as Google sends it: RetryInfo, the model in QuotaFailure.
+    fn minute_quota(retry_secs: Option<u64>, model: Option<&str>) -> Failure {
+        Failure::Quota(QuotaExhausted {
+            window: QuotaWindow::Minute,
+            retry_after: retry_secs.map(Duration::from_secs),
+            model: model.map(str::to_owned),
+            limit: None,
+        })
+    }
+
+    fn daily_quota() -> Failure {
+        Failure::Quota(QuotaExhausted {
+            window: QuotaWindow::Day,
+            retry_after: Some(Duration::from_secs(47)),
+            model: Some(FLASH.to_owned()),
+            limit: Some(LearnedLimit::RequestsPerDay(250)),
+        })
     }
 
     fn record(id: i64, project: Option<&str>) -> KeyRecord {
@@ -935,19 +1238,11 @@ mod tests {
             limited(None, None),
             Arc::new(ManualClock::at(NOW)),
         );
-        pool.record_failure(
-            KeyId(1),
-            Some(FLASH),
-            &fixture_failure("error_429_resource_exhausted"),
-        );
+        pool.record_failure(KeyId(1), Some(FLASH), &minute_quota(Some(26), Some(FLASH)));
         assert!(pool.take_learned().is_empty(), "alone, nothing is kept");
 
         pool.share_quota();
-        pool.record_failure(
-            KeyId(1),
-            Some(FLASH),
-            &fixture_failure("error_429_resource_exhausted"),
-        );
+        pool.record_failure(KeyId(1), Some(FLASH), &minute_quota(Some(26), Some(FLASH)));
         pool.record_failure(
             KeyId(2),
             None,
@@ -1192,7 +1487,7 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_answers_cool_the_project_for_that_model() {
+    fn quota_answers_cool_the_project_for_that_model() {
         let clock = Arc::new(ManualClock::at(NOW));
         let pool = Pool::with_clock(
             vec![record(1, Some("p")), record(2, Some("q"))],
@@ -1203,7 +1498,7 @@ mod tests {
         pool.record_failure(
             KeyId(1),
             Some("something-else"),
-            &fixture_failure("error_429_resource_exhausted"),
+            &minute_quota(Some(26), Some(FLASH)),
         );
         for _ in 0..6 {
             assert_eq!(&**pool.pick(&model_request(FLASH)).unwrap().project(), "q");
@@ -1213,11 +1508,7 @@ mod tests {
             "other models are not cooled"
         );
         // Per-day: until Pacific midnight, whatever RetryInfo says.
-        pool.record_failure(
-            KeyId(2),
-            Some(FLASH),
-            &fixture_failure("error_429_daily_quota"),
-        );
+        pool.record_failure(KeyId(2), Some(FLASH), &daily_quota());
         let PickError::Exhausted { retry_after, daily } =
             pool.pick(&model_request(FLASH)).unwrap_err()
         else {
@@ -1230,32 +1521,125 @@ mod tests {
         );
         clock.advance(Duration::from_secs(26));
         assert_eq!(&**pool.pick(&model_request(FLASH)).unwrap().project(), "p");
-        // No details: exponential backoff from 60 s.
-        let clock2 = Arc::new(ManualClock::at(NOW));
+        // No RetryInfo: until the next minute.
         let lone = Pool::with_clock(
             vec![record(1, None)],
             LimitsTable::default(),
-            clock2.clone(),
+            Arc::new(ManualClock::at(NOW + 15_000)),
         );
-        let bare = fixture_failure("error_429_no_details");
-        lone.record_failure(KeyId(1), Some(FLASH), &bare);
+        lone.record_failure(KeyId(1), Some(FLASH), &minute_quota(None, None));
         assert_eq!(
             lone.pick(&model_request(FLASH)).unwrap_err(),
             PickError::Exhausted {
-                retry_after: Duration::from_secs(60),
+                retry_after: Duration::from_secs(45),
                 daily: false
             }
         );
-        clock2.advance(Duration::from_secs(60));
-        lone.pick(&model_request(FLASH)).unwrap();
-        lone.record_failure(KeyId(1), Some(FLASH), &bare);
-        assert_eq!(
-            lone.pick(&model_request(FLASH)).unwrap_err(),
-            PickError::Exhausted {
-                retry_after: Duration::from_secs(120),
-                daily: false
-            }
+    }
+
+    #[test]
+    fn absurd_delays_from_the_upstream_are_clamped() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(vec![record(1, Some("p"))], LimitsTable::default(), clock.clone());
+        let huge = Failure::Quota(QuotaExhausted {
+            window: QuotaWindow::Minute,
+            retry_after: Some(Duration::MAX),
+            model: None,
+            limit: None,
+        });
+        pool.record_failure(KeyId(1), Some(FLASH), &huge);
+        let PickError::Exhausted { retry_after, .. } = pool.pick(&model_request(FLASH)).unwrap_err() else {
+            panic!("expected exhaustion");
+        };
+        assert_eq!(retry_after, MAX_QUOTA_COOLDOWN);
+        clock.advance(MAX_QUOTA_COOLDOWN);
+        assert!(pool.pick(&model_request(FLASH)).is_ok(), "back after the clamp");
+        // Another instance's figure is clamped the same way.
+        pool.apply_remote_cooldown("p", FLASH, u64::MAX, false);
+        let PickError::Exhausted { retry_after, .. } = pool.pick(&model_request(FLASH)).unwrap_err() else {
+            panic!("expected exhaustion");
+        };
+        assert_eq!(retry_after, MAX_QUOTA_COOLDOWN);
+    }
+
+    #[test]
+    fn a_capacity_storm_cools_projects_for_seconds_then_probes_once_a_second() {
+        fastrand::seed(11);
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p")), record(2, Some("q"))],
+            LimitsTable::default(),
+            clock.clone(),
         );
+        let overloaded = Failure::Capacity { status: 503 };
+        let first = pool.pick(&model_request(FLASH)).unwrap().id();
+        pool.record_failure(first, Some(FLASH), &overloaded);
+        let second = pool.pick(&model_request(FLASH)).unwrap().id();
+        assert_ne!(first, second, "the other project serves meanwhile");
+        pool.record_failure(second, Some(FLASH), &overloaded);
+        // Every project cools for capacity: one probe now, then refusals with the status.
+        assert!(pool.pick(&model_request(FLASH)).is_ok(), "the probe");
+        let refusal = pool.pick(&model_request(FLASH)).unwrap_err();
+        assert!(
+            matches!(refusal, PickError::Capacity { status: 503, retry_after } if retry_after <= Duration::from_secs(1)),
+            "{refusal:?}"
+        );
+        assert!(pool.keys().iter().all(|key| key.is_usable()), "no key is blamed");
+        assert_eq!(pool.model_overview()[0].cooling_capacity, 2);
+        assert!(pool.model_overview()[0].next_probe_ms.is_some());
+        // The next second's probe succeeds: every project is back at once.
+        clock.advance(Duration::from_secs(1));
+        let probe = pool.pick(&model_request(FLASH)).unwrap();
+        pool.record_success(probe.id(), Some(FLASH));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..40 {
+            seen.insert(pool.pick(&model_request(FLASH)).unwrap().id());
+        }
+        assert_eq!(seen.len(), 2, "both projects serve again");
+        assert_eq!(pool.model_overview()[0].serving, 2);
+        // Other models never noticed.
+        assert!(pool.pick(&model_request("gemini-2.5-pro")).is_ok());
+    }
+
+    #[test]
+    fn capacity_cooldowns_end_within_seconds_even_without_a_success() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(vec![record(1, Some("p"))], LimitsTable::default(), clock.clone());
+        for _ in 0..20 {
+            pool.record_failure(KeyId(1), Some(FLASH), &Failure::Connection);
+        }
+        clock.advance(Duration::from_millis(book::CAPACITY_BACKOFF_MAX_MS));
+        assert!(pool.pick(&model_request(FLASH)).is_ok());
+        assert!(pool.key(KeyId(1)).unwrap().is_usable());
+    }
+
+    #[test]
+    fn a_learned_limit_is_what_the_project_is_held_to() {
+        let clock = Arc::new(ManualClock::at(NOW));
+        let pool = Pool::with_clock(vec![record(1, Some("p"))], limited(Some(10), None), clock.clone());
+        let told = Failure::Quota(QuotaExhausted {
+            window: QuotaWindow::Minute,
+            retry_after: Some(Duration::from_secs(5)),
+            model: Some(FLASH.to_owned()),
+            limit: Some(LearnedLimit::RequestsPerMinute(2)),
+        });
+        let lesson = pool.record_failure(KeyId(1), Some(FLASH), &told);
+        assert_eq!(lesson.learned.as_ref().unwrap().limits.rpm, Some(2));
+        clock.advance(Duration::from_secs(61));
+        assert!(pool.pick(&model_request(FLASH)).is_ok());
+        assert!(pool.pick(&model_request(FLASH)).is_ok());
+        assert!(
+            matches!(pool.pick(&model_request(FLASH)).unwrap_err(), PickError::Exhausted { daily: false, .. }),
+            "two a minute, as the upstream said"
+        );
+        let learned = pool.learned_limits();
+        assert_eq!(learned.len(), 1);
+        let state = pool.project_states().remove(0);
+        assert_eq!((state.limits.rpm, state.minute_used), (Some(2), 2));
+        // Another instance (or a restart) applies it the same way.
+        let other = Pool::with_clock(vec![record(1, Some("p"))], limited(Some(10), None), clock.clone());
+        other.apply_learned_limits(&learned[0]);
+        assert_eq!(other.project_states()[0].limits.rpm, Some(2));
     }
 
     #[test]
@@ -1328,33 +1712,6 @@ mod tests {
     }
 
     #[test]
-    fn repeated_upstream_faults_open_a_circuit_that_success_closes() {
-        let clock = Arc::new(ManualClock::at(NOW));
-        let pool = Pool::with_clock(
-            vec![record(1, Some("p")), record(2, Some("q"))],
-            LimitsTable::default(),
-            clock.clone(),
-        );
-        for _ in 0..3 {
-            pool.record_failure(KeyId(1), Some(FLASH), &Failure::ServerError);
-        }
-        for _ in 0..5 {
-            assert_eq!(pool.pick(&model_request(FLASH)).unwrap().id(), KeyId(2));
-        }
-        clock.advance(Duration::from_secs(31));
-        let mut seen = std::collections::HashSet::new();
-        for _ in 0..40 {
-            seen.insert(pool.pick(&model_request(FLASH)).unwrap().id());
-        }
-        assert!(
-            seen.contains(&KeyId(1)),
-            "the circuit closed after its timeout"
-        );
-        pool.record_success(KeyId(1), Some(FLASH));
-        assert_eq!(pool.key(KeyId(1)).unwrap().circuit_open_until_ms(), 0);
-    }
-
-    #[test]
     fn day_counts_survive_a_restart() {
         let clock = Arc::new(ManualClock::at(NOW));
         let before = Pool::with_clock(
@@ -1395,11 +1752,7 @@ mod tests {
     fn a_huge_pool_mostly_cooling_still_picks_the_ready_keys() {
         let keys: Vec<KeyRecord> = (0..100_000).map(|i| record(i, None)).collect();
         let pool = Pool::with_clock(keys, LimitsTable::default(), Arc::new(ManualClock::at(NOW)));
-        let cooling = Failure::RateLimited {
-            retry_after: Some(Duration::from_secs(600)),
-            per_day: false,
-            model: None,
-        };
+        let cooling = minute_quota(Some(600), None);
         for id in 0..99_000 {
             pool.record_failure(KeyId(id), Some(FLASH), &cooling);
         }

@@ -78,6 +78,11 @@ pub struct RequestRecord {
     pub tokens: Tokens,
     /// Whether the answer was streamed.
     pub streamed: bool,
+    /// Upstream calls made for it (0 when none was, as for a refused request).
+    pub attempts: u8,
+    /// The last trouble met upstream (`capacity`, `quota`, `key_error`, `empty_answer`, …),
+    /// also when a later key succeeded.
+    pub upstream_error: Option<&'static str>,
 }
 
 enum Message {
@@ -228,6 +233,8 @@ impl RequestMeter {
                 latency_ms: 0,
                 tokens: Tokens::default(),
                 streamed: false,
+                attempts: 0,
+                upstream_error: None,
             },
         }
     }
@@ -252,6 +259,12 @@ impl RequestMeter {
     pub fn set_streamed(&mut self) {
         self.record.streamed = true;
         self.first_byte = Some(self.started.elapsed());
+    }
+
+    /// What happened upstream: calls made and the last trouble met.
+    pub fn set_attempts(&mut self, attempts: &crate::relay::Attempts) {
+        self.record.attempts = u8::try_from(attempts.tried.len()).unwrap_or(u8::MAX);
+        self.record.upstream_error = attempts.trouble;
     }
 
     /// The upstream's latest (cumulative) usage snapshot.

@@ -5,9 +5,13 @@
 //! - the **lease refiller** asks the database for slices of the shared quota (see
 //!   `pool::lease`) for the projects whose lease is empty or running low, every 100 ms or at
 //!   once when a request found no lease;
-//! - the **news loop** publishes what this instance learned (429 cooldowns, keys taken out of
-//!   service, resource owners, management changes) and applies what the others published, every
-//!   [`NEWS_INTERVAL`]; so news reaches every instance within about two intervals.
+//! - the **news loop** publishes what this instance learned (quota cooldowns and learned
+//!   limits, keys taken out of service, resource owners, management changes) and applies what
+//!   the others published. It runs at once when this instance learns something, and at once
+//!   when another instance announces news (PostgreSQL `LISTEN`/`NOTIFY` on
+//!   [`crate::storage::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as the fallback when
+//!   the listening connection is down. So a 429 learned by one instance stops the others within
+//!   a few milliseconds.
 //!
 //! Usage needs no coordination: every instance writes its own request rows and adds to the same
 //! daily totals, and the dashboard of any instance reads them from the database.
@@ -50,6 +54,9 @@ pub struct Cluster {
     refilled: watch::Sender<u64>,
     pending: std::sync::Mutex<Vec<ClusterEvent>>,
     last_seen: AtomicI64,
+    /// This instance has news to publish, or another one announced some: exchange now.
+    exchange_asked: Notify,
+    database_url: String,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -65,6 +72,7 @@ impl Cluster {
     pub async fn join(
         storage: Storage,
         pool: Arc<Pool>,
+        database_url: &str,
     ) -> Result<Arc<Self>, crate::storage::StorageError> {
         pool.share_quota();
         let last_seen = storage.last_event_id().await?;
@@ -76,6 +84,8 @@ impl Cluster {
             refilled: watch::channel(0).0,
             pending: std::sync::Mutex::new(Vec::new()),
             last_seen: AtomicI64::new(last_seen),
+            exchange_asked: Notify::new(),
+            database_url: database_url.to_owned(),
         }))
     }
 
@@ -97,11 +107,17 @@ impl Cluster {
                 refiller.refilled.send_modify(|round| *round += 1);
             }
         });
+        let listener = Arc::clone(self);
+        let listener_app = app.clone();
+        tokio::spawn(async move { listener.listen(listener_app).await });
         let news = Arc::clone(self);
         tokio::spawn(async move {
             let mut rounds: u64 = 0;
             loop {
-                tokio::time::sleep(NEWS_INTERVAL).await;
+                tokio::select! {
+                    () = news.exchange_asked.notified() => {}
+                    () = tokio::time::sleep(NEWS_INTERVAL) => {}
+                }
                 let Some(app) = app.upgrade() else { break };
                 news.exchange_news(&app).await;
                 rounds += 1;
@@ -112,6 +128,62 @@ impl Cluster {
                 }
             }
         });
+    }
+
+    /// Publishes what this instance just learned without waiting for the next round.
+    pub fn publish_soon(&self) {
+        self.exchange_asked.notify_one();
+    }
+
+    /// Listens for the other instances' announcements and runs the news loop on each, for as
+    /// long as the gateway lives; reconnects after a second when the connection drops (polling
+    /// carries on meanwhile).
+    async fn listen(self: Arc<Self>, app: std::sync::Weak<App>) {
+        while app.strong_count() > 0 {
+            match sqlx::postgres::PgListener::connect(&self.database_url).await {
+                Ok(mut listener) => match listener.listen(crate::storage::NEWS_CHANNEL).await {
+                    Ok(()) => self.relay_notifications(&mut listener, &app).await,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not listen for news from the other instances");
+                    }
+                },
+                Err(error) => tracing::warn!(%error, "could not connect the news listener"),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Wakes the news loop for every notification of another instance, until the connection
+    /// drops or the gateway is gone.
+    async fn relay_notifications(
+        &self,
+        listener: &mut sqlx::postgres::PgListener,
+        app: &std::sync::Weak<App>,
+    ) {
+        loop {
+            tokio::select! {
+                received = listener.try_recv() => match received {
+                    Ok(Some(notification)) => {
+                        if notification.payload() != self.instance {
+                            self.exchange_asked.notify_one();
+                        }
+                    }
+                    Ok(None) => {
+                        tracing::warn!("the news listener lost its connection");
+                        return;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "the news listener failed");
+                        return;
+                    }
+                },
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    if app.strong_count() == 0 {
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     /// Asks for leases now and waits (at most [`LEASE_WAIT`]) until the refiller has run.
@@ -191,6 +263,20 @@ impl Cluster {
                     daily,
                     ..event("cooldown")
                 },
+                Learned::Limits(learned) => ClusterEvent {
+                    project: Some(learned.project),
+                    model: Some(learned.model),
+                    until_ms: Some(i64::try_from(learned.at_ms).unwrap_or(i64::MAX)),
+                    detail: Some(
+                        serde_json::json!({
+                            "rpm": learned.limits.rpm,
+                            "rpd": learned.limits.rpd,
+                            "tpm": learned.limits.tpm,
+                        })
+                        .to_string(),
+                    ),
+                    ..event("limits")
+                },
                 Learned::KeyOutOfService { key, reason } => ClusterEvent {
                     key_id: Some(key.0),
                     detail: Some(reason),
@@ -226,6 +312,30 @@ impl Cluster {
                             u64::try_from(until).unwrap_or(0),
                             news.daily,
                         );
+                    }
+                }
+                "limits" => {
+                    if let (Some(project), Some(at), Some(detail)) =
+                        (&news.project, news.until_ms, &news.detail)
+                    {
+                        let figures: serde_json::Value =
+                            serde_json::from_str(detail).unwrap_or_default();
+                        let count = |name: &str| {
+                            figures
+                                .get(name)
+                                .and_then(serde_json::Value::as_u64)
+                                .filter(|value| *value > 0)
+                        };
+                        self.pool.apply_learned_limits(&pool::LearnedLimits {
+                            project: project.clone(),
+                            model: news.model.clone().unwrap_or_default(),
+                            limits: pool::Limits {
+                                rpm: count("rpm").and_then(|v| u32::try_from(v).ok()),
+                                rpd: count("rpd").and_then(|v| u32::try_from(v).ok()),
+                                tpm: count("tpm"),
+                            },
+                            at_ms: u64::try_from(at).unwrap_or(0),
+                        });
                     }
                 }
                 "key_out" => {

@@ -68,6 +68,21 @@ pub enum ApiError {
     /// No upstream key can serve the request.
     #[error("{0}")]
     NoUsableKey(String),
+    /// Every project of the model is cooling after capacity failures of the upstream.
+    #[error("{}", capacity_message(.model.as_deref(), *.status, *.retry_after))]
+    Capacity {
+        /// The model.
+        model: Option<String>,
+        /// What the upstream answered (429 or a 5xx).
+        status: u16,
+        /// When the next try may go.
+        retry_after: std::time::Duration,
+    },
+    /// Every answer the upstream gave was empty (a 200 without content).
+    #[error(
+        "The upstream returned an empty answer (no content, finishReason STOP, no output tokens) on every try."
+    )]
+    EmptyAnswer,
     /// Every attempt failed to connect to the upstream.
     #[error("The upstream could not be reached.")]
     UpstreamUnreachable,
@@ -96,6 +111,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             Self::NoUsableKey(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Capacity { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Capacity { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Self::EmptyAnswer => StatusCode::BAD_GATEWAY,
             Self::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -121,7 +139,9 @@ impl ApiError {
                 504 => "DEADLINE_EXCEEDED",
                 _ => "UNAVAILABLE",
             },
-            Self::UpstreamInvalidResponse(_) => "UNAVAILABLE",
+            Self::UpstreamInvalidResponse(_) | Self::EmptyAnswer => "UNAVAILABLE",
+            Self::Capacity { status: 429, .. } => "RESOURCE_EXHAUSTED",
+            Self::Capacity { .. } => "UNAVAILABLE",
             Self::NotFound(_) => "NOT_FOUND",
             Self::NoUsableKey(_) | Self::UpstreamUnreachable => "UNAVAILABLE",
             Self::UpstreamTimeout => "DEADLINE_EXCEEDED",
@@ -149,6 +169,9 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => ("invalid_request_error", Some("payload_too_large")),
             Self::UriTooLong { .. } => ("invalid_request_error", Some("uri_too_long")),
             Self::NoUsableKey(_) => ("server_error", Some("no_usable_upstream_key")),
+            Self::Capacity { status: 429, .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            Self::Capacity { .. } => ("server_error", Some("upstream_overloaded")),
+            Self::EmptyAnswer => ("server_error", Some("upstream_empty_response")),
             Self::UpstreamUnreachable => ("server_error", Some("upstream_connection_error")),
             Self::UpstreamTimeout => ("server_error", Some("upstream_timeout")),
             Self::Internal(_) => ("server_error", None),
@@ -167,11 +190,16 @@ impl ApiError {
         let status = self.status();
         let retry_after = match &self {
             Self::Upstream(error) => error.retry_after,
-            Self::ClientRefused(refusal) => refusal
-                .retry_after()
-                .map(|wait| (wait.as_secs_f64().ceil() as u64).max(1)),
+            Self::ClientRefused(refusal) => refusal.retry_after().map(whole_seconds),
+            Self::Capacity { retry_after, .. } => Some(whole_seconds(*retry_after)),
+            // Keys being checked are back in seconds; keys out of service need the operator.
+            Self::NoUsableKey(_) => Some(NO_KEY_RETRY_AFTER_SECS),
             _ => None,
-        };
+        }
+        // Every 429 and 503 says when to come back, so SDKs retry at the right time.
+        .or_else(|| {
+            matches!(status.as_u16(), 429 | 503).then_some(DEFAULT_RETRY_AFTER_SECS)
+        });
         let param = match &self {
             Self::InvalidField { param, .. } => param.clone(),
             Self::Upstream(error) => error.param.clone(),
@@ -197,6 +225,50 @@ impl ApiError {
         }
         response
     }
+}
+
+/// `Retry-After` of a 503 when no key can serve.
+const NO_KEY_RETRY_AFTER_SECS: u64 = 10;
+/// `Retry-After` of a 429 or 503 that names no time of its own.
+const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
+
+/// Whole seconds, rounded up, at least one (what `Retry-After` carries).
+pub fn whole_seconds(wait: std::time::Duration) -> u64 {
+    (wait.min(std::time::Duration::from_secs(86_400)).as_secs_f64().ceil() as u64).max(1)
+}
+
+/// `HH:MM:SS UTC` of the moment `wait` from now.
+pub fn utc_time_after(wait: std::time::Duration) -> String {
+    let at = std::time::SystemTime::now()
+        .checked_add(wait)
+        .unwrap_or_else(std::time::SystemTime::now)
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    let of_day = at % 86_400;
+    format!(
+        "{:02}:{:02}:{:02} UTC",
+        of_day / 3600,
+        of_day / 60 % 60,
+        of_day % 60
+    )
+}
+
+/// The message of [`ApiError::Capacity`]: what the upstream said and when the next try goes.
+fn capacity_message(model: Option<&str>, status: u16, retry_after: std::time::Duration) -> String {
+    let said = match status {
+        429 => "429 RESOURCE_EXHAUSTED (shared capacity or this gateway's address throttled, not a quota)",
+        500 => "500 INTERNAL",
+        502 => "502 (no answer from its front end)",
+        503 => "503 UNAVAILABLE (the model is overloaded)",
+        504 => "504 DEADLINE_EXCEEDED",
+        _ => "an error",
+    };
+    let model = model.map_or_else(|| "the model".to_owned(), |m| format!("`{m}`"));
+    format!(
+        "Every project of {model} is cooling for capacity: the upstream answered {said}. The next try goes at {}; retry in {} s.",
+        utc_time_after(retry_after),
+        whole_seconds(retry_after)
+    )
 }
 
 impl From<translate::TranslateError> for ApiError {

@@ -216,24 +216,36 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge!("gateway_keys", "state" => "cooling").set(cooling_keys as f64);
     gauge!("gateway_keys", "state" => "out_of_service").set(out as f64);
     gauge!("gateway_keys", "state" => "disabled").set(disabled as f64);
+    // Per model: how many projects can serve now, and how many cool for which reason.
+    for overview in state.pool.model_overview().into_iter().take(MAX_MODEL_LABELS) {
+        let model = model_label(&overview.model);
+        gauge!("gateway_model_projects", "model" => model.clone(), "state" => "serving")
+            .set(overview.serving as f64);
+        gauge!("gateway_model_projects", "model" => model.clone(), "state" => "cooling_quota")
+            .set(overview.cooling_quota as f64);
+        gauge!("gateway_model_projects", "model" => model, "state" => "cooling_capacity")
+            .set(overview.cooling_capacity as f64);
+    }
     let (connections, streams) = state.upstream.lanes_in_use();
     gauge!("gateway_upstream_http2_connections").set(connections as f64);
     gauge!("gateway_upstream_http2_streams").set(streams as f64);
     // Named projects only (a key without a project is a project of its own: one series per key
     // would be unbounded), at most a few hundred series.
-    for (project, model, minute, day) in state
+    for state in state
         .pool
-        .quota_left()
+        .project_states()
         .into_iter()
-        .filter(|(project, model, _, _)| !project.starts_with('~') && !model.is_empty())
+        .filter(|state| !state.project.starts_with('~') && !state.model.is_empty())
         .take(MAX_QUOTA_SERIES)
     {
-        let model = model_label(&model);
-        if let Some(minute) = minute {
-            gauge!("gateway_quota_remaining", "project" => project.clone(), "model" => model.clone(), "window" => "minute").set(f64::from(minute));
+        let model = model_label(&state.model);
+        if let Some(limit) = state.limits.rpm {
+            gauge!("gateway_quota_remaining", "project" => state.project.clone(), "model" => model.clone(), "window" => "minute")
+                .set(f64::from(limit.saturating_sub(state.minute_used)));
         }
-        if let Some(day) = day {
-            gauge!("gateway_quota_remaining", "project" => project, "model" => model, "window" => "day").set(f64::from(day));
+        if let Some(limit) = state.limits.rpd {
+            gauge!("gateway_quota_remaining", "project" => state.project, "model" => model, "window" => "day")
+                .set(f64::from(limit.saturating_sub(state.day_used)));
         }
     }
     (

@@ -23,9 +23,9 @@ use translate::native::{NativePath, PathError, created_resource_name, referenced
 use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
 use crate::state::{App, AppState};
+use crate::relay::{AnswerKind, Attempts, UpstreamBody, UpstreamFailure, WholeAnswer};
 use crate::upstream::{
-    Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, UpstreamBody,
-    UpstreamFailure, allowlisted, first_sse_event,
+    Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted,
 };
 
 /// The largest request body the gateway reads (inline media may be up to 100 MB decoded,
@@ -103,59 +103,106 @@ async fn relay_native(
         model: path.model().map(str::to_owned),
         project,
     };
-    let mut tried = Vec::new();
-    let committed = match app.send_with_failover_after(&outgoing, &mut tried).await {
-        Ok(committed) => committed,
-        Err(failure) => return upstream_failure_response(failure),
-    };
+    let mut attempts = Attempts::default();
+    let model = outgoing.model.clone();
+    let result = relay_answer(app, &parts, &path, &outgoing, &mut attempts, meter).await;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_attempts(&attempts);
+    }
+    match result {
+        Ok(Relayed::Done(response)) => Ok(response),
+        Ok(Relayed::Other(committed)) => Ok(relay_other(app, &parts, &path, committed, meter).await),
+        Err(failure) => upstream_failure_response(failure, model.as_deref()),
+    }
+}
+
+/// What [`relay_answer`] made of the upstream's answer.
+enum Relayed {
+    /// A finished response (a one-JSON answer, or a stream past its first event).
+    Done(Response),
+    /// Any other success, relayed as it comes.
+    Other(Committed),
+}
+
+/// Sends the request with failover and reads the answer up to its commit point: one-JSON
+/// answers whole, event streams up to their first event (see `relay`).
+async fn relay_answer(
+    app: &AppState,
+    parts: &axum::http::request::Parts,
+    path: &NativePath,
+    outgoing: &Outgoing,
+    attempts: &mut Attempts,
+    meter: &mut Option<RequestMeter>,
+) -> Result<Relayed, UpstreamFailure> {
+    let committed = app.send_with_failover_after(outgoing, attempts).await?;
     let asked_sse = parts
         .uri
         .query()
         .is_some_and(|query| query.contains("alt=sse"));
     let upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
     if answers_in_one_json(
-        &path,
+        path,
         &parts.method,
         asked_sse,
         upstream_sse,
         &committed.response,
     ) {
-        let whole = read_whole_json_answer(app, &outgoing, committed, &mut tried).await?;
+        let kind = if path.action() == Some("generateContent") {
+            AnswerKind::Content
+        } else {
+            AnswerKind::Json
+        };
+        let whole = app
+            .read_whole_answer(outgoing, committed, attempts, kind, ANSWER_LIMIT)
+            .await?;
         if let Some(meter) = meter.as_mut() {
             meter.set_key(&whole.key);
         }
         let tap = meter.take().map(|mut meter| {
+            meter.set_attempts(attempts);
             meter.set_status(whole.status.as_u16());
             UsageTap::new(BodyKind::Json, meter)
         });
-        return Ok(whole.into_response(tap));
+        return Ok(Relayed::Done(whole_response(whole, tap)));
     }
     if path.is_streaming() && upstream_sse && committed.response.status().is_success() {
-        let opened = open_event_stream(app, &outgoing, committed, &mut tried).await?;
-        let opened = match opened {
-            Ok(opened) => opened,
-            Err(failure) => return upstream_failure_response(failure),
-        };
+        let opened = app.open_first_event(outgoing, committed, attempts).await?;
         let tap = meter.take().map(|mut meter| {
             meter.set_key(&opened.key);
+            meter.set_attempts(attempts);
             meter.set_status(opened.status.as_u16());
             meter.set_streamed();
             UsageTap::new(BodyKind::Sse, meter)
         });
-        let first = futures_util::stream::once(async move { Ok(opened.first) });
-        return Ok(relay_parts(
+        let first = futures_util::stream::once(async move { Ok(opened.read) });
+        return Ok(Relayed::Done(relay_parts(
             opened.status,
             opened.headers,
             first.chain(opened.rest).boxed(),
             app.upstream.timeout(),
             tap,
-        ));
+        )));
     }
+    Ok(Relayed::Other(committed))
+}
+
+/// Relays any other success (lists, files, operations, uploads' metadata) as it comes.
+async fn relay_other(
+    app: &AppState,
+    parts: &axum::http::request::Parts,
+    path: &NativePath,
+    committed: Committed,
+    meter: &mut Option<RequestMeter>,
+) -> Response {
+    let asked_sse = parts
+        .uri
+        .query()
+        .is_some_and(|query| query.contains("alt=sse"));
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&committed.key);
     }
     if path.creates_owned_resource(parts.method.as_str()) {
-        return Ok(remember_created(app, committed).await);
+        return remember_created(app, committed).await;
     }
     if parts.method == Method::DELETE
         && let Some(resource) = path.owned_resource()
@@ -174,12 +221,7 @@ async fn relay_native(
         }
         UsageTap::new(kind, meter)
     });
-    Ok(relay_response(
-        committed.response,
-        app.upstream.timeout(),
-        None,
-        tap,
-    ))
+    relay_response(committed.response, app.upstream.timeout(), None, tap)
 }
 
 /// Whether the answer is one JSON document that the client can only use whole (the content
@@ -213,152 +255,18 @@ fn content_type_is(headers: &HeaderMap, prefix: &str) -> bool {
         .is_some_and(|value| value.starts_with(prefix))
 }
 
-/// A whole answer read from the upstream.
-struct WholeAnswer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    key: Arc<PoolKey>,
-}
-
-impl WholeAnswer {
-    fn into_response(self, tap: Option<UsageTap>) -> Response {
-        let body = match tap {
-            Some(tap) => Body::from_stream(tap.wrap(futures_util::stream::once(async move {
-                Ok::<_, std::io::Error>(self.body)
-            }))),
-            None => Body::from(self.body),
-        };
-        let mut response = Response::new(body);
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
-        response
-    }
-}
-
-/// Reads a one-JSON answer whole (bounded) before anything is relayed, so that one the upstream
-/// cut short (a reset connection) or malformed is retried on another key, and never reaches the
-/// client as a broken 200. The bytes relayed are still the upstream's, unchanged.
-async fn read_whole_json_answer(
-    app: &App,
-    outgoing: &Outgoing,
-    mut committed: Committed,
-    tried: &mut Vec<pool::KeyId>,
-) -> Result<WholeAnswer, ApiError> {
-    loop {
-        let key = Arc::clone(&committed.key);
-        let status = committed.response.status();
-        let headers = allowlisted(committed.response.headers(), &RELAYED_RESPONSE_HEADERS);
-        let read = read_limited(committed.response, ANSWER_LIMIT).await;
-        let valid = read
-            .as_ref()
-            .is_ok_and(|body| serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok());
-        match read {
-            Ok(body) if valid => {
-                return Ok(WholeAnswer {
-                    status,
-                    headers,
-                    body,
-                    key,
-                });
-            }
-            _ => {
-                tracing::warn!(key_id = %key.id(), "the upstream's answer was cut short or malformed");
-                app.learn(&key, outgoing.model.as_deref(), &pool::Failure::ServerError);
-                committed = app
-                    .send_with_failover_after(outgoing, tried)
-                    .await
-                    .map_err(|_| {
-                        ApiError::UpstreamInvalidResponse("cut short or malformed".to_owned())
-                    })?;
-            }
-        }
-    }
-}
-
-/// An event stream past its first event: what was read so far (relayed unchanged) and the rest.
-struct OpenedEvents {
-    status: StatusCode,
-    headers: HeaderMap,
-    key: Arc<PoolKey>,
-    first: Bytes,
-    rest: UpstreamBody,
-}
-
-/// Reads an event stream up to its first whole event before anything is relayed. Gemini can
-/// answer 200 and put the error (a 429, an overload) in the first event, and a stream can break
-/// or stay silent before it: the client has seen nothing yet, so another key is tried, as for an
-/// error status. Past the first event the stream is committed.
-async fn open_event_stream(
-    app: &App,
-    outgoing: &Outgoing,
-    mut committed: Committed,
-    tried: &mut Vec<pool::KeyId>,
-) -> Result<Result<OpenedEvents, UpstreamFailure>, ApiError> {
-    loop {
-        let key = Arc::clone(&committed.key);
-        let status = committed.response.status();
-        let headers = allowlisted(committed.response.headers(), &RELAYED_RESPONSE_HEADERS);
-        let mut rest = committed.response.bytes_stream().boxed();
-        let mut read = Vec::new();
-        let mut decoder = translate::sse::SseDecoder::new();
-        let first = first_sse_event(
-            &mut rest,
-            &mut decoder,
-            Some(&mut read),
-            app.upstream.timeout(),
-        )
-        .await;
-        let budget_left = tried.len() <= app.upstream.max_retries() as usize;
-        let failure = match first {
-            Some(data) => {
-                let Some(error) = app.first_event_error(&key, outgoing.model.as_deref(), &data)
-                else {
-                    return Ok(Ok(OpenedEvents {
-                        status,
-                        headers,
-                        key,
-                        first: Bytes::from(read),
-                        rest,
-                    }));
-                };
-                let mut error_headers = HeaderMap::new();
-                error_headers.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=UTF-8"),
-                );
-                let answered = UpstreamFailure::Answered {
-                    status: StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY),
-                    headers: error_headers,
-                    body: Bytes::from(error.body),
-                };
-                if !error.retry_on_another_key || !budget_left {
-                    return Ok(Err(answered));
-                }
-                Some(answered)
-            }
-            // It ended, broke or stayed silent before its first event.
-            None => {
-                app.learn(&key, outgoing.model.as_deref(), &pool::Failure::Connection);
-                if !budget_left {
-                    return Err(ApiError::UpstreamUnreachable);
-                }
-                None
-            }
-        };
-        tracing::info!(key_id = %key.id(), "the stream failed before its first event: trying another key");
-        committed = match app.send_with_failover_after(outgoing, tried).await {
-            Ok(next) => next,
-            // Out of keys: the failure of this stream is the answer.
-            Err(UpstreamFailure::NoUsableKey(_)) => {
-                return match failure {
-                    Some(answered) => Ok(Err(answered)),
-                    None => Err(ApiError::UpstreamUnreachable),
-                };
-            }
-            Err(other) => return Ok(Err(other)),
-        };
-    }
+/// A response holding a whole answer, its usage counted on the way out.
+fn whole_response(whole: WholeAnswer, tap: Option<UsageTap>) -> Response {
+    let body = match tap {
+        Some(tap) => Body::from_stream(tap.wrap(futures_util::stream::once(async move {
+            Ok::<_, std::io::Error>(whole.body)
+        }))),
+        None => Body::from(whole.body),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = whole.status;
+    *response.headers_mut() = whole.headers;
+    response
 }
 
 /// How deep a relayed JSON body may nest (serde_json's own limit for typed parsing).
@@ -584,25 +492,43 @@ pub fn buffered_response(status: StatusCode, headers: HeaderMap, body: Bytes) ->
     response
 }
 
-/// The client's answer for a failed upstream call, in Gemini's shape.
-pub fn upstream_failure_response(failure: UpstreamFailure) -> Result<Response, ApiError> {
+/// The client's answer for a failed upstream call about `model`, in Gemini's shape.
+pub fn upstream_failure_response(
+    failure: UpstreamFailure,
+    model: Option<&str>,
+) -> Result<Response, ApiError> {
     match failure {
         UpstreamFailure::Answered {
             status,
-            headers,
+            mut headers,
             body,
-        } => Ok(buffered_response(status, headers, body)),
+        } => {
+            // Every 429 and 503 says when to come back: the upstream's RetryInfo, or a second.
+            if matches!(status.as_u16(), 429 | 503) && !headers.contains_key(header::RETRY_AFTER)
+            {
+                let wait = translate::gemini::UpstreamError::parse(&body)
+                    .retry_delay
+                    .unwrap_or(Duration::from_secs(1));
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::error::whole_seconds(wait)),
+                );
+            }
+            Ok(buffered_response(status, headers, body))
+        }
         UpstreamFailure::Exhausted {
             retry_after,
             daily,
             last_answer,
         } => {
-            let seconds = (retry_after.as_secs_f64().ceil() as u64).max(1);
+            let seconds = crate::error::whole_seconds(retry_after);
             // The last upstream 429 is Gemini's own words; without one, say it in its shape.
             let body = last_answer.unwrap_or_else(|| {
                 let scope = if daily { "daily" } else { "per-minute" };
+                let model = model.unwrap_or("this model");
                 let message = format!(
-                    "Every upstream key has used its {scope} quota for this model; retry in {seconds}s."
+                    "Every project of {model} has used its {scope} quota until {}; retry in {seconds}s.",
+                    crate::error::utc_time_after(retry_after)
                 );
                 Bytes::from(
                     serde_json::json!({"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}})
@@ -621,6 +547,18 @@ pub fn upstream_failure_response(failure: UpstreamFailure) -> Result<Response, A
                 body,
             ))
         }
+        UpstreamFailure::Capacity {
+            retry_after,
+            status,
+        } => Err(ApiError::Capacity {
+            model: model.map(str::to_owned),
+            status,
+            retry_after,
+        }),
+        UpstreamFailure::Empty => Err(ApiError::EmptyAnswer),
+        UpstreamFailure::Malformed => Err(ApiError::UpstreamInvalidResponse(
+            "cut short or malformed".to_owned(),
+        )),
         UpstreamFailure::NoUsableKey(message) => Err(ApiError::NoUsableKey(message)),
         UpstreamFailure::Unreachable => Err(ApiError::UpstreamUnreachable),
         UpstreamFailure::Timeout => Err(ApiError::UpstreamTimeout),

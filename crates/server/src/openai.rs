@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use pool::{Failure, KeyId, PoolKey};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use translate::embeddings::{EmbeddingsPlan, EmbeddingsRequest};
@@ -22,7 +21,6 @@ use translate::native::referenced_resources;
 use translate::openai::ChatCompletionRequest;
 use translate::request::translate_chat_request;
 use translate::response::{ResponseContext, chat_completion};
-use translate::sse::SseDecoder;
 use translate::stream::{StreamContext, StreamItem, StreamTranslator};
 
 use crate::accounting::RequestMeter;
@@ -30,8 +28,9 @@ use crate::error::{ApiError, Dialect};
 use crate::native::{
     ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited,
 };
+use crate::relay::{AnswerKind, Attempts, OpenedStream, UpstreamFailure};
 use crate::state::{App, AppState};
-use crate::upstream::{Outgoing, UpstreamBody, UpstreamFailure, first_sse_event};
+use crate::upstream::Outgoing;
 
 /// Comment lines sent while a thinking model is silent, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -152,11 +151,23 @@ fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
             daily,
             last_answer,
         } => ApiError::Upstream(translate::errors::pool_exhausted(
-            retry_after.as_secs_f64().ceil() as u64,
+            crate::error::whole_seconds(retry_after),
             daily,
             model,
             last_answer.as_deref(),
         )),
+        UpstreamFailure::Capacity {
+            retry_after,
+            status,
+        } => ApiError::Capacity {
+            model: (!model.is_empty()).then(|| model.to_owned()),
+            status,
+            retry_after,
+        },
+        UpstreamFailure::Empty => ApiError::EmptyAnswer,
+        UpstreamFailure::Malformed => {
+            ApiError::UpstreamInvalidResponse("cut short or malformed".to_owned())
+        }
         UpstreamFailure::NoUsableKey(message) => ApiError::NoUsableKey(message),
         UpstreamFailure::Unreachable => ApiError::UpstreamUnreachable,
         UpstreamFailure::Timeout => ApiError::UpstreamTimeout,
@@ -196,15 +207,16 @@ async fn create_chat_completion(
         };
         return stream_chat_completion(app, &outgoing, context, meter.take()).await;
     }
-    let committed = app
-        .send_with_failover(&outgoing)
-        .await
-        .map_err(|failure| upstream_error(failure, &translated.model))?;
+    let mut attempts = Attempts::default();
+    let whole = send_for_whole_answer(app, &outgoing, &mut attempts).await;
     if let Some(meter) = meter.as_mut() {
-        meter.set_key(&committed.key);
+        meter.set_attempts(&attempts);
     }
-    let answer = read_limited(committed.response, ANSWER_LIMIT).await?;
-    let answer: GenerateContentResponse = serde_json::from_slice(&answer)
+    let whole = whole.map_err(|failure| upstream_error(failure, &translated.model))?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_key(&whole.key);
+    }
+    let answer: GenerateContentResponse = serde_json::from_slice(&whole.body)
         .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
     if let (Some(meter), Some(usage)) = (meter.as_mut(), &answer.usage_metadata) {
         meter.set_usage(usage);
@@ -219,61 +231,26 @@ async fn create_chat_completion(
     Ok(axum::Json(completion).into_response())
 }
 
-/// The upstream stream after its first event: what was read so far, and the rest.
-struct OpenedStream {
-    key: Arc<PoolKey>,
-    decoder: SseDecoder,
-    first_event: String,
-    rest: UpstreamBody,
+/// Sends a content request with failover and reads its answer whole: one cut short,
+/// malformed or empty is retried on another key (see `relay`).
+async fn send_for_whole_answer(
+    app: &App,
+    outgoing: &Outgoing,
+    attempts: &mut Attempts,
+) -> Result<crate::relay::WholeAnswer, UpstreamFailure> {
+    let committed = app.send_with_failover_after(outgoing, attempts).await?;
+    app.read_whole_answer(outgoing, committed, attempts, AnswerKind::Content, ANSWER_LIMIT)
+        .await
 }
 
-/// Sends a streamed request, moving to another key until one answers with a first event that is
-/// not an error (the commit point): before it, the client has seen nothing, so a 429 inside the
-/// stream or a connection dropped before the first event can still be retried.
+/// Sends a streamed request and reads it up to its first event (the commit point, see `relay`).
 async fn open_stream(
     app: &App,
     outgoing: &Outgoing,
-    model: &str,
-) -> Result<OpenedStream, ApiError> {
-    let mut tried: Vec<KeyId> = Vec::new();
-    let mut last_error: Option<ApiError> = None;
-    loop {
-        let committed = match app.send_with_failover_after(outgoing, &mut tried).await {
-            Ok(committed) => committed,
-            // Out of keys after a failed stream: that failure is the answer.
-            Err(UpstreamFailure::NoUsableKey(message)) => {
-                return Err(last_error.unwrap_or(ApiError::NoUsableKey(message)));
-            }
-            Err(failure) => return Err(upstream_error(failure, model)),
-        };
-        let key = committed.key;
-        let mut rest = committed.response.bytes_stream().boxed();
-        let mut decoder = SseDecoder::new();
-        let first = first_sse_event(&mut rest, &mut decoder, None, app.upstream.timeout()).await;
-        let budget_left = tried.len() <= app.upstream.max_retries() as usize;
-        let Some(data) = first else {
-            // The stream ended, broke or stayed silent before its first event.
-            app.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
-            last_error = Some(ApiError::UpstreamUnreachable);
-            if budget_left {
-                continue;
-            }
-            return Err(ApiError::UpstreamUnreachable);
-        };
-        let Some(error) = app.first_event_error(&key, outgoing.model.as_deref(), &data) else {
-            return Ok(OpenedStream {
-                key,
-                decoder,
-                first_event: data,
-                rest,
-            });
-        };
-        let mapped = ApiError::Upstream(from_upstream(error.status, error.body.as_bytes(), model));
-        if !error.retry_on_another_key || !budget_left {
-            return Err(mapped);
-        }
-        last_error = Some(mapped);
-    }
+    attempts: &mut Attempts,
+) -> Result<OpenedStream, UpstreamFailure> {
+    let committed = app.send_with_failover_after(outgoing, attempts).await?;
+    app.open_first_event(outgoing, committed, attempts).await
 }
 
 async fn stream_chat_completion(
@@ -282,7 +259,22 @@ async fn stream_chat_completion(
     context: StreamContext,
     meter: Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let opened = open_stream(app, outgoing, &context.model).await?;
+    let mut attempts = Attempts::default();
+    let opened = open_stream(app, outgoing, &mut attempts).await;
+    let mut meter = meter.map(|mut meter| {
+        meter.set_attempts(&attempts);
+        meter
+    });
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(failure) => {
+            let error = upstream_error(failure, &context.model);
+            if let Some(meter) = meter.as_mut() {
+                meter.set_status(error.status().as_u16());
+            }
+            return Err(error);
+        }
+    };
     let mut meter = meter.map(|mut meter| {
         meter.set_key(&opened.key);
         meter.set_streamed();

@@ -1,19 +1,93 @@
-//! Background health probes: a key taken out of service (suspended, revoked, …) is probed with
-//! a cheap call (`models.get`) at a gentle, backed-off rate (10 minutes, doubling up to 6 hours),
-//! and comes back into service when the upstream accepts it again.
+//! Probes of the gateway's own: cheap calls (`models.list` with one entry) that carry no client
+//! text, so what the upstream says of them is about the key alone.
 //!
-//! Keys cooling down after a 429 are not probed: their cooldown ends at the time the upstream
-//! named (or at Pacific midnight), and a probe would spend the quota it waits for. Keys whose
-//! circuit is open come back on their own after the circuit's timeout.
+//! - **Key checks.** A key error met on a client's request (`API_KEY_INVALID`, a suspension, a
+//!   leak) holds the key back and is checked at once: only when the probe meets a key error too
+//!   does the key leave service (and the database remembers it). A probe that succeeds puts the
+//!   key straight back. So no client can take keys out of service by writing text that Google
+//!   quotes back.
+//! - **Recovery.** A key out of service is probed at a gentle, backed-off rate (10 minutes,
+//!   doubling up to 6 hours), and comes back into service when the upstream accepts it again.
+//!
+//! Projects cooling after a 429 are not probed: their cooldown ends at the time the upstream
+//! named (or at Pacific midnight), and a probe would spend the quota it waits for.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::http::{HeaderMap, Method};
-use pool::KeyId;
+use std::sync::{Arc, Weak};
 
+use axum::http::{HeaderMap, Method};
+use pool::{KeyId, PoolKey};
+use tokio::sync::mpsc;
+
+use crate::classify::{About, classify};
 use crate::state::{App, AppState};
+
+/// Key checks waiting at most; past it a key error only holds the key back for a while.
+pub const KEY_CHECK_QUEUE: usize = 256;
+
+/// What a probe of a key found.
+#[derive(Debug)]
+enum ProbeResult {
+    /// The upstream accepted the key.
+    Healthy,
+    /// The upstream refused the key itself (the reason it gave).
+    KeyError(String),
+    /// Nothing to learn about the key (no answer, an overload, a quota).
+    Inconclusive,
+}
+
+/// One probe call with `key`.
+async fn probe(app: &App, key: &PoolKey) -> ProbeResult {
+    let request = app.upstream.request(
+        Method::GET,
+        "v1beta/models?pageSize=1",
+        HeaderMap::new(),
+        key,
+    );
+    match app.upstream.send(request, false).await {
+        Ok(response) if response.status().is_success() => ProbeResult::Healthy,
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let body = crate::upstream::read_error_body(response, key).await;
+            match classify(status, &body) {
+                About::Key { reason } => ProbeResult::KeyError(reason),
+                _ => ProbeResult::Inconclusive,
+            }
+        }
+        Err(_) => ProbeResult::Inconclusive,
+    }
+}
+
+/// Checks the keys that met a key error, one at a time, for as long as the gateway runs.
+pub fn check_keys(app: Weak<App>, mut queue: mpsc::Receiver<(Arc<PoolKey>, String)>) {
+    tokio::spawn(async move {
+        while let Some((key, reason)) = queue.recv().await {
+            let Some(app) = app.upgrade() else { break };
+            confirm_key_error(&app, &key, &reason).await;
+        }
+    });
+}
+
+/// Probes a key that met a key error on a client's request: out of service if the probe meets
+/// one too, back in the pick if it succeeds; otherwise it stays held back until the hold ends.
+async fn confirm_key_error(app: &App, key: &Arc<PoolKey>, reason: &str) {
+    match probe(app, key).await {
+        ProbeResult::KeyError(confirmed) => {
+            tracing::info!(key_id = %key.id(), %reason, %confirmed, "a probe confirmed the key error");
+            app.learn(key, None, &pool::Failure::KeyInvalid { reason: confirmed });
+        }
+        ProbeResult::Healthy => {
+            tracing::warn!(key_id = %key.id(), %reason, "a probe found the key healthy: the key error was about the request, the key stays in service");
+            app.pool.clear_suspect(key.id());
+        }
+        ProbeResult::Inconclusive => {
+            tracing::info!(key_id = %key.id(), %reason, "the key check was inconclusive: the key is held back for a while");
+        }
+    }
+}
 
 /// When a key is probed next, and the wait after that.
 #[derive(Debug, Clone, Copy)]
@@ -87,13 +161,7 @@ impl Prober {
                 continue;
             };
             round.probed += 1;
-            let request = app.upstream.request(
-                Method::GET,
-                "v1beta/models?pageSize=1",
-                HeaderMap::new(),
-                &key,
-            );
-            let healthy = matches!(app.upstream.send(request, false).await, Ok(response) if response.status().is_success());
+            let healthy = matches!(probe(app, &key).await, ProbeResult::Healthy);
             {
                 let mut schedule = self
                     .schedule

@@ -49,6 +49,8 @@ pub struct App {
     pub admin: crate::admin::auth::AdminAuth,
     /// The link to the other instances (PostgreSQL only).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Keys that met a key error, for the checker to probe (see `probe::check_keys`).
+    pub key_checks: tokio::sync::mpsc::Sender<(Arc<pool::PoolKey>, String)>,
 }
 
 impl App {
@@ -133,7 +135,8 @@ impl AppState {
             crate::storage::Backend::Sqlite => None,
             crate::storage::Backend::Postgres => {
                 let cluster =
-                    crate::cluster::Cluster::join(storage.clone(), Arc::clone(&pool)).await?;
+                    crate::cluster::Cluster::join(storage.clone(), Arc::clone(&pool), &config.database_url)
+                        .await?;
                 tracing::info!(
                     instance = cluster.instance(),
                     "sharing quota with the instances on this database"
@@ -141,6 +144,7 @@ impl AppState {
                 Some(cluster)
             }
         };
+        let (key_checks, key_check_queue) = tokio::sync::mpsc::channel(crate::probe::KEY_CHECK_QUEUE);
         let state = Self(Arc::new(App {
             config,
             storage,
@@ -152,9 +156,15 @@ impl AppState {
             calls: Arc::default(),
             admin,
             cluster,
+            key_checks,
         }));
         if let Some(cluster) = &state.cluster {
             cluster.spawn(Arc::downgrade(&state.0));
+        }
+        crate::probe::check_keys(Arc::downgrade(&state.0), key_check_queue);
+        // Limits learned from the upstream before a restart (the pool believes them for a day).
+        for learned in state.storage.learned_limits().await? {
+            state.pool.apply_learned_limits(&learned);
         }
         crate::admin::load_runtime_settings(&state).await?;
         Ok(state)

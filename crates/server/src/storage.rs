@@ -24,6 +24,9 @@ static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migratio
 /// PostgreSQL migrations: the same schema in PostgreSQL's types.
 static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations/postgres");
 
+/// The PostgreSQL channel on which instances announce news (`LISTEN`/`NOTIFY`).
+pub const NEWS_CHANNEL: &str = "gemini_pool_news";
+
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -391,7 +394,7 @@ impl Storage {
         records: &[crate::accounting::RequestRecord],
         day_counts: &[pool::DayCount],
     ) -> Result<(), StorageError> {
-        const COLUMNS: usize = 13;
+        const COLUMNS: usize = 15;
         // Well under the bound-parameter limits of SQLite (32,766) and PostgreSQL (65,535).
         const ROWS_PER_INSERT: usize = 500;
         let mut tx = self.pool.begin().await?;
@@ -406,7 +409,8 @@ impl Storage {
                 .collect();
             let sql = format!(
                 "INSERT INTO request_logs (at_ms, client_key_id, upstream_key_id, project, model, route,
-                    status, latency_ms, prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens, streamed)
+                    status, latency_ms, prompt_tokens, completion_tokens, thoughts_tokens, cached_tokens, streamed,
+                    attempts, upstream_error)
                  VALUES {}",
                 rows.join(", ")
             );
@@ -425,7 +429,9 @@ impl Storage {
                     .bind(to_i64(record.tokens.completion))
                     .bind(to_i64(record.tokens.thoughts))
                     .bind(to_i64(record.tokens.cached))
-                    .bind(i64::from(record.streamed));
+                    .bind(i64::from(record.streamed))
+                    .bind(i64::from(record.attempts))
+                    .bind(record.upstream_error);
             }
             insert.execute(&mut *tx).await?;
         }
@@ -486,6 +492,54 @@ impl Storage {
                     model: row.try_get("model")?,
                     day,
                     count: u32::try_from(row.try_get::<i64, _>("count")?).unwrap_or(u32::MAX),
+                })
+            })
+            .collect()
+    }
+
+    /// Remembers the limits Google named for a project and model.
+    pub async fn save_learned_limits(
+        &self,
+        learned: &pool::LearnedLimits,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO learned_limits (project, model, rpm, rpd, tpm, learned_at_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (project, model) DO UPDATE SET rpm = excluded.rpm, rpd = excluded.rpd,
+                tpm = excluded.tpm, learned_at_ms = excluded.learned_at_ms",
+        )
+        .bind(&learned.project)
+        .bind(&learned.model)
+        .bind(learned.limits.rpm.map(i64::from))
+        .bind(learned.limits.rpd.map(i64::from))
+        .bind(learned.limits.tpm.map(to_i64))
+        .bind(to_i64(learned.at_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every learned limit kept (the pool ignores ones older than a day).
+    pub async fn learned_limits(&self) -> Result<Vec<pool::LearnedLimits>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT project, model, rpm, rpd, tpm, learned_at_ms FROM learned_limits",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let count = |value: Option<i64>| value.and_then(|v| u32::try_from(v).ok());
+        rows.iter()
+            .map(|row| {
+                Ok(pool::LearnedLimits {
+                    project: row.try_get("project")?,
+                    model: row.try_get("model")?,
+                    limits: pool::Limits {
+                        rpm: count(row.try_get("rpm")?),
+                        rpd: count(row.try_get("rpd")?),
+                        tpm: row
+                            .try_get::<Option<i64>, _>("tpm")?
+                            .and_then(|v| u64::try_from(v).ok()),
+                    },
+                    at_ms: u64::try_from(row.try_get::<i64, _>("learned_at_ms")?).unwrap_or(0),
                 })
             })
             .collect()
@@ -677,6 +731,10 @@ pub struct LogRow {
     pub thoughts_tokens: i64,
     /// Whether it was streamed.
     pub streamed: bool,
+    /// Upstream calls made.
+    pub attempts: i64,
+    /// The last trouble met upstream, if any.
+    pub upstream_error: Option<String>,
 }
 
 /// Filters of the request log.
@@ -994,7 +1052,7 @@ impl Storage {
         .await?;
         let rows = sqlx::query(&format!(
             "SELECT id, at_ms, client_key_id, upstream_key_id, project, model, route, status, latency_ms,
-                    prompt_tokens, completion_tokens, thoughts_tokens, streamed
+                    prompt_tokens, completion_tokens, thoughts_tokens, streamed, attempts, upstream_error
              FROM request_logs WHERE {conditions} ORDER BY id DESC LIMIT $7 OFFSET $8"
         ))
         .bind(model)
@@ -1024,6 +1082,8 @@ impl Storage {
                     completion_tokens: row.try_get("completion_tokens")?,
                     thoughts_tokens: row.try_get("thoughts_tokens")?,
                     streamed: row.try_get::<i64, _>("streamed")? != 0,
+                    attempts: row.try_get("attempts")?,
+                    upstream_error: row.try_get("upstream_error")?,
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
@@ -1618,6 +1678,8 @@ mod tests {
                 cached: 1,
             },
             streamed,
+            attempts: 1,
+            upstream_error: None,
         };
         let counts = [pool::DayCount {
             project: "p".to_owned(),

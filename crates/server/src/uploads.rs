@@ -71,7 +71,7 @@ async fn start_upload(
     };
     let committed = match app.send_with_failover(&outgoing).await {
         Ok(committed) => committed,
-        Err(failure) => return upstream_failure_response(failure),
+        Err(failure) => return upstream_failure_response(failure, None),
     };
     meter.set_key(&committed.key);
     let upstream_url = committed
@@ -144,7 +144,7 @@ async fn relay_chunk(
         .body(reqwest::Body::wrap_stream(body.into_data_stream()));
     let response = match app.upstream.send(builder, false).await {
         Ok(response) => response,
-        Err(failure) => return upstream_failure_response(failure),
+        Err(failure) => return upstream_failure_response(failure, None),
     };
     let is_final = response
         .headers()

@@ -1,21 +1,17 @@
-//! The upstream side: one shared HTTP client, the header allowlists, and sending a request with
-//! failover across keys.
-//!
-//! A request is committed to a key when the upstream answers with a success status; until then
-//! a failure that another key may not have (429, 5xx, an invalid key, no connection) moves the
-//! request to the next key, and the pool learns from it.
+//! The upstream side: one shared HTTP client (HTTP/2 in lanes) and the header allowlists. The
+//! failover across keys is in `relay`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderName, Method};
 use bytes::Bytes;
 use futures_util::StreamExt;
-use pool::{Failure, KeyId, PickError, PickRequest, PoolKey, classify_upstream_error};
+use pool::PoolKey;
 
 use crate::config::Config;
-use crate::state::App;
+use crate::relay::UpstreamFailure;
 
 /// Request headers a client may send upstream. Everything else (credentials, cookies, proxy
 /// and forwarding headers, `accept-encoding`) stays at the gateway.
@@ -172,35 +168,6 @@ pub struct Committed {
     pub response: reqwest::Response,
     /// The key that served the request.
     pub key: Arc<PoolKey>,
-}
-
-/// Why no success came back.
-#[derive(Debug)]
-pub enum UpstreamFailure {
-    /// No key could be picked.
-    NoUsableKey(String),
-    /// The last attempt could not connect.
-    Unreachable,
-    /// The last attempt timed out before the response head.
-    Timeout,
-    /// Every project that could serve is out of quota for the model.
-    Exhausted {
-        /// When the first one frees up.
-        retry_after: Duration,
-        /// Whether that is the Pacific-midnight reset.
-        daily: bool,
-        /// The last upstream 429 met on the way, if any (its message is passed on).
-        last_answer: Option<Bytes>,
-    },
-    /// The upstream answered with an error that is relayed (after redaction).
-    Answered {
-        /// Its status.
-        status: StatusCode,
-        /// Its allowlisted headers.
-        headers: HeaderMap,
-        /// Its body, with keys redacted.
-        body: Bytes,
-    },
 }
 
 impl Upstream {
@@ -389,252 +356,7 @@ pub async fn read_error_body(response: reqwest::Response, key: &PoolKey) -> Byte
         }
     }
     let text = String::from_utf8_lossy(&body);
-    Bytes::from(pool::redact_secrets(&text, &[key.secret()]))
-}
-
-/// An upstream body as the stream openers read it.
-pub type UpstreamBody = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
-
-/// Reads `body` until its first whole SSE event (or `limit` passes, or it ends or breaks first)
-/// and returns that event's data; every byte read is kept in `read` when given, for a caller
-/// that relays the stream unchanged.
-pub async fn first_sse_event(
-    body: &mut UpstreamBody,
-    decoder: &mut translate::sse::SseDecoder,
-    mut read: Option<&mut Vec<u8>>,
-    limit: Duration,
-) -> Option<String> {
-    let first = tokio::time::timeout(limit, async {
-        loop {
-            if let Some(event) = decoder.next_event() {
-                return Some(event.data);
-            }
-            match body.next().await {
-                Some(Ok(bytes)) => {
-                    decoder.push(&bytes);
-                    if let Some(read) = read.as_deref_mut() {
-                        read.extend_from_slice(&bytes);
-                    }
-                }
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await;
-    first.ok().flatten()
-}
-
-/// An error a 200 stream sent as its first event, as an error answer would have said it.
-pub struct EventError {
-    /// The error's own code (500 when it names none).
-    pub status: u16,
-    /// `{"error": …}`, with any key redacted.
-    pub body: String,
-    /// Whether another key may succeed.
-    pub retry_on_another_key: bool,
-}
-
-impl App {
-    /// Judges the first event of a 200 stream: `None` for an ordinary event; for an error event
-    /// (Gemini sends a 429 or an overload that way), what it says, after the pool has learned
-    /// from it. Nothing has reached the client yet, so it counts like an error status.
-    pub fn first_event_error(
-        &self,
-        key: &PoolKey,
-        model: Option<&str>,
-        data: &str,
-    ) -> Option<EventError> {
-        let error = serde_json::from_str::<serde_json::Value>(data)
-            .ok()?
-            .get("error")
-            .cloned()?;
-        let status = error
-            .get("code")
-            .and_then(serde_json::Value::as_u64)
-            .and_then(|code| u16::try_from(code).ok())
-            .unwrap_or(500);
-        let body = pool::redact_secrets(
-            &serde_json::json!({ "error": error }).to_string(),
-            &[key.secret()],
-        );
-        let verdict = classify_upstream_error(status, body.as_bytes());
-        if let Some(failure) = &verdict.failure {
-            self.learn(key, model, failure);
-        }
-        Some(EventError {
-            status,
-            body,
-            retry_on_another_key: verdict.retry_on_another_key,
-        })
-    }
-
-    /// Sends `outgoing` with the first key that succeeds, trying up to `MAX_RETRIES` other keys
-    /// after a failure another key may not have.
-    pub async fn send_with_failover(
-        &self,
-        outgoing: &Outgoing,
-    ) -> Result<Committed, UpstreamFailure> {
-        self.send_with_failover_after(outgoing, &mut Vec::new())
-            .await
-    }
-
-    /// [`App::send_with_failover`] continuing after the keys in `tried` (which it extends), for a
-    /// caller that found a committed answer unusable (a stream that failed before its first
-    /// event) and moves on to another key.
-    pub async fn send_with_failover_after(
-        &self,
-        outgoing: &Outgoing,
-        tried: &mut Vec<KeyId>,
-    ) -> Result<Committed, UpstreamFailure> {
-        let mut last_failure = None;
-        let mut lease_deadline = None;
-        if tried.is_empty() {
-            self.pool.retry_budget().deposit();
-        }
-        while tried.len() <= self.upstream.max_retries() as usize {
-            // A retry spends from the shared budget, so a 429 storm does not multiply traffic.
-            if !tried.is_empty() && !self.pool.retry_budget().try_withdraw(self.pool.now_ms()) {
-                tracing::warn!("retry budget spent: not retrying");
-                break;
-            }
-            let pick = self.pool.pick(&PickRequest {
-                model: outgoing.model.as_deref(),
-                project: outgoing.project.as_deref(),
-                tried,
-            });
-            let key = match pick {
-                Ok(key) => key,
-                // Several instances share the quota and this one holds no lease for it now:
-                // fetch one (a database round trip) and pick again, until the shared quota is
-                // found used up (the pick then says so) or the wait runs out.
-                Err(PickError::AwaitingLease)
-                    if self.cluster.is_some()
-                        && *lease_deadline.get_or_insert_with(|| {
-                            std::time::Instant::now() + crate::cluster::LEASE_WAIT
-                        }) > std::time::Instant::now() =>
-                {
-                    if let Some(cluster) = &self.cluster {
-                        cluster.refill_now().await;
-                    }
-                    continue;
-                }
-                Err(PickError::AwaitingLease) => {
-                    return Err(UpstreamFailure::Exhausted {
-                        retry_after: std::time::Duration::from_secs(1),
-                        daily: false,
-                        last_answer: None,
-                    });
-                }
-                Err(PickError::Exhausted { retry_after, daily }) => {
-                    let last_answer = match last_failure {
-                        Some(UpstreamFailure::Answered { status, body, .. })
-                            if status == StatusCode::TOO_MANY_REQUESTS =>
-                        {
-                            Some(body)
-                        }
-                        _ => None,
-                    };
-                    return Err(UpstreamFailure::Exhausted {
-                        retry_after,
-                        daily,
-                        last_answer,
-                    });
-                }
-                Err(error) => {
-                    return Err(last_failure.unwrap_or_else(|| no_usable_key(error, outgoing)));
-                }
-            };
-            let is_retry = !tried.is_empty();
-            tried.push(key.id());
-            let sent_at = std::time::Instant::now();
-            let builder = self
-                .upstream
-                .request(
-                    outgoing.method.clone(),
-                    &outgoing.path_and_query,
-                    outgoing.headers.clone(),
-                    &key,
-                )
-                .body(outgoing.body.clone());
-            let response = match self.upstream.send(builder, outgoing.streaming).await {
-                Ok(response) => response,
-                Err(failure) => {
-                    crate::metrics::record_attempt("connection", None, is_retry);
-                    self.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
-                    last_failure = Some(failure);
-                    continue;
-                }
-            };
-            let status = response.status();
-            let response_time = Some(sent_at.elapsed());
-            if status.is_success() {
-                crate::metrics::record_attempt("success", response_time, is_retry);
-                self.pool
-                    .record_success(key.id(), outgoing.model.as_deref());
-                return Ok(Committed { response, key });
-            }
-            let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
-            let body = read_error_body(response, &key).await;
-            let verdict = classify_upstream_error(status.as_u16(), &body);
-            let outcome = match &verdict.failure {
-                Some(Failure::RateLimited { .. }) => "rate_limited",
-                Some(Failure::KeyInvalid { .. }) => "key_invalid",
-                Some(Failure::ServerError) => "server_error",
-                Some(Failure::Connection) => "connection",
-                None if verdict.retry_on_another_key => "key_unusable",
-                None => "request_error",
-            };
-            crate::metrics::record_attempt(outcome, response_time, is_retry);
-            if let Some(failure) = &verdict.failure {
-                self.learn(&key, outgoing.model.as_deref(), failure);
-            }
-            tracing::info!(
-                key_id = %key.id(),
-                status = status.as_u16(),
-                retry = verdict.retry_on_another_key,
-                "upstream answered with an error"
-            );
-            let answered = UpstreamFailure::Answered {
-                status,
-                headers,
-                body,
-            };
-            if !verdict.retry_on_another_key {
-                return Err(answered);
-            }
-            last_failure = Some(answered);
-        }
-        Err(last_failure.unwrap_or_else(|| no_usable_key(PickError::NoUsableKey, outgoing)))
-    }
-
-    /// Teaches the pool, and persists a key's fall out of service in the background.
-    pub fn learn(&self, key: &PoolKey, model: Option<&str>, failure: &Failure) {
-        self.pool.record_failure(key.id(), model, failure);
-        if let Failure::KeyInvalid { reason } = failure {
-            tracing::warn!(key_id = %key.id(), key = %key.masked(), %reason, "upstream key taken out of service");
-            let storage = self.storage.clone();
-            let (id, reason) = (key.id(), reason.clone());
-            tokio::spawn(async move {
-                if let Err(error) = storage.mark_key_invalid(id, &reason).await {
-                    tracing::error!(%error, "could not persist a key's state");
-                }
-            });
-        }
-    }
-}
-
-fn no_usable_key(error: PickError, outgoing: &Outgoing) -> UpstreamFailure {
-    let message = match (&outgoing.project, error) {
-        (Some(project), _) => format!(
-            "No usable upstream key belongs to the project that owns the file or cached content this request names ({project})."
-        ),
-        (None, PickError::NoUsableKey) => "No usable upstream key is configured.".to_owned(),
-        (None, PickError::AllTried) => "Every usable upstream key was tried.".to_owned(),
-        (None, PickError::Exhausted { .. } | PickError::AwaitingLease) => {
-            "Every upstream key is out of quota.".to_owned()
-        }
-    };
-    UpstreamFailure::NoUsableKey(message)
+    Bytes::from(crate::classify::redact_secrets(&text, &[key.secret()]))
 }
 
 #[cfg(test)]
@@ -642,6 +364,7 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
+    use pool::KeyId;
 
     fn upstream(base: &str) -> (Upstream, Arc<PoolKey>) {
         let config = Config::from_lookup(|name| match name {

@@ -845,6 +845,8 @@ async fn log_retention_is_a_setting_applied_by_the_writer() {
         latency_ms: 1,
         tokens: server::accounting::Tokens::default(),
         streamed: false,
+        attempts: 1,
+        upstream_error: None,
     };
     gw.state
         .storage

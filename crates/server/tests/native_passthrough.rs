@@ -300,8 +300,9 @@ async fn rate_limited_and_failing_keys_fail_over_to_another_key() {
         serde_json::from_str::<Value>(include_str!("fixtures/error_429_resource_exhausted.json"))
             .unwrap();
     let overloaded = json!({"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}});
-    // A 503 first (it does not cool the project down), then a 429 (it does). Keys are drawn at
-    // random, so requests go on until key-a has met its injected failure; every one succeeds.
+    // A 503 first (it cools the project for a second at most), then a quota 429 (it cools the
+    // project for the RetryInfo's 26 s). Keys are drawn at random, so requests go on until
+    // key-a has met its injected failure; every one succeeds.
     for (status, body) in [(503, overloaded), (429, quota)] {
         gw.mock.inject(Injection {
             key: Some("key-a".into()),
@@ -317,6 +318,8 @@ async fn rate_limited_and_failing_keys_fail_over_to_another_key() {
             }
         }
         assert!(met, "key-a never met its {status}");
+        // Past the capacity cooldown of the 503 (one second at most), p1 serves again.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
     }
     // p1 now cools down for this model (RetryInfo said 26 s): key-a is not used for it.
     let before = gw.mock.requests().len();
@@ -361,7 +364,9 @@ async fn an_invalid_key_is_used_once_then_kept_out_of_service_across_restarts() 
         gw.mock
             .requests()
             .iter()
-            .filter(|r| r.api_key.as_deref() == Some("revoked-key"))
+            .filter(|r| {
+                r.api_key.as_deref() == Some("revoked-key") && r.path.contains("generateContent")
+            })
             .count()
     };
     assert!(revoked_uses(&gw) <= 1);
@@ -374,6 +379,11 @@ async fn an_invalid_key_is_used_once_then_kept_out_of_service_across_restarts() 
             .any(|k| k.out_of_service_reason().as_deref() == Some("API_KEY_INVALID")))
         .await
     );
+    // It left service on the word of a probe of the gateway's own (a models list), not on the
+    // client request's answer alone.
+    assert!(gw.mock.requests().iter().any(|r| {
+        r.api_key.as_deref() == Some("revoked-key") && r.path.ends_with("/models")
+    }));
     // Give the background write a moment, then restart on the same database.
     let storage = gw.state.storage.clone();
     let mut persisted = false;
@@ -457,12 +467,21 @@ async fn upstream_messages_never_show_a_pool_key() {
     let text = response.text().await.unwrap();
     assert!(text.contains("[REDACTED_KEY]"), "{text}");
     assert!(!text.contains("SuspendedKey"), "{text}");
-    // Taken out of service: the next request has no key left.
+    // Taken out of service once a probe confirms it: the next request has no key left.
+    let state = gw.state.clone();
+    assert!(eventually(|| !state.pool.has_usable_key()).await);
     let next = gw.generate("gemini-2.5-flash", text_request("hi")).await;
     assert_eq!(next.status(), 503);
+    assert!(next.headers().contains_key("retry-after"));
     let body: Value = next.json().await.unwrap();
     assert_eq!(body["error"]["status"], "UNAVAILABLE");
-    assert_eq!(gw.mock.requests().len(), 1);
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("1 out of service"),
+        "{body}"
+    );
+    let requests = gw.mock.requests();
+    assert_eq!(requests.len(), 2, "the request and the probe");
+    assert!(requests[1].path.ends_with("/models"));
 }
 
 #[tokio::test]

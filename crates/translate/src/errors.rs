@@ -56,6 +56,14 @@ impl OpenAiError {
     }
 }
 
+/// Seconds until a retry, from `RetryInfo` (an hour at most: the delay is the upstream's word,
+/// and untrusted), or a minute when it names none.
+fn retry_after_secs(error: &UpstreamError) -> u64 {
+    error.retry_delay.map_or(60, |delay| {
+        delay.min(std::time::Duration::from_secs(3600)).as_secs_f64().ceil() as u64
+    })
+}
+
 /// The first sentence of an upstream message (Gemini appends help links and quota details).
 fn first_sentence(message: &str) -> &str {
     // A sentence ends at ". " followed by a capital ("(e.g. check quota)" does not end one).
@@ -80,22 +88,12 @@ pub fn from_upstream(status: u16, body: &[u8], model: &str) -> OpenAiError {
         error.message.clone()
     };
     let lower = message.to_ascii_lowercase();
-    let key_reason = error.reason.as_deref().is_some_and(|reason| {
-        reason.starts_with("API_KEY_")
-            || matches!(reason, "CONSUMER_SUSPENDED" | "SERVICE_DISABLED")
-    }) || [
-        "api key not valid",
-        "api key not found",
-        "reported as leaked",
-        "has been suspended",
-    ]
-    .iter()
-    .any(|fragment| lower.contains(fragment));
+    // Only a key problem Google states in structure (never words a client could have put in
+    // the message) is shown as the gateway's own key trouble.
+    let key_reason = error.key_problem().is_some();
     match status {
         429 => {
-            let seconds = error
-                .retry_delay
-                .map_or(60, |delay| delay.as_secs_f64().ceil() as u64);
+            let seconds = retry_after_secs(&error);
             if error.is_daily_quota() {
                 let mut mapped = OpenAiError::new(
                     429,

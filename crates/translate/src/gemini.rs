@@ -36,6 +36,22 @@ impl GenerateContentResponse {
             .is_some_and(|feedback| feedback.block_reason.is_some())
     }
 
+    /// Whether this is an empty answer: see [`is_empty_answer`].
+    pub fn is_empty_answer(&self) -> bool {
+        is_empty_answer(
+            self.is_prompt_blocked(),
+            self.candidates.iter().map(|candidate| {
+                (
+                    candidate.content.as_ref().map_or(0, |c| c.parts.len()),
+                    candidate.finish_reason,
+                )
+            }),
+            self.usage_metadata
+                .as_ref()
+                .map_or(0, |usage| usage.candidates_token_count),
+        )
+    }
+
     /// The OpenAI completion id: `chatcmpl-` and the upstream `responseId`, or a fresh id.
     pub fn completion_id(&self, new_id: &mut dyn FnMut() -> String) -> String {
         match &self.response_id {
@@ -251,6 +267,93 @@ pub struct LogprobCandidate {
     pub log_probability: f64,
 }
 
+/// Gemini sometimes answers 200 with nothing in it: no candidate, or a candidate without parts
+/// that says `finishReason: STOP` and counts no output tokens (a known glitch, mostly of
+/// thinking models). That is an upstream fault, not an answer: the gateway retries it on
+/// another key. A candidate without parts that stopped for a reason (`MAX_TOKENS` spent on
+/// thinking, `SAFETY`, `RECITATION`, a malformed call, …) is a real answer, and so is a blocked
+/// prompt. `candidates` gives each candidate's part count and finish reason.
+pub fn is_empty_answer(
+    prompt_blocked: bool,
+    mut candidates: impl Iterator<Item = (usize, Option<FinishReason>)>,
+    output_tokens: u64,
+) -> bool {
+    if prompt_blocked || output_tokens > 0 {
+        return false;
+    }
+    candidates.all(|(parts, finish)| {
+        parts == 0
+            && matches!(
+                finish,
+                None | Some(FinishReason::Stop | FinishReason::FinishReasonUnspecified)
+            )
+    })
+}
+
+/// The least of a `GenerateContentResponse` (or a stream event) that tells whether it is empty
+/// (see [`is_empty_answer`]) and whether it ends the stream, read without keeping any text: for
+/// answers relayed byte for byte.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnswerShape {
+    #[serde(default)]
+    candidates: Vec<CandidateShape>,
+    prompt_feedback: Option<PromptFeedback>,
+    usage_metadata: Option<UsageShape>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CandidateShape {
+    content: Option<ContentShape>,
+    finish_reason: Option<FinishReason>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ContentShape {
+    #[serde(default)]
+    parts: Vec<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageShape {
+    #[serde(default)]
+    candidates_token_count: u64,
+}
+
+impl AnswerShape {
+    /// Reads an answer's shape; `None` when it is not a JSON object of that shape.
+    pub fn read(json: &[u8]) -> Option<Self> {
+        serde_json::from_slice(json).ok()
+    }
+
+    /// Whether it is an empty answer (see [`is_empty_answer`]).
+    pub fn is_empty(&self) -> bool {
+        is_empty_answer(
+            self.prompt_feedback
+                .as_ref()
+                .is_some_and(|feedback| feedback.block_reason.is_some()),
+            self.candidates.iter().map(|candidate| {
+                (
+                    candidate.content.as_ref().map_or(0, |c| c.parts.len()),
+                    candidate.finish_reason,
+                )
+            }),
+            self.usage_metadata
+                .as_ref()
+                .map_or(0, |usage| usage.candidates_token_count),
+        )
+    }
+
+    /// Whether a candidate says why generation stopped: the last event of a stream.
+    pub fn is_finished(&self) -> bool {
+        self.candidates
+            .iter()
+            .any(|candidate| candidate.finish_reason.is_some())
+    }
+}
+
 /// The parts of a Gemini error body (`{"error": {"code", "message", "status", "details"}}`)
 /// that decide what to do with it. `details` entries are matched on `@type`, never on position,
 /// because their order varies.
@@ -268,6 +371,9 @@ pub struct UpstreamError {
     pub quota_id: Option<String>,
     /// `QuotaFailure.violations[0].quotaDimensions.model`.
     pub quota_model: Option<String>,
+    /// `QuotaFailure.violations[0].quotaValue`: the limit Google enforces (a decimal string on
+    /// the wire; anything that is not a whole number is dropped).
+    pub quota_value: Option<u64>,
     /// `BadRequest.fieldViolations[0].field`.
     pub field_violation: Option<String>,
 }
@@ -311,6 +417,11 @@ impl UpstreamError {
                         .pointer("/quotaDimensions/model")
                         .and_then(Value::as_str)
                         .map(str::to_owned);
+                    parsed.quota_value = match violation.get("quotaValue") {
+                        Some(Value::String(text)) => text.trim().parse().ok(),
+                        Some(Value::Number(number)) => number.as_u64(),
+                        _ => None,
+                    };
                 }
             } else if kind.ends_with("google.rpc.BadRequest") {
                 parsed.field_violation = detail
@@ -322,6 +433,13 @@ impl UpstreamError {
         parsed
     }
 
+    /// The key problem this error states, if it states one in a way no client can forge:
+    /// `ErrorInfo.reason`, or one of Google's key messages as the *whole* message (Google quotes
+    /// client text in messages, such as a field named "reported as leaked").
+    pub fn key_problem(&self) -> Option<String> {
+        key_problem_of(self)
+    }
+
     /// Whether the violated quota is a per-day one.
     pub fn is_daily_quota(&self) -> bool {
         self.quota_id
@@ -330,10 +448,75 @@ impl UpstreamError {
     }
 }
 
-/// Parses a protobuf JSON `Duration` such as `"26s"` or `"34.417833292s"`.
+/// Parses a protobuf JSON `Duration` such as `"26s"` or `"34.417833292s"`. The text comes from
+/// the upstream and is untrusted: a negative or non-numeric delay is `None`, and one too large
+/// for a `Duration` (`"1e20s"`) saturates to `Duration::MAX` instead of panicking; callers clamp.
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
-    let seconds: f64 = text.strip_suffix('s')?.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| std::time::Duration::from_secs_f64(seconds))
+    let seconds: f64 = text.strip_suffix('s')?.trim().parse().ok()?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(std::time::Duration::try_from_secs_f64(seconds).unwrap_or(std::time::Duration::MAX))
+}
+
+/// `ErrorInfo.reason` values that mean the key (or its project's access) cannot be used.
+/// Google sends them with 400 (`API_KEY_INVALID`) or 403 (the rest).
+const KEY_REASONS: [&str; 8] = [
+    "API_KEY_INVALID",
+    "API_KEY_EXPIRED",
+    "CONSUMER_SUSPENDED",
+    "SERVICE_DISABLED",
+    "API_KEY_SERVICE_BLOCKED",
+    "API_KEY_HTTP_REFERRER_BLOCKED",
+    "API_KEY_IP_ADDRESS_BLOCKED",
+    "API_KEY_ANDROID_APP_BLOCKED",
+];
+
+/// Google's key messages that come without an `ErrorInfo`, matched as the *whole* message
+/// (a client can get any substring into a message by naming a field after it).
+const KEY_MESSAGES: [(&str, &str); 3] = [
+    (
+        "API key not valid. Please pass a valid API key.",
+        "API_KEY_INVALID",
+    ),
+    (
+        "API key expired. Please renew the API key.",
+        "API_KEY_EXPIRED",
+    ),
+    (
+        "Your API key was reported as leaked. Please use another API key.",
+        "API_KEY_LEAKED",
+    ),
+];
+
+/// `Permission denied: Consumer 'api_key:…' has been suspended.`, with the key (or its
+/// redaction) in the quotes and nothing else.
+fn is_suspension_message(message: &str) -> bool {
+    message
+        .strip_prefix("Permission denied: Consumer 'api_key:")
+        .and_then(|rest| rest.strip_suffix("' has been suspended."))
+        .is_some_and(|key| {
+            !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'[' | b']'))
+        })
+}
+
+/// The key problem an error states, if it states one in a way a client cannot forge.
+fn key_problem_of(error: &UpstreamError) -> Option<String> {
+    if let Some(reason) = error.reason.as_deref()
+        && KEY_REASONS.contains(&reason)
+    {
+        return Some(reason.to_owned());
+    }
+    if let Some((_, reason)) = KEY_MESSAGES
+        .iter()
+        .find(|(message, _)| error.message == *message)
+    {
+        return Some((*reason).to_owned());
+    }
+    is_suspension_message(&error.message).then(|| "CONSUMER_SUSPENDED".to_owned())
 }
 
 #[cfg(test)]
@@ -346,7 +529,45 @@ mod tests {
         assert_eq!(parse_duration("34.5s"), Some(Duration::from_millis(34_500)));
         assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
         assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration("-5s"), None);
+        assert_eq!(parse_duration("NaNs"), None);
         assert_eq!(parse_duration("12"), None);
+        // Absurd delays saturate instead of panicking (Duration::from_secs_f64 would).
+        assert_eq!(parse_duration("1e20s"), Some(Duration::MAX));
+        assert_eq!(parse_duration("infs"), Some(Duration::MAX));
+        assert_eq!(
+            parse_duration("99999999999s"),
+            Some(Duration::from_secs(99_999_999_999))
+        );
+    }
+
+    #[test]
+    fn empty_answers_are_told_from_real_ones() {
+        let empty = [
+            r#"{"candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 5, "totalTokenCount": 5}}"#,
+            r#"{"candidates": [{"content": {"role": "model", "parts": []}, "finishReason": "STOP"}], "usageMetadata": {"promptTokenCount": 5, "thoughtsTokenCount": 30}}"#,
+            r#"{"candidates": [], "usageMetadata": {"promptTokenCount": 5}}"#,
+            r#"{}"#,
+        ];
+        for json in empty {
+            let shape = AnswerShape::read(json.as_bytes()).unwrap();
+            assert!(shape.is_empty(), "{json}");
+            let typed: GenerateContentResponse = serde_json::from_str(json).unwrap();
+            assert!(typed.is_empty_answer(), "{json}");
+        }
+        let real = [
+            r#"{"candidates": [{"content": {"role": "model", "parts": [{"text": "Hi"}]}, "finishReason": "STOP"}]}"#,
+            r#"{"candidates": [{"content": {"role": "model"}, "finishReason": "MAX_TOKENS"}], "usageMetadata": {"thoughtsTokenCount": 100}}"#,
+            r#"{"candidates": [{"finishReason": "SAFETY"}]}"#,
+            r#"{"promptFeedback": {"blockReason": "SAFETY"}}"#,
+            r#"{"candidates": [{"content": {"role": "model"}, "finishReason": "STOP"}], "usageMetadata": {"candidatesTokenCount": 3}}"#,
+        ];
+        for json in real {
+            let shape = AnswerShape::read(json.as_bytes()).unwrap();
+            assert!(!shape.is_empty(), "{json}");
+            let typed: GenerateContentResponse = serde_json::from_str(json).unwrap();
+            assert!(!typed.is_empty_answer(), "{json}");
+        }
     }
 
     #[test]

@@ -30,15 +30,56 @@ pub struct KeyQuery {
     per_page: Option<u32>,
     /// Part of the masked key or of the project.
     q: Option<String>,
-    /// `active`, `cooling`, `circuit_open`, `invalid` or `disabled`.
+    /// One of [`KEY_STATUSES`].
     status: Option<String>,
+}
+
+/// What a key's status can be: serving; its project cooling (a quota used up, or the upstream
+/// short of capacity) for some model; held back while a probe checks a key error; out of
+/// service; disabled by the operator.
+const KEY_STATUSES: [&str; 5] = ["active", "cooling", "checking", "invalid", "disabled"];
+
+/// One project's quota for one model, as `/api/keys` shows it.
+fn quota_json(state: &pool::ProjectModelState) -> Value {
+    json!({
+        "model": state.model,
+        "minute_used": state.minute_used,
+        "minute_limit": state.limits.rpm,
+        "day_used": state.day_used,
+        "day_limit": state.limits.rpd,
+        "tokens_minute_used": state.tokens_used,
+        "tokens_minute_limit": state.limits.tpm,
+        "learned": state.learned.map(|(limits, at_ms)| json!({
+            "rpm": limits.rpm, "rpd": limits.rpd, "tpm": limits.tpm, "at_ms": at_ms,
+        })),
+        "cooling_until": state.cooling.map(|c| c.until_ms),
+        "cooling_reason": state.cooling.map(|c| c.reason.as_str()),
+    })
+}
+
+/// Per model: how many projects can serve now, and how many cool for which reason.
+pub fn models_json(app: &App) -> Vec<Value> {
+    app.pool
+        .model_overview()
+        .iter()
+        .map(|model| {
+            json!({
+                "model": model.model,
+                "projects": model.projects,
+                "serving": model.serving,
+                "cooling_quota": model.cooling_quota,
+                "cooling_capacity": model.cooling_capacity,
+                "next_probe_ms": model.next_probe_ms,
+            })
+        })
+        .collect()
 }
 
 fn key_json(
     row: &UpstreamKeyRow,
     app: &App,
     totals: &HashMap<i64, UsageTotals>,
-    cooldowns: &[(String, String, u64, bool)],
+    states: &[pool::ProjectModelState],
 ) -> Value {
     let masked = pool::mask_secret(secrecy::ExposeSecret::expose_secret(&row.key));
     let live = app.pool.key(pool::KeyId(row.id));
@@ -47,30 +88,39 @@ fn key_json(
         || row.project.clone().unwrap_or_default(),
         |k| k.project().to_string(),
     );
-    let cooling: Vec<Value> = cooldowns
+    let own: Vec<&pool::ProjectModelState> = states
         .iter()
-        .filter(|(p, _, _, _)| *p == project)
-        .map(|(_, model, until, daily)| json!({"model": model, "until_ms": until, "daily": daily}))
+        .filter(|state| state.project == project && !state.model.is_empty())
         .collect();
-    let circuit_until = live.as_ref().map_or(0, |k| k.circuit_open_until_ms());
+    let cooling: Vec<Value> = own
+        .iter()
+        .filter_map(|state| {
+            state.cooling.filter(|c| c.reason != pool::CoolingReason::Health).map(|c| {
+                json!({
+                    "model": state.model,
+                    "until_ms": c.until_ms,
+                    "daily": c.reason == pool::CoolingReason::QuotaDay,
+                    "reason": c.reason.as_str(),
+                })
+            })
+        })
+        .collect();
+    let checking_until = live.as_ref().map_or(0, |k| k.checking_until_ms());
     let out_reason = live.as_ref().and_then(|k| k.out_of_service_reason());
     let status = if !row.enabled {
         "disabled"
     } else if out_reason.is_some() {
         "invalid"
-    } else if circuit_until > now {
-        "circuit_open"
+    } else if checking_until > now {
+        "checking"
     } else if !cooling.is_empty() {
         "cooling"
     } else {
         "active"
     };
     let usage = totals.get(&row.id).cloned().unwrap_or_default();
-    let cooldown_until = cooldowns
-        .iter()
-        .filter(|(p, _, _, _)| *p == project)
-        .map(|(_, _, until, _)| *until)
-        .min();
+    let cooldown_until = cooling.iter().filter_map(|c| c["until_ms"].as_u64()).min();
+    let last_failure = live.as_ref().and_then(|k| k.last_failure());
     json!({
         "id": row.id,
         "masked": masked,
@@ -83,10 +133,12 @@ fn key_json(
         "errors": usage.errors,
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,
-        "last_error": out_reason.or_else(|| row.last_error.clone()),
+        "last_error": out_reason.or_else(|| last_failure.as_ref().map(|(_, what)| what.clone())).or_else(|| row.last_error.clone()),
+        "last_error_at_ms": last_failure.map(|(at, _)| at),
         "cooldown_until": cooldown_until,
         "cooldowns": cooling,
-        "circuit_open_until": (circuit_until > now).then_some(circuit_until),
+        "checking_until": (checking_until > now).then_some(checking_until),
+        "quota": own.iter().map(|state| quota_json(state)).collect::<Vec<_>>(),
         "created_at": row.created_at,
     })
 }
@@ -105,10 +157,10 @@ pub async fn list_keys(
             pool::pacific_day(app.pool.now_ms()),
         )
         .await?;
-    let cooldowns = app.pool.cooldowns();
+    let states = app.pool.project_states();
     let all: Vec<Value> = rows
         .iter()
-        .map(|row| key_json(row, &app, &totals, &cooldowns))
+        .map(|row| key_json(row, &app, &totals, &states))
         .collect();
     let mut summary: HashMap<&str, usize> = HashMap::new();
     for item in &all {
@@ -124,15 +176,11 @@ pub async fn list_keys(
         .filter(|q| !q.is_empty())
         .map(str::to_lowercase);
     let status = query.status.as_deref().filter(|s| !s.is_empty());
-    if let Some(unknown) = status.filter(|s| {
-        !matches!(
-            *s,
-            "active" | "cooling" | "circuit_open" | "invalid" | "disabled"
-        )
-    }) {
+    if let Some(unknown) = status.filter(|s| !KEY_STATUSES.contains(s)) {
         return Err(AdminError::invalid(
             format!(
-                "'{unknown}' is not a key status (active, cooling, circuit_open, invalid, disabled)."
+                "'{unknown}' is not a key status ({}).",
+                KEY_STATUSES.join(", ")
             ),
             "status",
         ));
@@ -164,11 +212,13 @@ pub async fn list_keys(
         "total": matching.len(),
         "page": page,
         "per_page": per_page,
+        // Per model: how many projects can serve now, and why the others cannot.
+        "models": models_json(&app),
         "summary": {
             "total": all.len(),
             "active": summary.get("active").copied().unwrap_or(0),
             "cooling": summary.get("cooling").copied().unwrap_or(0),
-            "circuit_open": summary.get("circuit_open").copied().unwrap_or(0),
+            "checking": summary.get("checking").copied().unwrap_or(0),
             "invalid": summary.get("invalid").copied().unwrap_or(0),
             "disabled": summary.get("disabled").copied().unwrap_or(0),
         },
@@ -261,7 +311,7 @@ async fn one_key(app: &App, id: i64) -> Result<Value, AdminError> {
             pool::pacific_day(app.pool.now_ms()),
         )
         .await?;
-    Ok(key_json(row, app, &totals, &app.pool.cooldowns()))
+    Ok(key_json(row, app, &totals, &app.pool.project_states()))
 }
 
 /// `PATCH /api/keys/{id}`: enables, disables or moves a key to another project.
@@ -335,7 +385,7 @@ pub async fn test_key(
                 (
                     false,
                     status.as_u16(),
-                    pool::redact_secrets(&error.message, &[key.secret()]),
+                    crate::classify::redact_secrets(&error.message, &[key.secret()]),
                 )
             }
         }

@@ -97,6 +97,8 @@ pub async fn stats(
         "cooling": keys.iter().filter(|k| k.is_usable() && cooling_projects.contains(&**k.project())).count(),
         "out_of_service": keys.iter().filter(|k| k.out_of_service_reason().is_some()).count(),
         "disabled": keys.iter().filter(|k| !k.is_usable() && k.out_of_service_reason().is_none()).count(),
+        // Per model: how many projects can serve now, and why the others cannot.
+        "models": super::keys::models_json(&app),
     });
     let client_names: HashMap<String, String> = app
         .storage
