@@ -85,6 +85,9 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
     if incoming.path == "/__mock/requests" {
         return inspection(&state);
     }
+    if incoming.path == "/__mock/outage" {
+        return set_outage(&state, incoming.query("mode").unwrap_or("off"));
+    }
     let response = route(&state, &incoming).await;
     if state.config.record_requests {
         let recorded = RecordedRequest {
@@ -109,6 +112,27 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
         state.ledger().requests.push(recorded);
     }
     response
+}
+
+/// `POST /__mock/outage?mode=…`: `capacity_429`, `overloaded`, `empty`, `retry_info:<delay>`
+/// (a quota 429 whose `RetryInfo` says `<delay>` verbatim) or `off`, for tests that run the
+/// binary.
+fn set_outage(state: &MockState, mode: &str) -> Response {
+    let outage = match mode {
+        "off" => None,
+        "capacity_429" => Some(crate::Outage::Capacity429),
+        "overloaded" => Some(crate::Outage::Overloaded),
+        "empty" => Some(crate::Outage::EmptyAnswers),
+        other => match other.strip_prefix("retry_info:") {
+            Some(delay) => Some(crate::Outage::QuotaRetryInfo(delay.to_owned())),
+            None => return (StatusCode::BAD_REQUEST, "unknown outage mode").into_response(),
+        },
+    };
+    *state
+        .outage
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = outage;
+    (StatusCode::OK, mode.to_owned()).into_response()
 }
 
 /// `GET /__mock/requests`: what the mock recorded, as JSON, for tests that run the binary.
@@ -515,6 +539,12 @@ fn model_call(
     if let Err(response) = check_references(state, caller, &body) {
         return response;
     }
+    if matches!(action, "generateContent" | "streamGenerateContent")
+        && let Some(response) =
+            outage_answer(state, model, action, incoming.query("alt") == Some("sse"))
+    {
+        return response;
+    }
     if let Err(response) = take_quota(state, &caller.project, model) {
         return response;
     }
@@ -558,6 +588,58 @@ fn model_call(
             .or_default() += 1;
     }
     response
+}
+
+/// The answer of the outage in force, if any.
+fn outage_answer(state: &MockState, model: &str, action: &str, sse: bool) -> Option<Response> {
+    let outage = state
+        .outage
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()?;
+    Some(match outage {
+        crate::Outage::Capacity429 => google_error(
+            429,
+            "Resource has been exhausted (e.g. check quota).",
+            "RESOURCE_EXHAUSTED",
+            Vec::new(),
+        ),
+        crate::Outage::Overloaded => google_error(
+            503,
+            "The model is overloaded. Please try again later.",
+            "UNAVAILABLE",
+            Vec::new(),
+        ),
+        crate::Outage::QuotaRetryInfo(delay) => quota_error_with_delay(
+            model,
+            10,
+            "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
+            &delay,
+        ),
+        crate::Outage::EmptyAnswers => {
+            let empty = json!({
+                "candidates": [{"content": {"role": "model"}, "finishReason": "STOP", "index": 0}],
+                "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4},
+                "modelVersion": model,
+                "responseId": response_id(),
+            });
+            if action == "streamGenerateContent" {
+                let body = if sse {
+                    format!("data: {empty}\r\n\r\n")
+                } else {
+                    format!("[{empty}]")
+                };
+                let content_type = if sse {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                };
+                (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+            } else {
+                json_response(&empty)
+            }
+        }
+    })
 }
 
 /// Files and cached contents named in a request must belong to the caller's project.
@@ -666,10 +748,15 @@ fn take_quota(state: &MockState, project: &str, model: &str) -> Result<(), Respo
 
 fn quota_error(model: &str, limit: u32, quota_id: &str, retry: Duration) -> Response {
     let seconds = retry.as_secs_f64().ceil().max(1.0) as u64;
+    quota_error_with_delay(model, limit, quota_id, &format!("{seconds}s"))
+}
+
+/// A quota 429 as Google sends it, with `delay` as the `RetryInfo.retryDelay` text verbatim.
+fn quota_error_with_delay(model: &str, limit: u32, quota_id: &str, delay: &str) -> Response {
     google_error(
         429,
         &format!(
-            "You exceeded your current quota, please check your plan and billing details. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: {limit}, model: {model}\nPlease retry in {seconds}s."
+            "You exceeded your current quota, please check your plan and billing details. \n* Quota exceeded for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: {limit}, model: {model}\nPlease retry in {delay}."
         ),
         "RESOURCE_EXHAUSTED",
         vec![
@@ -686,7 +773,7 @@ fn quota_error(model: &str, limit: u32, quota_id: &str, retry: Duration) -> Resp
                 "@type": "type.googleapis.com/google.rpc.Help",
                 "links": [{"description": "Learn more about Gemini API quotas", "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]
             }),
-            json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": format!("{seconds}s")}),
+            json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}),
         ],
     )
 }

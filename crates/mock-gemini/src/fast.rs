@@ -1,8 +1,12 @@
 //! The benchmark mode: pre-serialised answers, no bookkeeping, no lock, so that the stand-in
 //! costs far less per request than what is measured in front of it. Any key works, except
-//! `fail_key`, which always answers 429 with a zero `RetryInfo` delay (a failover every time).
+//! `fail_key`, which always answers a quota 429 with a zero `RetryInfo` delay (a failover every
+//! time). `POST /__mock/outage?mode=overloaded` makes every generate call answer 503 until
+//! `?mode=off` (the brown-out scenario); `GET /__mock/calls` counts generate calls.
 
 use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -43,7 +47,18 @@ struct Prepared {
     answer: Bytes,
     events: Vec<Bytes>,
     quota_error: Bytes,
+    overloaded: Bytes,
     models: Bytes,
+    control: Arc<Control>,
+}
+
+/// What a benchmark may change or read while the mock runs.
+#[derive(Default)]
+struct Control {
+    /// Every generate call answers 503 UNAVAILABLE.
+    overloaded: AtomicBool,
+    /// Generate calls received.
+    calls: AtomicU64,
 }
 
 fn event(text: &str, last: bool, candidates: usize) -> serde_json::Value {
@@ -77,10 +92,17 @@ pub fn router(config: FastConfig) -> Router {
         answer: Bytes::from(serde_json::to_vec_pretty(&event(&text, true, 1)).unwrap_or_default()),
         events,
         quota_error: Bytes::from(
-            json!({"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).", "status": "RESOURCE_EXHAUSTED",
-                "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}]}})
+            json!({"error": {"code": 429, "message": "You exceeded your current quota.", "status": "RESOURCE_EXHAUSTED",
+                "details": [
+                    {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "quotaDimensions": {"model": "gemini-2.5-flash"}}]},
+                    {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "0s"}]}})
             .to_string(),
         ),
+        overloaded: Bytes::from(
+            json!({"error": {"code": 503, "message": "The model is overloaded. Please try again later.", "status": "UNAVAILABLE"}})
+                .to_string(),
+        ),
+        control: Arc::default(),
         models: Bytes::from(
             json!({"models": [{"name": "models/gemini-2.5-flash", "supportedGenerationMethods": ["generateContent"]}]}).to_string(),
         ),
@@ -91,6 +113,9 @@ pub fn router(config: FastConfig) -> Router {
 
 async fn answer(State(prepared): State<Prepared>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
+    if let Some(response) = control(&prepared.control, &path, request.uri().query()) {
+        return response;
+    }
     // The key in the header, or in `?key=` (both reach Gemini; some gateways use the query).
     let key = request
         .headers()
@@ -120,6 +145,17 @@ async fn answer(State(prepared): State<Prepared>, request: Request) -> Response 
     }
     if !prepared.config.response_delay.is_zero() {
         tokio::time::sleep(prepared.config.response_delay).await;
+    }
+    if path.contains("GenerateContent") || path.ends_with(":generateContent") {
+        prepared.control.calls.fetch_add(1, Ordering::Relaxed);
+        if prepared.control.overloaded.load(Ordering::Relaxed) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                prepared.overloaded.clone(),
+            )
+                .into_response();
+        }
     }
     if path.ends_with(":streamGenerateContent") {
         let interval = prepared.config.stream_interval;
@@ -162,6 +198,25 @@ async fn answer(State(prepared): State<Prepared>, request: Request) -> Response 
             .into_response();
     }
     (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// The control routes: `POST /__mock/outage?mode=overloaded|off`, `GET /__mock/calls`.
+fn control(control: &Control, path: &str, query: Option<&str>) -> Option<Response> {
+    match path {
+        "/__mock/outage" => {
+            let on = query.is_some_and(|query| query.contains("mode=overloaded"));
+            control.overloaded.store(on, Ordering::Relaxed);
+            Some((StatusCode::OK, if on { "overloaded" } else { "off" }).into_response())
+        }
+        "/__mock/calls" => Some(
+            (
+                StatusCode::OK,
+                control.calls.load(Ordering::Relaxed).to_string(),
+            )
+                .into_response(),
+        ),
+        _ => None,
+    }
 }
 
 /// `event` with the current time written over its stamp's zeros.

@@ -157,6 +157,22 @@ impl Injection {
     }
 }
 
+/// A failure mode of the whole upstream, for every generate call (`generateContent` and
+/// `streamGenerateContent`) until it is lifted: what Google does on its bad days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outage {
+    /// `429 RESOURCE_EXHAUSTED "Resource has been exhausted (e.g. check quota)."` with no
+    /// details: shared capacity or the caller's address throttled, not a project's quota.
+    Capacity429,
+    /// `503 UNAVAILABLE "The model is overloaded. Please try again later."`.
+    Overloaded,
+    /// `200` with a candidate that has no parts, `finishReason: STOP` and no output tokens
+    /// (as one JSON answer, or one first-and-last event of a stream).
+    EmptyAnswers,
+    /// A quota 429 (`QuotaFailure` and this `RetryInfo.retryDelay` text, verbatim).
+    QuotaRetryInfo(String),
+}
+
 /// What the mock saw of one request.
 #[derive(Debug, Clone)]
 pub struct RecordedRequest {
@@ -243,6 +259,7 @@ pub(crate) struct MockState {
     pub streams: StreamCounters,
     pub stream_gate: Mutex<Option<Arc<Semaphore>>>,
     pub next_id: AtomicU64,
+    pub outage: Mutex<Option<Outage>>,
 }
 
 impl MockState {
@@ -286,6 +303,7 @@ impl MockGemini {
                 streams: StreamCounters::default(),
                 stream_gate: Mutex::new(None),
                 next_id: AtomicU64::new(1),
+                outage: Mutex::new(None),
             }),
         }
     }
@@ -321,6 +339,15 @@ impl MockGemini {
     /// Adds a failure to answer instead of the normal response.
     pub fn inject(&self, injection: Injection) {
         self.state.ledger().injections.push(injection);
+    }
+
+    /// Starts (`Some`) or lifts (`None`) an outage of every generate call.
+    pub fn set_outage(&self, outage: Option<Outage>) {
+        *self
+            .state
+            .outage
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = outage;
     }
 
     /// Every request recorded so far.

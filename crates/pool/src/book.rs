@@ -112,10 +112,7 @@ pub(crate) enum Check {
     /// It can take a request; this much is left.
     Open(Headroom),
     /// It cannot until `until`.
-    Closed {
-        until: u64,
-        cooling: CoolingReason,
-    },
+    Closed { until: u64, cooling: CoolingReason },
 }
 
 /// What the capacity gate says to a request that found no project open.
@@ -276,7 +273,11 @@ impl ModelBook {
         let Some(learned) = learned else {
             return limits;
         };
-        fn pick<T: Ord + Copy>(operator: Option<T>, learned: Option<T>, explicit: bool) -> Option<T> {
+        fn pick<T: Ord + Copy>(
+            operator: Option<T>,
+            learned: Option<T>,
+            explicit: bool,
+        ) -> Option<T> {
             match (learned, explicit) {
                 (None, _) => operator,
                 (Some(learned), false) => Some(learned),
@@ -463,7 +464,13 @@ impl ModelBook {
     /// Cools `project` after a capacity failure: a second, doubling with each failure in a
     /// row up to [`CAPACITY_BACKOFF_MAX_MS`], with jitter so that projects do not come back
     /// (and fail) in lockstep. Returns when it ends.
-    pub fn cool_for_capacity(&mut self, project: &Arc<str>, status: u16, now: u64, today: i32) -> u64 {
+    pub fn cool_for_capacity(
+        &mut self,
+        project: &Arc<str>,
+        status: u16,
+        now: u64,
+        today: i32,
+    ) -> u64 {
         let quota = self.quota_mut(project, today);
         let full = CAPACITY_BACKOFF_FIRST_MS
             .saturating_mul(1u64 << quota.capacity_level.min(8))
@@ -531,7 +538,13 @@ impl ModelBook {
 
     /// Remembers a limit the upstream named for `project` (a later figure replaces an earlier
     /// one, so a raised quota is learned too). Returns the learned limits now in force.
-    pub fn learn_limits(&mut self, project: &Arc<str>, learned: Limits, at_ms: u64, today: i32) -> Limits {
+    pub fn learn_limits(
+        &mut self,
+        project: &Arc<str>,
+        learned: Limits,
+        at_ms: u64,
+        today: i32,
+    ) -> Limits {
         let quota = self.quota_mut(project, today);
         if quota.learned_in_force(at_ms).is_none() {
             quota.learned = Limits::UNLIMITED;
@@ -578,8 +591,7 @@ impl ModelBook {
                     tokens_used: quota.tokens_in_window,
                     limits: Self::limits_of(operator, explicit, learned),
                     learned: learned.map(|limits| (limits, quota.learned_at_ms)),
-                    cooling: (quota.cooling_until > now
-                        && quota.cooling != CoolingReason::Lease)
+                    cooling: (quota.cooling_until > now && quota.cooling != CoolingReason::Lease)
                         .then_some((quota.cooling_until, quota.cooling)),
                 }
             })
@@ -652,7 +664,10 @@ mod tests {
             limits(Some(50)),
             "a higher figure from the upstream is used"
         );
-        assert_eq!(ModelBook::limits_of(limits(None), true, Some(learned)), limits(None));
+        assert_eq!(
+            ModelBook::limits_of(limits(None), true, Some(learned)),
+            limits(None)
+        );
     }
 
     #[test]
@@ -712,6 +727,9 @@ mod tests {
         assert_eq!(book.capacity_gate(NOW + PROBE_INTERVAL_MS), Gate::Probe);
         book.succeeded(&p);
         assert_eq!(book.available_len(), 2, "every project is back");
-        assert_eq!(book.capacity_gate(NOW + PROBE_INTERVAL_MS), Gate::NotCooling);
+        assert_eq!(
+            book.capacity_gate(NOW + PROBE_INTERVAL_MS),
+            Gate::NotCooling
+        );
     }
 }

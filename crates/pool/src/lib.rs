@@ -51,9 +51,7 @@ pub use failure::{
 pub use lease::{Learned, LeaseWant};
 pub use limits::{Limits, LimitsTable};
 pub use pacific::{PacificDayCache, next_pacific_midnight_ms, pacific_day};
-pub use report::{
-    Cooldown, KeyCensus, LearnedLimits, Lesson, ModelOverview, ProjectModelState,
-};
+pub use report::{Cooldown, KeyCensus, LearnedLimits, Lesson, ModelOverview, ProjectModelState};
 
 /// The maps of the pick path. foldhash instead of SipHash: a pick looks up a handful of short
 /// keys (model, project names), where SipHash was most of its cost; the seed is still random
@@ -793,7 +791,9 @@ impl Pool {
                     QuotaWindow::Day => (next_pacific_midnight_ms(now), CoolingReason::QuotaDay),
                     QuotaWindow::Minute => {
                         let until = match quota.retry_after {
-                            Some(delay) => now.saturating_add(millis(delay.min(MAX_QUOTA_COOLDOWN))),
+                            Some(delay) => {
+                                now.saturating_add(millis(delay.min(MAX_QUOTA_COOLDOWN)))
+                            }
                             None => next_minute_ms(now),
                         };
                         (until, CoolingReason::QuotaMinute)
@@ -901,7 +901,9 @@ impl Pool {
                     tokens_used: view.tokens_used,
                     limits: view.limits,
                     learned: view.learned,
-                    cooling: view.cooling.map(|(until_ms, reason)| Cooldown { until_ms, reason }),
+                    cooling: view
+                        .cooling
+                        .map(|(until_ms, reason)| Cooldown { until_ms, reason }),
                 });
             }
         }
@@ -1540,7 +1542,11 @@ mod tests {
     #[test]
     fn absurd_delays_from_the_upstream_are_clamped() {
         let clock = Arc::new(ManualClock::at(NOW));
-        let pool = Pool::with_clock(vec![record(1, Some("p"))], LimitsTable::default(), clock.clone());
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            LimitsTable::default(),
+            clock.clone(),
+        );
         let huge = Failure::Quota(QuotaExhausted {
             window: QuotaWindow::Minute,
             retry_after: Some(Duration::MAX),
@@ -1548,15 +1554,22 @@ mod tests {
             limit: None,
         });
         pool.record_failure(KeyId(1), Some(FLASH), &huge);
-        let PickError::Exhausted { retry_after, .. } = pool.pick(&model_request(FLASH)).unwrap_err() else {
+        let PickError::Exhausted { retry_after, .. } =
+            pool.pick(&model_request(FLASH)).unwrap_err()
+        else {
             panic!("expected exhaustion");
         };
         assert_eq!(retry_after, MAX_QUOTA_COOLDOWN);
         clock.advance(MAX_QUOTA_COOLDOWN);
-        assert!(pool.pick(&model_request(FLASH)).is_ok(), "back after the clamp");
+        assert!(
+            pool.pick(&model_request(FLASH)).is_ok(),
+            "back after the clamp"
+        );
         // Another instance's figure is clamped the same way.
         pool.apply_remote_cooldown("p", FLASH, u64::MAX, false);
-        let PickError::Exhausted { retry_after, .. } = pool.pick(&model_request(FLASH)).unwrap_err() else {
+        let PickError::Exhausted { retry_after, .. } =
+            pool.pick(&model_request(FLASH)).unwrap_err()
+        else {
             panic!("expected exhaustion");
         };
         assert_eq!(retry_after, MAX_QUOTA_COOLDOWN);
@@ -1584,7 +1597,10 @@ mod tests {
             matches!(refusal, PickError::Capacity { status: 503, retry_after } if retry_after <= Duration::from_secs(1)),
             "{refusal:?}"
         );
-        assert!(pool.keys().iter().all(|key| key.is_usable()), "no key is blamed");
+        assert!(
+            pool.keys().iter().all(|key| key.is_usable()),
+            "no key is blamed"
+        );
         assert_eq!(pool.model_overview()[0].cooling_capacity, 2);
         assert!(pool.model_overview()[0].next_probe_ms.is_some());
         // The next second's probe succeeds: every project is back at once.
@@ -1604,7 +1620,11 @@ mod tests {
     #[test]
     fn capacity_cooldowns_end_within_seconds_even_without_a_success() {
         let clock = Arc::new(ManualClock::at(NOW));
-        let pool = Pool::with_clock(vec![record(1, Some("p"))], LimitsTable::default(), clock.clone());
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            LimitsTable::default(),
+            clock.clone(),
+        );
         for _ in 0..20 {
             pool.record_failure(KeyId(1), Some(FLASH), &Failure::Connection);
         }
@@ -1616,7 +1636,11 @@ mod tests {
     #[test]
     fn a_learned_limit_is_what_the_project_is_held_to() {
         let clock = Arc::new(ManualClock::at(NOW));
-        let pool = Pool::with_clock(vec![record(1, Some("p"))], limited(Some(10), None), clock.clone());
+        let pool = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            limited(Some(10), None),
+            clock.clone(),
+        );
         let told = Failure::Quota(QuotaExhausted {
             window: QuotaWindow::Minute,
             retry_after: Some(Duration::from_secs(5)),
@@ -1629,7 +1653,10 @@ mod tests {
         assert!(pool.pick(&model_request(FLASH)).is_ok());
         assert!(pool.pick(&model_request(FLASH)).is_ok());
         assert!(
-            matches!(pool.pick(&model_request(FLASH)).unwrap_err(), PickError::Exhausted { daily: false, .. }),
+            matches!(
+                pool.pick(&model_request(FLASH)).unwrap_err(),
+                PickError::Exhausted { daily: false, .. }
+            ),
             "two a minute, as the upstream said"
         );
         let learned = pool.learned_limits();
@@ -1637,7 +1664,11 @@ mod tests {
         let state = pool.project_states().remove(0);
         assert_eq!((state.limits.rpm, state.minute_used), (Some(2), 2));
         // Another instance (or a restart) applies it the same way.
-        let other = Pool::with_clock(vec![record(1, Some("p"))], limited(Some(10), None), clock.clone());
+        let other = Pool::with_clock(
+            vec![record(1, Some("p"))],
+            limited(Some(10), None),
+            clock.clone(),
+        );
         other.apply_learned_limits(&learned[0]);
         assert_eq!(other.project_states()[0].limits.rpm, Some(2));
     }

@@ -199,7 +199,10 @@ mod tests {
             }
         );
         let suspended_no_info = br#"{"error": {"code": 403, "status": "PERMISSION_DENIED", "message": "Permission denied: Consumer 'api_key:[REDACTED_KEY]' has been suspended."}}"#;
-        assert!(matches!(classify(403, suspended_no_info), About::Key { .. }));
+        assert!(matches!(
+            classify(403, suspended_no_info),
+            About::Key { .. }
+        ));
     }
 
     #[test]

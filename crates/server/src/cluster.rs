@@ -57,6 +57,9 @@ pub struct Cluster {
     /// This instance has news to publish, or another one announced some: exchange now.
     exchange_asked: Notify,
     database_url: String,
+    /// The listening connection opened at the start (so that news is heard from the first
+    /// request on), until the listener task takes it.
+    first_listener: std::sync::Mutex<Option<sqlx::postgres::PgListener>>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -76,6 +79,13 @@ impl Cluster {
     ) -> Result<Arc<Self>, crate::storage::StorageError> {
         pool.share_quota();
         let last_seen = storage.last_event_id().await?;
+        let first_listener = match listener_for(database_url).await {
+            Ok(listener) => Some(listener),
+            Err(error) => {
+                tracing::warn!(%error, "could not listen for news from the other instances: polling every {} ms", NEWS_INTERVAL.as_millis());
+                None
+            }
+        };
         Ok(Arc::new(Self {
             instance: hex::encode(rand::random::<[u8; 8]>()),
             storage,
@@ -86,6 +96,7 @@ impl Cluster {
             last_seen: AtomicI64::new(last_seen),
             exchange_asked: Notify::new(),
             database_url: database_url.to_owned(),
+            first_listener: std::sync::Mutex::new(first_listener),
         }))
     }
 
@@ -139,15 +150,25 @@ impl Cluster {
     /// long as the gateway lives; reconnects after a second when the connection drops (polling
     /// carries on meanwhile).
     async fn listen(self: Arc<Self>, app: std::sync::Weak<App>) {
+        let mut ready = self
+            .first_listener
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
         while app.strong_count() > 0 {
-            match sqlx::postgres::PgListener::connect(&self.database_url).await {
-                Ok(mut listener) => match listener.listen(crate::storage::NEWS_CHANNEL).await {
-                    Ok(()) => self.relay_notifications(&mut listener, &app).await,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not listen for news from the other instances");
-                    }
-                },
-                Err(error) => tracing::warn!(%error, "could not connect the news listener"),
+            let listener = match ready.take() {
+                Some(listener) => Ok(listener),
+                None => listener_for(&self.database_url).await,
+            };
+            match listener {
+                Ok(mut listener) => {
+                    // News published while no one listened is read by this exchange.
+                    self.exchange_asked.notify_one();
+                    self.relay_notifications(&mut listener, &app).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not listen for news from the other instances")
+                }
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -363,6 +384,13 @@ impl Cluster {
             tracing::warn!(%error, "could not reload after news from another instance");
         }
     }
+}
+
+/// A connection listening on the news channel.
+async fn listener_for(database_url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
+    listener.listen(crate::storage::NEWS_CHANNEL).await?;
+    Ok(listener)
 }
 
 /// Reloads what another instance changed through the management API.

@@ -197,9 +197,7 @@ impl ApiError {
             _ => None,
         }
         // Every 429 and 503 says when to come back, so SDKs retry at the right time.
-        .or_else(|| {
-            matches!(status.as_u16(), 429 | 503).then_some(DEFAULT_RETRY_AFTER_SECS)
-        });
+        .or_else(|| matches!(status.as_u16(), 429 | 503).then_some(DEFAULT_RETRY_AFTER_SECS));
         let param = match &self {
             Self::InvalidField { param, .. } => param.clone(),
             Self::Upstream(error) => error.param.clone(),
@@ -234,7 +232,11 @@ const DEFAULT_RETRY_AFTER_SECS: u64 = 1;
 
 /// Whole seconds, rounded up, at least one (what `Retry-After` carries).
 pub fn whole_seconds(wait: std::time::Duration) -> u64 {
-    (wait.min(std::time::Duration::from_secs(86_400)).as_secs_f64().ceil() as u64).max(1)
+    (wait
+        .min(std::time::Duration::from_secs(86_400))
+        .as_secs_f64()
+        .ceil() as u64)
+        .max(1)
 }
 
 /// `HH:MM:SS UTC` of the moment `wait` from now.
@@ -256,7 +258,9 @@ pub fn utc_time_after(wait: std::time::Duration) -> String {
 /// The message of [`ApiError::Capacity`]: what the upstream said and when the next try goes.
 fn capacity_message(model: Option<&str>, status: u16, retry_after: std::time::Duration) -> String {
     let said = match status {
-        429 => "429 RESOURCE_EXHAUSTED (shared capacity or this gateway's address throttled, not a quota)",
+        429 => {
+            "429 RESOURCE_EXHAUSTED (shared capacity or this gateway's address throttled, not a quota)"
+        }
         500 => "500 INTERNAL",
         502 => "502 (no answer from its front end)",
         503 => "503 UNAVAILABLE (the model is overloaded)",

@@ -217,7 +217,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     gauge!("gateway_keys", "state" => "out_of_service").set(out as f64);
     gauge!("gateway_keys", "state" => "disabled").set(disabled as f64);
     // Per model: how many projects can serve now, and how many cool for which reason.
-    for overview in state.pool.model_overview().into_iter().take(MAX_MODEL_LABELS) {
+    for overview in state
+        .pool
+        .model_overview()
+        .into_iter()
+        .take(MAX_MODEL_LABELS)
+    {
         let model = model_label(&overview.model);
         gauge!("gateway_model_projects", "model" => model.clone(), "state" => "serving")
             .set(overview.serving as f64);

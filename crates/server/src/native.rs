@@ -22,8 +22,8 @@ use translate::native::{NativePath, PathError, created_resource_name, referenced
 
 use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
-use crate::state::{App, AppState};
 use crate::relay::{AnswerKind, Attempts, UpstreamBody, UpstreamFailure, WholeAnswer};
+use crate::state::{App, AppState};
 use crate::upstream::{
     Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted,
 };
@@ -111,7 +111,9 @@ async fn relay_native(
     }
     match result {
         Ok(Relayed::Done(response)) => Ok(response),
-        Ok(Relayed::Other(committed)) => Ok(relay_other(app, &parts, &path, committed, meter).await),
+        Ok(Relayed::Other(committed)) => {
+            Ok(relay_other(app, &parts, &path, committed, meter).await)
+        }
         Err(failure) => upstream_failure_response(failure, model.as_deref()),
     }
 }
@@ -504,8 +506,7 @@ pub fn upstream_failure_response(
             body,
         } => {
             // Every 429 and 503 says when to come back: the upstream's RetryInfo, or a second.
-            if matches!(status.as_u16(), 429 | 503) && !headers.contains_key(header::RETRY_AFTER)
-            {
+            if matches!(status.as_u16(), 429 | 503) && !headers.contains_key(header::RETRY_AFTER) {
                 let wait = translate::gemini::UpstreamError::parse(&body)
                     .retry_delay
                     .unwrap_or(Duration::from_secs(1));

@@ -239,8 +239,14 @@ async fn send_for_whole_answer(
     attempts: &mut Attempts,
 ) -> Result<crate::relay::WholeAnswer, UpstreamFailure> {
     let committed = app.send_with_failover_after(outgoing, attempts).await?;
-    app.read_whole_answer(outgoing, committed, attempts, AnswerKind::Content, ANSWER_LIMIT)
-        .await
+    app.read_whole_answer(
+        outgoing,
+        committed,
+        attempts,
+        AnswerKind::Content,
+        ANSWER_LIMIT,
+    )
+    .await
 }
 
 /// Sends a streamed request and reads it up to its first event (the commit point, see `relay`).

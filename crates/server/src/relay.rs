@@ -328,8 +328,7 @@ impl App {
             }
             last_failure = Some(answered);
         }
-        Err(last_failure
-            .unwrap_or_else(|| self.no_usable_key(PickError::AllTried, outgoing)))
+        Err(last_failure.unwrap_or_else(|| self.no_usable_key(PickError::AllTried, outgoing)))
     }
 
     /// Reads a committed one-JSON answer whole (bounded) before anything is relayed, so that
@@ -377,7 +376,9 @@ impl App {
                     AnswerKind::Json => UpstreamFailure::Malformed,
                 },
             };
-            committed = self.after_unusable_answer(outgoing, &key, attempts, trouble).await?;
+            committed = self
+                .after_unusable_answer(outgoing, &key, attempts, trouble)
+                .await?;
         }
     }
 
@@ -486,7 +487,9 @@ impl App {
                     }
                 }
             };
-            committed = self.after_unusable_answer(outgoing, &key, attempts, trouble).await?;
+            committed = self
+                .after_unusable_answer(outgoing, &key, attempts, trouble)
+                .await?;
         }
     }
 

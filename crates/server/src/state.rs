@@ -134,9 +134,12 @@ impl AppState {
         let cluster = match storage.backend() {
             crate::storage::Backend::Sqlite => None,
             crate::storage::Backend::Postgres => {
-                let cluster =
-                    crate::cluster::Cluster::join(storage.clone(), Arc::clone(&pool), &config.database_url)
-                        .await?;
+                let cluster = crate::cluster::Cluster::join(
+                    storage.clone(),
+                    Arc::clone(&pool),
+                    &config.database_url,
+                )
+                .await?;
                 tracing::info!(
                     instance = cluster.instance(),
                     "sharing quota with the instances on this database"
@@ -144,7 +147,8 @@ impl AppState {
                 Some(cluster)
             }
         };
-        let (key_checks, key_check_queue) = tokio::sync::mpsc::channel(crate::probe::KEY_CHECK_QUEUE);
+        let (key_checks, key_check_queue) =
+            tokio::sync::mpsc::channel(crate::probe::KEY_CHECK_QUEUE);
         let state = Self(Arc::new(App {
             config,
             storage,

@@ -521,11 +521,10 @@ impl Storage {
 
     /// Every learned limit kept (the pool ignores ones older than a day).
     pub async fn learned_limits(&self) -> Result<Vec<pool::LearnedLimits>, StorageError> {
-        let rows = sqlx::query(
-            "SELECT project, model, rpm, rpd, tpm, learned_at_ms FROM learned_limits",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT project, model, rpm, rpd, tpm, learned_at_ms FROM learned_limits")
+                .fetch_all(&self.pool)
+                .await?;
         let count = |value: Option<i64>| value.and_then(|v| u32::try_from(v).ok());
         rows.iter()
             .map(|row| {
@@ -1403,6 +1402,13 @@ impl Storage {
             .execute(&mut *tx)
             .await?;
         }
+        // Wakes the other instances' news loops now (PostgreSQL delivers the notification at
+        // commit); their polling stays as the fallback.
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NEWS_CHANNEL)
+            .bind(instance)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

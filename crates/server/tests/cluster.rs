@@ -265,3 +265,52 @@ async fn cooldowns_and_management_changes_reach_the_other_instance_within_second
         "the disabled client key still works on the other instance"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_learn_a_limit_with_at_most_one_wasted_call_per_project() {
+    // The upstream allows 2 a minute per project and says so in its 429 (`quotaValue`); the
+    // gateways assume 10.
+    let (mock, mock_addr) = MockGemini::start(mock_config(2)).await.unwrap();
+    let database = scratch_database().await;
+    let limits = [("DEFAULT_RPM_LIMIT", "10"), ("DEFAULT_RPD_LIMIT", "1000")];
+    let (a, b) = tokio::join!(
+        Gateway::start(&database, mock_addr, &limits),
+        Gateway::start(&database, mock_addr, &limits)
+    );
+    // Requests alternate between the instances, 100 ms apart (news travels in milliseconds).
+    let mut statuses = Vec::new();
+    for i in 0..14 {
+        let gateway = if i % 2 == 0 { &a } else { &b };
+        statuses.push(gateway.generate().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        4,
+        "{statuses:?}"
+    );
+    // At most one upstream call per project met the limit: the first 429 stopped both
+    // instances.
+    for key in ["AIzaCluster-key-a", "AIzaCluster-key-b"] {
+        let wasted = mock
+            .requests()
+            .iter()
+            .filter(|r| r.api_key.as_deref() == Some(key) && r.status == 429)
+            .count();
+        assert!(wasted <= 1, "{key}: {wasted} calls met the limit");
+    }
+    // Both instances hold the learned limit, and the database keeps it.
+    for gateway in [&a, &b] {
+        let keys = gateway.admin(reqwest::Method::GET, "/api/keys", None).await;
+        for key in keys["items"].as_array().unwrap() {
+            let quota = key["quota"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["model"] == "gemini-2.5-flash")
+                .unwrap_or_else(|| panic!("{keys}"));
+            assert_eq!(quota["minute_limit"], 2, "{keys}");
+            assert_eq!(quota["learned"]["rpm"], 2, "{keys}");
+        }
+    }
+}

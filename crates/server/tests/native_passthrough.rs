@@ -381,9 +381,11 @@ async fn an_invalid_key_is_used_once_then_kept_out_of_service_across_restarts() 
     );
     // It left service on the word of a probe of the gateway's own (a models list), not on the
     // client request's answer alone.
-    assert!(gw.mock.requests().iter().any(|r| {
-        r.api_key.as_deref() == Some("revoked-key") && r.path.ends_with("/models")
-    }));
+    assert!(
+        gw.mock.requests().iter().any(|r| {
+            r.api_key.as_deref() == Some("revoked-key") && r.path.ends_with("/models")
+        })
+    );
     // Give the background write a moment, then restart on the same database.
     let storage = gw.state.storage.clone();
     let mut persisted = false;
@@ -476,7 +478,10 @@ async fn upstream_messages_never_show_a_pool_key() {
     let body: Value = next.json().await.unwrap();
     assert_eq!(body["error"]["status"], "UNAVAILABLE");
     assert!(
-        body["error"]["message"].as_str().unwrap().contains("1 out of service"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 out of service"),
         "{body}"
     );
     let requests = gw.mock.requests();

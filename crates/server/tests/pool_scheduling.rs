@@ -389,7 +389,13 @@ async fn a_key_out_of_service_is_probed_with_backoff_and_comes_back_when_healthy
                 .status(),
             200
         );
-        if gw.state.pool.keys().iter().any(|k| k.checking_until_ms() > 0 || !k.is_usable()) {
+        if gw
+            .state
+            .pool
+            .keys()
+            .iter()
+            .any(|k| k.checking_until_ms() > 0 || !k.is_usable())
+        {
             break;
         }
     }

@@ -60,7 +60,10 @@ impl OpenAiError {
 /// and untrusted), or a minute when it names none.
 fn retry_after_secs(error: &UpstreamError) -> u64 {
     error.retry_delay.map_or(60, |delay| {
-        delay.min(std::time::Duration::from_secs(3600)).as_secs_f64().ceil() as u64
+        delay
+            .min(std::time::Duration::from_secs(3600))
+            .as_secs_f64()
+            .ceil() as u64
     })
 }
 

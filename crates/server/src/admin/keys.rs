@@ -95,14 +95,17 @@ fn key_json(
     let cooling: Vec<Value> = own
         .iter()
         .filter_map(|state| {
-            state.cooling.filter(|c| c.reason != pool::CoolingReason::Health).map(|c| {
-                json!({
-                    "model": state.model,
-                    "until_ms": c.until_ms,
-                    "daily": c.reason == pool::CoolingReason::QuotaDay,
-                    "reason": c.reason.as_str(),
+            state
+                .cooling
+                .filter(|c| c.reason != pool::CoolingReason::Health)
+                .map(|c| {
+                    json!({
+                        "model": state.model,
+                        "until_ms": c.until_ms,
+                        "daily": c.reason == pool::CoolingReason::QuotaDay,
+                        "reason": c.reason.as_str(),
+                    })
                 })
-            })
         })
         .collect();
     let checking_until = live.as_ref().map_or(0, |k| k.checking_until_ms());
