@@ -163,6 +163,49 @@ test("the dashboard from login to logout", async () => {
   await page.click("#focus-clear");
   await page.waitForSelector("#focus", { state: "hidden" });
 
+  // An overload of every key: while the upstream answers 503, the keys show as cooling for its
+  // capacity (never "active" while the pool holds them back) and the overview says the model is
+  // being probed; once the upstream recovers, the keys are active again.
+  await fetch(`${mock.url}/__mock/outage?mode=overloaded`, { method: "POST" });
+  let storming = true;
+  const load = (async () => { while (storming) { await chat(clientKey); await new Promise((r) => setTimeout(r, 50)); } })();
+  let honest = false;
+  for (let i = 0; i < 40 && !honest; i++) {
+    await page.click("button[data-tab=keys]");
+    await page.waitForTimeout(150);
+    const text = await page.textContent("#keys-table tbody");
+    honest = text.includes("upstream capacity") && !(await page.$("#keys-table [data-status=active]"));
+  }
+  assert.ok(honest, `the keys did not show the capacity cooldown: ${await page.textContent("#keys-table tbody")}`);
+  await page.screenshot({ path: join(shots, "keys-overloaded.png"), fullPage: true });
+  let probing = false;
+  for (let i = 0; i < 40 && !probing; i++) {
+    await page.click("button[data-tab=overview]");
+    await page.waitForTimeout(150);
+    probing = /one probe a second/.test(await page.textContent("#models-now"))
+      && (await page.textContent("#card-usable")) === "0";
+  }
+  assert.ok(probing, `the overview did not show the probing model: ${await page.textContent("#models-now")}`);
+  await page.screenshot({ path: join(shots, "overview-overloaded.png"), fullPage: true });
+  await fetch(`${mock.url}/__mock/outage?mode=off`, { method: "POST" });
+  storming = false;
+  await load;
+  // Served again within two seconds (the gate lets one probe through a second).
+  const lifted = Date.now();
+  let served = false;
+  while (!served && Date.now() - lifted < 2000) {
+    served = (await chat(clientKey)) === 200;
+    if (!served) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(served, "not served within 2 s of the recovery");
+  let recovered = false;
+  for (let i = 0; i < 40 && !recovered; i++) {
+    await page.click("button[data-tab=keys]");
+    await page.waitForTimeout(150);
+    recovered = (await page.$$("#keys-table [data-status=active]")).length === 2;
+  }
+  assert.ok(recovered, "the keys did not come back as active");
+
   // Disable the client key: refused at once.
   await page.click("button[data-tab=clients]");
   const row = page.locator("#clients-table tbody tr", { hasText: "browser test" });

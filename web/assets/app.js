@@ -120,6 +120,15 @@ async function loadOverview() {
   breakdown("by-model", stats.by_model, (row) => ({ param: "model", value: row.name }));
   breakdown("by-client", stats.by_client_key, (row) => ({ param: "client_key_id", value: row.id }));
   breakdown("by-upstream", stats.by_upstream_key, (row) => ({ param: "upstream_key_id", value: row.id }));
+  fill(document.querySelector("#models-now tbody"), (pool.models || []).map((model) => el("tr", { "data-model": model.model },
+    el("td", {}, model.model),
+    el("td", {}, `${number(model.serving)} / ${number(model.projects)}`),
+    el("td", {}, number(model.cooling_quota)),
+    el("td", {}, number(model.cooling_capacity)),
+    el("td", {}, model.next_probe_ms
+      ? el("span", { class: "badge cooling" }, t("models.probing", { time: new Date(model.next_probe_ms).toLocaleTimeString() }))
+      : model.serving > 0 ? el("span", { class: "badge active" }, t("models.ok")) : el("span", { class: "badge invalid" }, t("models.none"))),
+  )));
   document.getElementById("refreshed").textContent = t("refreshed", { time: new Date().toLocaleTimeString() });
 }
 
@@ -166,6 +175,7 @@ async function loadKeys() {
     el("td", {}, number(key.requests_today)),
     el("td", {}, number(key.requests)),
     el("td", {}, formatNumber(key.prompt_tokens + key.completion_tokens)),
+    el("td", { class: "wrap quota" }, ...(key.quota || []).map(quotaLine)),
     el("td", { class: "wrap" }, key.last_error || ""),
     el("td", {},
       el("button", { class: "secondary small", onclick: () => attempt(async () => {
@@ -190,6 +200,21 @@ async function loadKeys() {
     state.keysPage = page;
     attempt(loadKeys);
   });
+}
+
+/** One line per model of a key's project: used and limit per minute and day, learned limits,
+ * and a cooldown with its reason. */
+function quotaLine(quota) {
+  const limit = (used, max) => (max === null || max === undefined ? `${number(used)}` : `${number(used)}/${number(max)}`);
+  const parts = [`${limit(quota.minute_used, quota.minute_limit)} ${t("quota.perMinute")}`,
+    `${limit(quota.day_used, quota.day_limit)} ${t("quota.perDay")}`];
+  if (quota.learned) parts.push(t("quota.learned"));
+  const line = el("div", { "data-model": quota.model }, el("strong", {}, quota.model), " ", parts.join(" · "));
+  if (quota.cooling_until) {
+    line.append(" ", el("span", { class: "badge cooling" },
+      t("quota.cooling", { reason: t(`reason.${quota.cooling_reason}`), time: new Date(quota.cooling_until).toLocaleTimeString() })));
+  }
+  return line;
 }
 
 document.getElementById("add-keys").addEventListener("submit", (event) => {
@@ -297,6 +322,9 @@ async function loadLogs() {
     el("td", {}, el("span", { class: `badge ${row.status < 400 ? "active" : "invalid"}` }, String(row.status))),
     el("td", {}, `${row.latency_ms} ms`),
     el("td", {}, number(row.prompt_tokens + row.completion_tokens)),
+    el("td", {}, row.attempts > 1 || row.upstream_error
+      ? t("logs.attempts", { attempts: row.attempts, trouble: row.upstream_error ? t(`trouble.${row.upstream_error}`) : "" })
+      : ""),
   )));
   pager(document.getElementById("logs-pager"), data.page, data.total, data.per_page, (page) => {
     state.logsPage = page;

@@ -90,7 +90,12 @@ pub async fn stats(
     let keys = app.pool.keys();
     let cooling_projects: std::collections::HashSet<String> =
         app.pool.cooldowns().into_iter().map(|c| c.0).collect();
-    let usable = keys.iter().filter(|k| k.is_available(now)).count();
+    // Usable means the pool would pick it now: in service, not being checked, and its project
+    // not cooling (for any model).
+    let usable = keys
+        .iter()
+        .filter(|k| k.is_available(now) && !cooling_projects.contains(&**k.project()))
+        .count();
     let health = json!({
         "keys": keys.len(),
         "usable": usable,
