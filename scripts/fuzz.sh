@@ -10,7 +10,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(request_mapping response_mapping stream_translator sse_decoder)
+  targets=(request_mapping response_mapping stream_translator sse_decoder upstream_error)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -37,6 +37,12 @@ seed() {
       done
       ;;
     sse_decoder) cp "$fixtures"/gemini/*.sse "$corpus"/ ;;
+    upstream_error)
+      # A status byte, then the body.
+      for file in "$fixtures"/gemini/errors/*.json; do
+        { printf '\x1d'; cat "$file"; } >"$corpus/$(basename "$file")"
+      done
+      ;;
   esac
 }
 

@@ -20,7 +20,7 @@ pub struct Call {
 
 impl Call {
     /// The request, ready to send with `client`.
-    fn request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, client: &reqwest::Client) -> reqwest::RequestBuilder {
         let mut request = client.post(&self.url).body(self.body.clone());
         for (name, value) in &self.headers {
             request = request.header(*name, value);

@@ -4,6 +4,7 @@
 //! key swap and byte piping), and the gateway; the gateway and the floor are pinned to core 1, the
 //! load and the mock to core 0.
 
+mod brownout;
 mod floor;
 mod load;
 mod peers;
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
         ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
         ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
         ["peers"] => runtime.block_on(peers::run()),
-        _ => Err("usage: bench all | smoke | peers | part S2|S3|S5|S6|S8 ...".to_owned()),
+        _ => Err("usage: bench all | smoke | peers | part S2|S3|S5|S6|S8|S11 ...".to_owned()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -447,10 +447,11 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     fixed_rates(&rig, &http, &rig.data, &mut rows, &mut raw).await?;
     concurrency_sweep(&rig, &http, &rig.data, &mut rows, &mut raw).await?;
     open_streams(&rig, &rig.data, &mut rows, &mut raw).await?;
+    crate::brownout::brownout(&rig.bin, &rig.data, &http, &mut rows, &mut raw).await?;
     finish(rows, raw, &machine, true, true)
 }
 
-/// Runs only the named scenarios of S2, S3, S5, S6 and S8, and prints
+/// Runs only the named scenarios of S2, S3, S5, S6, S8 and S11, and prints
 /// their rows without writing the results files: for working on one of them.
 pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let machine = environment();
@@ -465,7 +466,10 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
             "S8" => concurrency_sweep(&rig, &http, &data, &mut rows, &mut raw).await?,
             "S3" => capacity(&rig, &http, &mut rows, &mut raw).await?,
             "S5" => relay(&rig, &http, &mut rows, &mut raw).await?,
-            other => return Err(format!("no part {other} (S2, S3, S5, S6 or S8)")),
+            "S11" => {
+                crate::brownout::brownout(&rig.bin, &data, &http, &mut rows, &mut raw).await?;
+            }
+            other => return Err(format!("no part {other} (S2, S3, S5, S6, S8 or S11)")),
         }
     }
     {

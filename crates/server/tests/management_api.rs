@@ -877,3 +877,79 @@ async fn log_retention_is_a_setting_applied_by_the_writer() {
         "the 5-day-old row is still there"
     );
 }
+
+/// Every field `/api/keys` (keys, their quota per model, the models overview), `/api/stats`'s
+/// pool and `/api/logs` rows answer is described in the OpenAPI file, and nothing described is
+/// missing from the answers: the description cannot drift from the code unnoticed.
+#[tokio::test]
+async fn the_openapi_schemas_match_what_the_api_answers() {
+    let gw = gateway().await;
+    assert_eq!(
+        gw.generate("gemini-2.5-flash", common::text_request("hi"))
+            .await
+            .status(),
+        200
+    );
+    gw.state.accountant.flush().await;
+    let token = login(&gw).await;
+    let spec: Value = gw
+        .http
+        .get(gw.url("/api/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &spec["components"]["schemas"];
+    let fields = |value: &Value| -> Vec<String> {
+        let mut names: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        names.sort();
+        names
+    };
+    let described = |schema: &Value| fields(&schema["properties"]);
+    let (_, keys) = call(&gw, &token, Method::GET, "/api/keys", None).await;
+    let key = &keys["items"][0];
+    assert_eq!(fields(key), described(&schemas["Key"]), "Key");
+    assert_eq!(
+        fields(&key["quota"][0]),
+        described(&schemas["ProjectQuota"]),
+        "ProjectQuota"
+    );
+    assert_eq!(
+        fields(&keys["models"][0]),
+        described(&schemas["ModelNow"]),
+        "ModelNow"
+    );
+    assert_eq!(
+        fields(&keys["summary"]),
+        described(&schemas["KeyPage"]["properties"]["summary"]),
+        "the key summary"
+    );
+    let statuses: Vec<Value> = schemas["Key"]["properties"]["status"]["enum"]
+        .as_array()
+        .unwrap()
+        .clone();
+    for status in keys["summary"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|s| *s != "total")
+    {
+        assert!(
+            statuses.contains(&json!(status)),
+            "{status} is not described"
+        );
+    }
+    let (_, stats) = call(&gw, &token, Method::GET, "/api/stats", None).await;
+    assert_eq!(
+        fields(&stats["pool"]),
+        described(&schemas["Stats"]["properties"]["pool"]),
+        "the stats' pool"
+    );
+    let (_, logs) = call(&gw, &token, Method::GET, "/api/logs", None).await;
+    let row = fields(&logs["items"][0]);
+    for name in described(&schemas["LogPage"]["properties"]["items"]["items"]) {
+        assert!(row.contains(&name), "log rows have no {name}");
+    }
+}

@@ -4,7 +4,12 @@
 //! fast and honestly while the upstream cannot serve, never blame a key for the upstream's
 //! trouble, and serve again within two seconds of the upstream's recovery.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stderr,
+    reason = "tests fail loudly and say what they measured"
+)]
 
 use std::time::{Duration, Instant};
 
