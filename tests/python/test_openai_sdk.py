@@ -353,3 +353,51 @@ def test_rate_limits_and_dead_keys_map_to_429_and_503():
     finally:
         gateway.stop()
         mock.stop()
+
+
+def set_outage(mock, mode):
+    request = urllib.request.Request(f"{mock.url}/__mock/outage?mode={mode}", method="POST")
+    with urllib.request.urlopen(request) as response:
+        assert response.status == 200
+
+
+def test_the_sdks_own_retries_ride_out_an_overload_of_every_key():
+    """Every key answers 503 "overloaded" for a second and a half: the gateway answers 503 with a
+    Retry-After of a second at once, the SDK (its default retries, honouring Retry-After) tries
+    again, and gets the answer once the upstream recovers; the gateway never claims no key is
+    configured."""
+    import threading
+    import time
+
+    keys = "AIzaSyMockOverloadA0000000000000000000@po-a,AIzaSyMockOverloadB0000000000000000000@po-b"
+    mock = start_mock("--keys", keys)
+    try:
+        gateway = start_gateway(mock, keys)
+    except Exception:
+        mock.stop()
+        raise
+    try:
+        plain = openai.OpenAI(api_key=CLIENT_KEY, base_url=f"{gateway.url}/v1", max_retries=0)
+        set_outage(mock, "overloaded")
+        with pytest.raises(openai.InternalServerError) as refused:
+            plain.chat.completions.create(model=FLASH, messages=[{"role": "user", "content": "hi"}])
+        assert refused.value.status_code == 503
+        assert refused.value.response.headers["retry-after"] == "1"
+        body = refused.value.response.json()
+        assert body["error"]["code"] in ("upstream_overloaded", "upstream_unavailable"), body
+        assert "No usable upstream key" not in body["error"]["message"]
+
+        lifted = threading.Timer(1.5, set_outage, (mock, "off"))
+        started = time.monotonic()
+        lifted.start()
+        retrying = openai.OpenAI(api_key=CLIENT_KEY, base_url=f"{gateway.url}/v1", max_retries=6)
+        completion = retrying.chat.completions.create(
+            model=FLASH, messages=[{"role": "user", "content": "after the storm"}]
+        )
+        took = time.monotonic() - started
+        lifted.join()
+        assert completion.choices[0].message.content == "Echo: after the storm"
+        assert 1.4 <= took <= 8, took
+    finally:
+        gateway.stop()
+        mock.stop()
