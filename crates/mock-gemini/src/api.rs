@@ -393,6 +393,15 @@ fn faulty_answer(fault: crate::Fault) -> Option<Response> {
         Fault::TruncatedSse => sse(Body::from(format!(
             "{FIRST_EVENT}data: {{\"candidates\": [{{\"con"
         ))),
+        Fault::HugeEvent => {
+            let start = "data: {\"candidates\": [{\"content\": {\"parts\": [{\"text\": \"";
+            let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
+            sse(Body::from_stream(
+                stream::iter([Bytes::from(FIRST_EVENT), Bytes::from(start)])
+                    .chain(stream::iter(std::iter::repeat_n(chunk, 80)))
+                    .map(Ok::<_, std::io::Error>),
+            ))
+        }
         Fault::SlowDrip => sse(Body::from_stream(
             stream::iter(
                 WHOLE_STREAM

@@ -124,6 +124,9 @@ pub enum Fault {
     TruncatedSse,
     /// Answer 200 with a normal SSE stream sent a few bytes at a time, slowly.
     SlowDrip,
+    /// Answer 200 with one normal SSE event, then an event of 80 MiB that never ends (no line
+    /// break at all), sent a mebibyte at a time.
+    HugeEvent,
 }
 
 impl Injection {

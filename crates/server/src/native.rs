@@ -19,6 +19,7 @@ use pool::PoolKey;
 use serde::Deserialize;
 use serde_json::Value;
 use translate::native::{NativePath, PathError, created_resource_name, referenced_resources};
+use translate::sse::MAX_EVENT_BYTES;
 
 use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
@@ -678,8 +679,29 @@ fn whole_events(
             }
             match state.stream.next().await {
                 Some(Ok(chunk)) => {
+                    // Only the new bytes (and the three before them, where a separator may
+                    // begin) can hold a new event end: searching the whole buffer again would
+                    // make one huge event cost quadratic time.
+                    let from = state.pending.len().saturating_sub(3);
                     state.pending.extend_from_slice(&chunk);
-                    let Some(end) = last_event_end(&state.pending) else {
+                    let Some(end) = last_event_end(&state.pending, from) else {
+                        if state.pending.len() > MAX_EVENT_BYTES {
+                            state.done = true;
+                            tracing::warn!(
+                                limit = MAX_EVENT_BYTES,
+                                "an upstream event was too large: the stream is ended"
+                            );
+                            let event = error_event(
+                                502,
+                                "UNAVAILABLE",
+                                &format!(
+                                    "An upstream event was larger than {} MiB; the stream was ended.",
+                                    MAX_EVENT_BYTES / (1024 * 1024)
+                                ),
+                            );
+                            state.pending = Vec::new();
+                            return Some((Ok(event), state));
+                        }
                         continue;
                     };
                     let complete: Vec<u8> = state.pending.drain(..end).collect();
@@ -714,9 +736,10 @@ fn whole_events(
 }
 
 /// Where the last complete SSE event of `bytes` ends (after its blank line).
-fn last_event_end(bytes: &[u8]) -> Option<usize> {
-    let lf = memmem::rfind(bytes, b"\n\n").map(|at| at + 2);
-    let crlf = memmem::rfind(bytes, b"\r\n\r\n").map(|at| at + 4);
+fn last_event_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let region = &bytes[from.min(bytes.len())..];
+    let lf = memmem::rfind(region, b"\n\n").map(|at| from + at + 2);
+    let crlf = memmem::rfind(region, b"\r\n\r\n").map(|at| from + at + 4);
     lf.max(crlf)
 }
 

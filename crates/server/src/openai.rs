@@ -312,6 +312,14 @@ async fn stream_chat_completion(
                     while let Some(event) = decoder.next_event() {
                         pending.push(event.data);
                     }
+                    if decoder.is_overflowed() {
+                        let error = OpenAiError::upstream_stream(&format!(
+                            "An upstream event was larger than {} MiB; the stream was ended.",
+                            translate::sse::MAX_EVENT_BYTES / (1024 * 1024)
+                        ));
+                        yield Ok(sse_event(&StreamItem::Error(error)));
+                        break;
+                    }
                 }
                 Ok(None) => {
                     // A last event without its blank line is still an event.

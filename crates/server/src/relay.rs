@@ -613,6 +613,9 @@ async fn first_sse_event(
             if let Some(event) = decoder.next_event() {
                 return Some(event.data);
             }
+            if decoder.is_overflowed() {
+                return None;
+            }
             match body.next().await {
                 Some(Ok(bytes)) => {
                     decoder.push(&bytes);

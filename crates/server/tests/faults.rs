@@ -379,3 +379,64 @@ async fn storms_of_429_and_5xx_stay_within_the_retry_budget() {
         );
     }
 }
+
+/// One event of 80 MiB without a line break, after a normal first event: both stream routes
+/// end it with an error event once it passes the 64 MiB limit (the framing is linear, so that
+/// takes seconds, not minutes), memory stays bounded, and `/healthz` answers meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_upstream_event_ends_the_stream_with_an_error_event_and_health_stays_up() {
+    let (mock_keys, list) = keys(1);
+    let (mock, mock_addr) = MockGemini::start(MockConfig {
+        keys: mock_keys,
+        record_requests: false,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let gateway = Gateway::start(mock_addr, &list).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    for mode in [Mode::NativeStream, Mode::OpenAiStream] {
+        mock.inject(Injection::fault(Fault::HugeEvent, 1));
+        let health_base = gateway.base.clone();
+        let health = tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut slowest = Duration::ZERO;
+            for _ in 0..20 {
+                let started = Instant::now();
+                let answered = client
+                    .get(format!("{health_base}/healthz"))
+                    .timeout(Duration::from_secs(5))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                assert!(answered, "/healthz did not answer");
+                slowest = slowest.max(started.elapsed());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            slowest
+        });
+        let outcome = ask(&http, &gateway.base, mode).await;
+        assert_eq!(outcome.status, 200);
+        assert_eq!(problem(mode, &outcome), None);
+        assert!(
+            outcome.body.contains("larger than 64 MiB"),
+            "{mode:?}: {}",
+            outcome.body.chars().rev().take(300).collect::<String>()
+        );
+        let slowest = health.await.unwrap();
+        assert!(
+            slowest < Duration::from_secs(2),
+            "{mode:?}: /healthz took {slowest:?}"
+        );
+        // The stream's buffers are gone once it ended.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            gateway.rss_kib() < 400 * 1024,
+            "{mode:?}: {} KiB",
+            gateway.rss_kib()
+        );
+    }
+}

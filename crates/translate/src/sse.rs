@@ -4,8 +4,17 @@
 //! `\r\n\r\n`, while other servers (and our tests) use bare `\n`. Reads from the network split
 //! events, and even UTF-8 sequences, at arbitrary byte offsets, so the decoder keeps raw bytes
 //! until a whole event has arrived and only then turns it into text.
+//!
+//! The upstream is untrusted: an event is looked for only in the bytes not scanned yet (so one
+//! huge event costs time linear in its size, not quadratic), and an event larger than
+//! [`MAX_EVENT_BYTES`] is not kept: the decoder drops it and reports it as
+//! [`SseDecoder::is_overflowed`], and the caller ends the stream with an error.
 
 use bytes::{Buf, BytesMut};
+
+/// The largest event kept: room for an inline image of several megapixels in base64 (Gemini's
+/// image models answer with one such event), far below what would exhaust memory.
+pub const MAX_EVENT_BYTES: usize = 64 * 1024 * 1024;
 
 /// One decoded event: the `event:` name (if any) and the `data:` lines joined with `\n`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,33 +26,77 @@ pub struct SseEvent {
 }
 
 /// Incremental decoder: feed it bytes as they arrive, take complete events out.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
     buffer: BytesMut,
+    /// Bytes of `buffer` already searched for an event's end without finding one.
+    scanned: usize,
+    /// The largest event kept.
+    limit: usize,
+    /// An event grew past `limit`: it was dropped, and everything after it is ignored.
+    overflowed: bool,
+}
+
+impl Default for SseDecoder {
+    fn default() -> Self {
+        Self::with_limit(MAX_EVENT_BYTES)
+    }
 }
 
 impl SseDecoder {
-    /// A decoder with an empty buffer.
+    /// A decoder with an empty buffer, keeping events up to [`MAX_EVENT_BYTES`].
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Appends bytes read from the network.
+    /// A decoder keeping events up to `limit` bytes.
+    pub fn with_limit(limit: usize) -> Self {
+        Self {
+            buffer: BytesMut::new(),
+            scanned: 0,
+            limit,
+            overflowed: false,
+        }
+    }
+
+    /// Appends bytes read from the network (ignored once an event overflowed).
     pub fn push(&mut self, bytes: &[u8]) {
-        self.buffer.extend_from_slice(bytes);
+        if !self.overflowed {
+            self.buffer.extend_from_slice(bytes);
+        }
     }
 
     /// Returns the next complete event, or `None` until more bytes arrive. Events without any
     /// `data:` line (comments, keep-alives) are skipped.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let (end, separator_len) = find_event_end(&self.buffer)?;
+            let Some((end, separator_len)) = find_event_end(&self.buffer, self.scanned) else {
+                // Nothing ends here: next time, search only what arrives after this (from the
+                // start of a trailing line break, which the next bytes may complete).
+                let mut resume = self.buffer.len();
+                while resume > 0 && matches!(self.buffer[resume - 1], b'\r' | b'\n') {
+                    resume -= 1;
+                }
+                self.scanned = resume;
+                if self.buffer.len() > self.limit {
+                    self.overflowed = true;
+                    self.buffer = BytesMut::new();
+                    self.scanned = 0;
+                }
+                return None;
+            };
             let raw = self.buffer.split_to(end);
             self.buffer.advance(separator_len);
+            self.scanned = 0;
             if let Some(event) = parse_event(&raw) {
                 return Some(event);
             }
         }
+    }
+
+    /// Whether an event grew past the limit (the stream cannot be read further).
+    pub fn is_overflowed(&self) -> bool {
+        self.overflowed
     }
 
     /// Bytes received that do not yet form a complete event. Non-empty at end of stream means
@@ -53,24 +106,26 @@ impl SseDecoder {
     }
 }
 
-/// Finds the blank line that ends the first event: the earliest of `\n\n`, `\r\n\r\n`, `\r\r`
-/// (and the mixed forms), returning where the event ends and how long the separator is.
-fn find_event_end(buffer: &[u8]) -> Option<(usize, usize)> {
-    let mut index = 0;
+/// Finds the blank line that ends the first event, searching from `from` (which is never in the
+/// middle of a line break): the earliest of `\n\n`, `\r\n\r\n`, `\r\r` (and the mixed forms),
+/// returning where the event ends and how long the separator is.
+fn find_event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
+    let mut index = from;
     while index < buffer.len() {
+        // Jump to the next line break (memchr is far faster than a byte loop).
+        let Some(offset) = memchr::memchr2(b'\n', b'\r', &buffer[index..]) else {
+            return None;
+        };
+        index += offset;
         let first_len = line_break_len(&buffer[index..])?;
-        if first_len > 0 {
-            let after = index + first_len;
-            match line_break_len(&buffer[after..]) {
-                Some(0) => {}
-                Some(second_len) => return Some((index, first_len + second_len)),
-                // A lone `\r` at the very end may still become `\r\n`: wait for more bytes.
-                None => return None,
-            }
-            index = after;
-        } else {
-            index += 1;
+        let after = index + first_len;
+        match line_break_len(&buffer[after..]) {
+            Some(0) => {}
+            Some(second_len) => return Some((index, first_len + second_len)),
+            // A lone `\r` at the very end may still become `\r\n`: wait for more bytes.
+            None => return None,
         }
+        index = after;
     }
     None
 }
@@ -203,6 +258,57 @@ mod tests {
         let (events, rest) = decode_all(&[b"data: {\"a\":1}\r\n\r\ndata: {\"b\""]);
         assert_eq!(events.len(), 1);
         assert_eq!(rest, b"data: {\"b\"");
+    }
+
+    #[test]
+    fn a_huge_event_is_scanned_once_and_dropped_past_the_limit() {
+        // 1 MiB limit, 8 MiB without a line break in 4 KiB reads: each read is searched once
+        // (linear), the buffer never holds much more than the limit, and the overflow is told.
+        let mut decoder = SseDecoder::with_limit(1024 * 1024);
+        decoder.push(b"data: {\"a\":1}\r\n\r\ndata: \"");
+        assert_eq!(
+            decoder.next_event().map(|e| e.data),
+            Some("{\"a\":1}".into())
+        );
+        let chunk = vec![b'x'; 4096];
+        let mut peak = 0;
+        for _ in 0..2048 {
+            decoder.push(&chunk);
+            assert_eq!(decoder.next_event(), None);
+            peak = peak.max(decoder.pending().len());
+            // Only the bytes of the last read are left to search.
+            assert!(decoder.scanned + 4096 >= decoder.buffer.len() || decoder.is_overflowed());
+        }
+        assert!(decoder.is_overflowed());
+        assert!(peak <= 1024 * 1024 + 4096, "{peak}");
+        assert!(decoder.pending().is_empty());
+        decoder.push(b"\r\n\r\ndata: 2\r\n\r\n");
+        assert_eq!(
+            decoder.next_event(),
+            None,
+            "nothing is read past an overflow"
+        );
+    }
+
+    #[test]
+    fn a_separator_split_over_reads_is_found_from_where_the_scan_stopped() {
+        for split in ["data: 1\r", "data: 1\r\n", "data: 1\r\n\r", "data: 1\n"] {
+            let mut decoder = SseDecoder::new();
+            decoder.push(split.as_bytes());
+            assert_eq!(decoder.next_event(), None, "{split:?}");
+            let rest = &"data: 1\r\n\r\n"[split.len()..];
+            let rest = if split.ends_with('\n') && !split.contains('\r') {
+                "\n"
+            } else {
+                rest
+            };
+            decoder.push(rest.as_bytes());
+            assert_eq!(
+                decoder.next_event().map(|e| e.data),
+                Some("1".into()),
+                "{split:?}"
+            );
+        }
     }
 
     #[test]
