@@ -545,6 +545,13 @@ fn model_call(
         Ok(body) => body,
         Err(response) => return response,
     };
+    if matches!(
+        action,
+        "generateContent" | "streamGenerateContent" | "countTokens"
+    ) && let Some(response) = unknown_field(&body)
+    {
+        return response;
+    }
     if let Err(response) = check_references(state, caller, &body) {
         return response;
     }
@@ -597,6 +604,45 @@ fn model_call(
             .or_default() += 1;
     }
     response
+}
+
+/// Fields of a `GenerateContentRequest` (both spellings, as Google's JSON parser accepts).
+const REQUEST_FIELDS: [&str; 15] = [
+    "contents",
+    "tools",
+    "toolConfig",
+    "tool_config",
+    "safetySettings",
+    "safety_settings",
+    "systemInstruction",
+    "system_instruction",
+    "generationConfig",
+    "generation_config",
+    "cachedContent",
+    "cached_content",
+    "model",
+    "labels",
+    "generateContentRequest",
+];
+
+/// Google's answer to a field it does not know: a 400 that quotes the field's name, as the
+/// real API does (which is how client text gets into upstream error messages).
+fn unknown_field(body: &Value) -> Option<Response> {
+    let name = body
+        .as_object()?
+        .keys()
+        .find(|name| !REQUEST_FIELDS.contains(&name.as_str()))?;
+    let message =
+        format!("Invalid JSON payload received. Unknown name \"{name}\": Cannot find field.");
+    Some(google_error(
+        400,
+        &message,
+        "INVALID_ARGUMENT",
+        vec![json!({
+            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "fieldViolations": [{"description": message}]
+        })],
+    ))
 }
 
 /// The answer of the outage in force, if any.

@@ -366,21 +366,44 @@ fn split_version(path: &str) -> Option<(&'static str, &str)> {
     })
 }
 
-/// `path` with the client's query minus its `key` (the client key never goes upstream).
+/// Query parameters of the Gemini API that are relayed; everything else stays at the gateway.
+/// Credentials (`key`, `access_token`, `oauth_token`) and caller identities (`quotaUser`,
+/// `userIp`) above all: a client key must never travel upstream in a URL, and a client must not
+/// speak for the gateway's Google project.
+const RELAYED_QUERY_PARAMETERS: [&str; 13] = [
+    "alt",
+    "$alt",
+    "pageSize",
+    "pageToken",
+    "filter",
+    "updateMask",
+    "force",
+    "fields",
+    "$fields",
+    "prettyPrint",
+    "upload_id",
+    "upload_protocol",
+    "uploadType",
+];
+
+/// `path` with the allowlisted parameters of the client's `query`. Names are decoded once
+/// before they are compared (`%6Bey` is `key`), and the kept pairs are encoded again.
 pub fn with_query(path: &str, query: Option<&str>) -> String {
-    let kept: Vec<&str> = query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| {
-            let name = pair.split('=').next().unwrap_or_default();
-            !name.eq_ignore_ascii_case("key")
-        })
-        .collect();
-    if kept.is_empty() {
-        path.to_owned()
+    let Some(query) = query.filter(|query| !query.is_empty()) else {
+        return path.to_owned();
+    };
+    let mut kept = url::form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if RELAYED_QUERY_PARAMETERS.contains(&name.as_ref()) {
+            kept.append_pair(&name, &value);
+            any = true;
+        }
+    }
+    if any {
+        format!("{path}?{}", kept.finish())
     } else {
-        format!("{path}?{}", kept.join("&"))
+        path.to_owned()
     }
 }
 
@@ -748,7 +771,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_client_key_is_removed_from_the_query_and_the_rest_kept_verbatim() {
+    fn only_allowlisted_query_parameters_travel_upstream_decoded_once() {
         assert_eq!(
             with_query(
                 "v1beta/models",
@@ -768,10 +791,22 @@ mod tests {
             "v1beta/models/m:streamGenerateContent?alt=sse"
         );
         assert_eq!(with_query("v1/files", None), "v1/files");
-        assert_eq!(
-            with_query("v1/files", Some("keyword=x")),
-            "v1/files?keyword=x"
-        );
+        assert_eq!(with_query("v1/files", Some("keyword=x")), "v1/files");
+        // Smuggled names are decoded before they are compared; credentials never pass.
+        for smuggled in [
+            "%6Bey=client-key",
+            "ke%79=client-key",
+            "%4BEY=client-key",
+            "access_token=ya29",
+            "quotaUser=someone",
+            "%61ccess_token=ya29",
+        ] {
+            assert_eq!(
+                with_query("v1beta/models", Some(&format!("pageSize=2&{smuggled}"))),
+                "v1beta/models?pageSize=2",
+                "{smuggled}"
+            );
+        }
     }
 
     #[test]
