@@ -13,6 +13,12 @@
 //! | `MAX_RETRIES` | 3 | other keys tried for one request before giving up |
 //! | `UPSTREAM_TIMEOUT_SECS` | 300 | whole non-streaming upstream call; a stream's idle limit |
 //! | `OUTBOUND_PROXY` | none | `http://`, `https://` or `socks5://` proxy for upstream traffic |
+//! | `UPSTREAM_H2C` | `false` | HTTP/2 without TLS to an `http://` upstream |
+//! | `CLIENT_HEADER_TIMEOUT_SECS` | 30 | time a client has to send a request head |
+//! | `CLIENT_IDLE_TIMEOUT_SECS` | 330 | a client connection with no byte moving for this long closes |
+//! | `MAX_CONNECTIONS` | 10000 | client connections served at once |
+//! | `SHUTDOWN_GRACE_SECS` | 30 | on SIGTERM, time in-flight requests get before streams are cut |
+//! | `METRICS_TOKEN` | none | bearer token `/metrics` needs, when set |
 //! | `RUST_LOG` | `info` | log filter |
 //! | `LOG_FORMAT` | `text` | `json` for JSON lines |
 //!
@@ -28,7 +34,7 @@ use url::Url;
 
 /// Every variable the configuration reads: name, default, meaning (for `--help`, `.env.example`
 /// and its test).
-pub const VARIABLES: [(&str, &str, &str); 16] = [
+pub const VARIABLES: [(&str, &str, &str); 21] = [
     ("LISTEN_ADDR", "0.0.0.0:8080", "where the gateway listens"),
     (
         "DATABASE_URL",
@@ -91,6 +97,31 @@ pub const VARIABLES: [(&str, &str, &str); 16] = [
         "false",
         "true to speak HTTP/2 without TLS to an http:// GEMINI_BASE_URL (a local stand-in or sidecar); https negotiates HTTP/2 either way",
     ),
+    (
+        "CLIENT_HEADER_TIMEOUT_SECS",
+        "30",
+        "seconds a client connection has to send a whole request head, from opening or from its previous response (also the keep-alive idle limit)",
+    ),
+    (
+        "CLIENT_IDLE_TIMEOUT_SECS",
+        "330",
+        "a client connection with no byte moving either way for this many seconds is closed (never less than UPSTREAM_TIMEOUT_SECS + 30)",
+    ),
+    (
+        "MAX_CONNECTIONS",
+        "10000",
+        "client connections served at once; more are answered 503 (lowered to what the open-file limit allows)",
+    ),
+    (
+        "SHUTDOWN_GRACE_SECS",
+        "30",
+        "on SIGTERM, seconds in-flight requests get to finish; streams still open then end with an error event",
+    ),
+    (
+        "METRICS_TOKEN",
+        "",
+        "when set, /metrics needs 'Authorization: Bearer <token>' and names projects; unset, /metrics is public without project names",
+    ),
     ("RUST_LOG", "info", "log filter"),
     ("LOG_FORMAT", "text", "text, or json for JSON lines"),
 ];
@@ -144,6 +175,16 @@ pub struct Config {
     pub outbound_proxy: Option<Url>,
     /// HTTP/2 by prior knowledge to the upstream (h2c on an http:// base URL).
     pub upstream_h2c: bool,
+    /// `CLIENT_HEADER_TIMEOUT_SECS`.
+    pub client_header_timeout: Duration,
+    /// `CLIENT_IDLE_TIMEOUT_SECS` (at least the upstream timeout plus 30 s).
+    pub client_idle_timeout: Duration,
+    /// `MAX_CONNECTIONS`.
+    pub max_connections: u32,
+    /// `SHUTDOWN_GRACE_SECS`.
+    pub shutdown_grace: Duration,
+    /// `METRICS_TOKEN`.
+    pub metrics_token: Option<SecretString>,
     /// `RUST_LOG`.
     pub log_filter: String,
     /// `LOG_FORMAT`.
@@ -232,6 +273,31 @@ impl Config {
             Some(_) => return Err(error("LOG_FORMAT", "expected text or json")),
         };
 
+        let upstream_timeout = Duration::from_secs(u64::from(parse_number(
+            "UPSTREAM_TIMEOUT_SECS",
+            get("UPSTREAM_TIMEOUT_SECS"),
+            300,
+            1,
+        )?));
+        let client_idle_timeout = Duration::from_secs(u64::from(parse_number(
+            "CLIENT_IDLE_TIMEOUT_SECS",
+            get("CLIENT_IDLE_TIMEOUT_SECS"),
+            330,
+            1,
+        )?))
+        // A native stream may stay silent while a model thinks, up to the upstream timeout:
+        // the idle limit must not cut it first.
+        .max(upstream_timeout + Duration::from_secs(30));
+        let metrics_token = get("METRICS_TOKEN").map(SecretString::from);
+        if let Some(token) = &metrics_token
+            && token.expose_secret().len() < 16
+        {
+            return Err(error(
+                "METRICS_TOKEN",
+                "must be at least 16 characters long",
+            ));
+        }
+
         Ok(Self {
             listen_addr,
             database_url,
@@ -244,14 +310,24 @@ impl Config {
             default_rpm_limit: parse_number("DEFAULT_RPM_LIMIT", get("DEFAULT_RPM_LIMIT"), 10, 1)?,
             default_rpd_limit: parse_number("DEFAULT_RPD_LIMIT", get("DEFAULT_RPD_LIMIT"), 250, 1)?,
             max_retries: parse_number("MAX_RETRIES", get("MAX_RETRIES"), 3, 0)?,
-            upstream_timeout: Duration::from_secs(u64::from(parse_number(
-                "UPSTREAM_TIMEOUT_SECS",
-                get("UPSTREAM_TIMEOUT_SECS"),
-                300,
-                1,
-            )?)),
+            upstream_timeout,
             outbound_proxy,
             upstream_h2c,
+            client_header_timeout: Duration::from_secs(u64::from(parse_number(
+                "CLIENT_HEADER_TIMEOUT_SECS",
+                get("CLIENT_HEADER_TIMEOUT_SECS"),
+                30,
+                1,
+            )?)),
+            client_idle_timeout,
+            max_connections: parse_number("MAX_CONNECTIONS", get("MAX_CONNECTIONS"), 10_000, 1)?,
+            shutdown_grace: Duration::from_secs(u64::from(parse_number(
+                "SHUTDOWN_GRACE_SECS",
+                get("SHUTDOWN_GRACE_SECS"),
+                30,
+                0,
+            )?)),
+            metrics_token,
             log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
             log_format,
         })
@@ -278,10 +354,10 @@ impl Config {
             },
         );
         format!(
-            "configuration is valid\n  listen:           {}\n  database:         {}\n  upstream:         {}{}\n  upstream keys:    {} ({} named projects)\n  client keys:      {}\n  admin user:       {} (password {})\n  limits:           {} per minute, {} per day, per project and model\n  retries:          {}\n  upstream timeout: {} s\n  proxy:            {}\n  log:              {} ({:?})",
+            "configuration is valid\n  listen:           {}\n  database:         {}\n  upstream:         {}{}\n  upstream keys:    {} ({} named projects)\n  client keys:      {}\n  admin user:       {} (password {})\n  limits:           {} per minute, {} per day, per project and model\n  retries:          {}\n  upstream timeout: {} s\n  proxy:            {}\n  connections:      at most {}, {} s for a request head, closed after {} s idle\n  metrics:          {}\n  log:              {} ({:?})",
             self.listen_addr,
-            self.database_url,
-            self.upstream_base_url,
+            redacted_url(&self.database_url),
+            redacted_url(self.upstream_base_url.as_str()),
             if self.upstream_h2c {
                 " (HTTP/2 by prior knowledge)"
             } else {
@@ -301,10 +377,57 @@ impl Config {
             self.max_retries,
             self.upstream_timeout.as_secs(),
             proxy,
+            self.max_connections,
+            self.client_header_timeout.as_secs(),
+            self.client_idle_timeout.as_secs(),
+            if self.metrics_token.is_some() {
+                "behind METRICS_TOKEN"
+            } else {
+                "public, without project names"
+            },
             self.log_filter,
             self.log_format,
         )
     }
+}
+
+/// A URL as `check-config` may print it: the password of its user part and the values of
+/// credential-like query parameters replaced by `***`. Text that is not a URL is shown as
+/// `(unreadable)`, since it might hold a secret.
+pub fn redacted_url(text: &str) -> String {
+    let Ok(mut url) = Url::parse(text) else {
+        return "(unreadable)".to_owned();
+    };
+    if url.password().is_some() {
+        let _ = url.set_password(Some("***"));
+    }
+    let secret_names = [
+        "key",
+        "password",
+        "pass",
+        "token",
+        "secret",
+        "access_token",
+        "sslpassword",
+    ];
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let hidden = secret_names
+                    .iter()
+                    .any(|secret| name.to_ascii_lowercase().contains(secret));
+                let value = if hidden {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 fn parse_number(

@@ -18,6 +18,7 @@ pub mod native;
 pub mod openai;
 pub mod probe;
 pub mod relay;
+pub mod serving;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
@@ -25,15 +26,12 @@ pub mod uploads;
 pub mod upstream;
 pub mod web;
 
-use std::time::Duration;
-
 use axum::Router;
 use axum::extract::Request;
 use axum::http::header;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -43,9 +41,6 @@ use tower_http::trace::TraceLayer;
 
 use crate::error::{ApiError, Dialect};
 pub use crate::state::AppState;
-
-/// How long in-flight requests (open streams included) may run after a shutdown signal.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// The whole HTTP application.
 pub fn build_router(state: AppState) -> Router {
@@ -122,54 +117,27 @@ async fn not_found(request: Request) -> Response {
         .into_response()
 }
 
-/// Serves `router` on `listener` until SIGTERM or SIGINT, then lets in-flight requests finish
-/// for up to [`SHUTDOWN_GRACE`].
-pub async fn serve(listener: TcpListener, router: Router) -> std::io::Result<()> {
-    let (signalled_tx, mut signalled_rx) = tokio::sync::watch::channel(false);
-    let listener = listener.tap_io(|stream| {
-        // Small SSE events must leave at once, not wait for Nagle's algorithm.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown_signal().await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = signalled_tx.send(true);
-    });
-    let deadline = async move {
-        let _ = signalled_rx.wait_for(|signalled| *signalled).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
+/// Serves `router` on `listener` with `state`'s connection limits until SIGTERM or SIGINT,
+/// then lets in-flight requests finish for up to `SHUTDOWN_GRACE_SECS` (see [`serving`]).
+pub async fn serve(listener: TcpListener, router: Router, state: &AppState) -> std::io::Result<()> {
+    let limits = serving::ConnectionLimits {
+        header_timeout: state.config.client_header_timeout,
+        idle_timeout: state.config.client_idle_timeout,
+        max_connections: serving::connections_that_fit(state.config.max_connections as usize),
+        shutdown_grace: state.config.shutdown_grace,
     };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!("in-flight requests did not finish within the grace period");
-            Ok(())
-        }
+    if limits.max_connections < state.config.max_connections as usize {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            "MAX_CONNECTIONS lowered to what the open-file limit allows"
+        );
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
+    serving::serve(
+        listener,
+        router,
+        limits,
+        state.cutoff.clone(),
+        serving::shutdown_signal(),
+    )
+    .await
 }

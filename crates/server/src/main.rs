@@ -67,7 +67,7 @@ async fn main() -> ExitCode {
         server::probe::Prober::gentle(),
         std::time::Duration::from_secs(30),
     );
-    let served = server::serve(listener, server::build_router(state.clone())).await;
+    let served = server::serve(listener, server::build_router(state.clone()), &state).await;
     // Everything counted so far reaches the database before the process ends.
     state.accountant.flush().await;
     match served {

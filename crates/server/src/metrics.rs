@@ -137,6 +137,11 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// A client connection refused because `MAX_CONNECTIONS` were open.
+pub fn record_refused_connection() {
+    counter!("gateway_connections_refused_total").increment(1);
+}
+
 /// Records a finished request.
 pub fn record_request(
     route: &'static str,

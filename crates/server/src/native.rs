@@ -23,7 +23,7 @@ use translate::sse::MAX_EVENT_BYTES;
 
 use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
-use crate::relay::{AnswerKind, Attempts, UpstreamBody, UpstreamFailure, WholeAnswer};
+use crate::relay::{AnswerKind, Attempts, StreamEnds, UpstreamBody, UpstreamFailure, WholeAnswer};
 use crate::state::{App, AppState};
 use crate::upstream::{
     Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted,
@@ -182,7 +182,7 @@ async fn relay_answer(
             opened.status,
             opened.headers,
             first.chain(opened.rest).boxed(),
-            app.upstream.timeout(),
+            app.stream_ends(),
             tap,
         )));
     }
@@ -224,7 +224,7 @@ async fn relay_other(
         }
         UsageTap::new(kind, meter)
     });
-    relay_response(committed.response, app.upstream.timeout(), None, tap)
+    relay_response(committed.response, app.stream_ends(), None, tap)
 }
 
 /// Whether the answer is one JSON document that the client can only use whole (the content
@@ -597,7 +597,7 @@ pub fn upstream_failure_response(
 /// silent cut.
 pub fn relay_response(
     upstream: reqwest::Response,
-    idle: Duration,
+    ends: StreamEnds,
     header_override: Option<(HeaderValue, HeaderValue)>,
     tap: Option<UsageTap>,
 ) -> Response {
@@ -607,7 +607,7 @@ pub fn relay_response(
         headers.insert("x-goog-upload-url", url);
         headers.insert("x-goog-upload-control-url", control_url);
     }
-    relay_parts(status, headers, upstream.bytes_stream().boxed(), idle, tap)
+    relay_parts(status, headers, upstream.bytes_stream().boxed(), ends, tap)
 }
 
 /// [`relay_response`] from a status, relayed headers and the body still to come.
@@ -615,11 +615,11 @@ fn relay_parts(
     status: StatusCode,
     headers: HeaderMap,
     body: UpstreamBody,
-    idle: Duration,
+    ends: StreamEnds,
     tap: Option<UsageTap>,
 ) -> Response {
     let is_sse = content_type_is(&headers, "text/event-stream");
-    let relayed = with_idle_timeout(body, idle, is_sse);
+    let relayed = with_ends(body, ends, is_sse);
     let relayed: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>> =
         if is_sse {
             Box::pin(whole_events(relayed))
@@ -636,28 +636,39 @@ fn relay_parts(
     response
 }
 
-/// Ends `stream` after `idle` without a chunk; with `sse`, failures become a last error event.
-fn with_idle_timeout(
+/// Ends `stream` after `ends.idle` without a chunk, or at the shutdown cutoff; with `sse`,
+/// failures become a last error event.
+fn with_ends(
     stream: impl Stream<Item = reqwest::Result<Bytes>> + Send + 'static,
-    idle: Duration,
+    ends: StreamEnds,
     sse: bool,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
     let stream = Box::pin(stream);
-    futures_util::stream::unfold(Some(stream), move |state| async move {
-        let mut stream = state?;
-        let (code, status, message) = match tokio::time::timeout(idle, stream.next()).await {
-            Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some(stream))),
+    futures_util::stream::unfold(Some((stream, ends)), move |state| async move {
+        let (mut stream, mut ends) = state?;
+        let (code, status, message) = match ends.next(&mut stream).await {
+            Ok(Some(Ok(chunk))) => return Some((Ok(chunk), Some((stream, ends)))),
             Ok(None) => return None,
             Ok(Some(Err(error))) => {
                 tracing::warn!(%error, "upstream stream failed");
                 (502, "UNAVAILABLE", "The upstream stream failed.".to_owned())
             }
-            Err(_) => {
-                tracing::warn!(idle_secs = idle.as_secs(), "upstream stream went silent");
+            Err(true) => {
+                tracing::warn!("a stream was cut at the end of the shutdown grace period");
+                (
+                    503,
+                    "UNAVAILABLE",
+                    "The gateway is shutting down; the stream was ended. Retry the request."
+                        .to_owned(),
+                )
+            }
+            Err(false) => {
+                let idle = ends.idle.as_secs();
+                tracing::warn!(idle_secs = idle, "upstream stream went silent");
                 (
                     504,
                     "DEADLINE_EXCEEDED",
-                    format!("The upstream stream sent nothing for {} s.", idle.as_secs()),
+                    format!("The upstream stream sent nothing for {idle} s."),
                 )
             }
         };

@@ -11,7 +11,6 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use translate::embeddings::{EmbeddingsPlan, EmbeddingsRequest};
@@ -287,7 +286,7 @@ async fn stream_chat_completion(
         meter.set_status(200);
         meter
     });
-    let idle = app.upstream.timeout();
+    let mut ends = app.stream_ends();
     let state = Arc::clone(&app.calls);
     let events = async_stream::stream! {
         let OpenedStream { mut decoder, first_event, mut rest, .. } = opened;
@@ -306,7 +305,7 @@ async fn stream_chat_completion(
             if translator.is_ended() {
                 break;
             }
-            match tokio::time::timeout(idle, rest.next()).await {
+            match ends.next(&mut rest).await {
                 Ok(Some(Ok(bytes))) => {
                     decoder.push(&bytes);
                     while let Some(event) = decoder.next_event() {
@@ -334,7 +333,17 @@ async fn stream_chat_completion(
                     }
                     break;
                 }
-                Ok(Some(Err(_))) | Err(_) => {
+                Err(true) => {
+                    let error = OpenAiError::new(
+                        503,
+                        "server_error",
+                        Some("gateway_shutting_down"),
+                        "The gateway is shutting down; the stream was ended. Retry the request.",
+                    );
+                    yield Ok(sse_event(&StreamItem::Error(error)));
+                    break;
+                }
+                Ok(Some(Err(_))) | Err(false) => {
                     let error = OpenAiError::upstream_stream("The upstream stream failed or went silent.");
                     yield Ok(sse_event(&StreamItem::Error(error)));
                     break;

@@ -127,10 +127,45 @@ pub struct Attempts {
     pub trouble: Option<&'static str>,
 }
 
+/// How a relayed stream ends besides its own end: silent for `idle`, or cut when the shutdown
+/// grace period is over (`cutoff`).
+#[derive(Debug, Clone)]
+pub struct StreamEnds {
+    /// The longest the upstream may stay silent.
+    pub idle: Duration,
+    /// Raised at the end of the shutdown grace period.
+    pub cutoff: tokio::sync::watch::Receiver<bool>,
+}
+
+impl StreamEnds {
+    /// Waits for the next chunk of `body`: `Ok(item)`, or `Err(true)` at the cutoff and
+    /// `Err(false)` after `idle` of silence.
+    pub async fn next<S: futures_util::Stream + Unpin>(
+        &mut self,
+        body: &mut S,
+    ) -> Result<Option<S::Item>, bool> {
+        if *self.cutoff.borrow() {
+            return Err(true);
+        }
+        tokio::select! {
+            next = tokio::time::timeout(self.idle, body.next()) => next.map_err(|_| false),
+            Ok(_) = self.cutoff.wait_for(|cut| *cut) => Err(true),
+        }
+    }
+}
+
 /// An upstream body as the stream openers read it.
 pub type UpstreamBody = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 
 impl App {
+    /// How the streams relayed now end besides their own end.
+    pub fn stream_ends(&self) -> StreamEnds {
+        StreamEnds {
+            idle: self.upstream.timeout(),
+            cutoff: self.cutoff.subscribe(),
+        }
+    }
+
     /// Teaches the pool what an upstream error answer was about.
     fn learn_from(&self, key: &Arc<PoolKey>, model: Option<&str>, about: &About) {
         match about {

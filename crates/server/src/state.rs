@@ -51,6 +51,8 @@ pub struct App {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Keys that met a key error, for the checker to probe (see `probe::check_keys`).
     pub key_checks: tokio::sync::mpsc::Sender<(Arc<pool::PoolKey>, String)>,
+    /// Raised when the shutdown grace period is over: open streams end with an error event.
+    pub cutoff: tokio::sync::watch::Sender<bool>,
 }
 
 impl App {
@@ -161,6 +163,7 @@ impl AppState {
             admin,
             cluster,
             key_checks,
+            cutoff: tokio::sync::watch::channel(false).0,
         }));
         if let Some(cluster) = &state.cluster {
             cluster.spawn(Arc::downgrade(&state.0));

@@ -84,7 +84,7 @@ async fn start_upload(
         // Not a resumable start (or a non-protocol answer): relay it unchanged.
         return Ok(relay_response(
             committed.response,
-            app.upstream.timeout(),
+            app.stream_ends(),
             None,
             None,
         ));
@@ -108,7 +108,7 @@ async fn start_upload(
         .bind_upload(upload_id, committed.key.id());
     Ok(relay_response(
         committed.response,
-        app.upstream.timeout(),
+        app.stream_ends(),
         Some((rewritten.clone(), rewritten)),
         None,
     ))
@@ -151,7 +151,7 @@ async fn relay_chunk(
         .get("x-goog-upload-status")
         .is_some_and(|status| status.as_bytes().eq_ignore_ascii_case(b"final"));
     if !is_final {
-        return Ok(relay_response(response, app.upstream.timeout(), None, None));
+        return Ok(relay_response(response, app.stream_ends(), None, None));
     }
     app.pool.affinity().finish_upload(&upload_id);
     let status = response.status();

@@ -113,10 +113,7 @@ fn find_event_end(buffer: &[u8], from: usize) -> Option<(usize, usize)> {
     let mut index = from;
     while index < buffer.len() {
         // Jump to the next line break (memchr is far faster than a byte loop).
-        let Some(offset) = memchr::memchr2(b'\n', b'\r', &buffer[index..]) else {
-            return None;
-        };
-        index += offset;
+        index += memchr::memchr2(b'\n', b'\r', &buffer[index..])?;
         let first_len = line_break_len(&buffer[index..])?;
         let after = index + first_len;
         match line_break_len(&buffer[after..]) {

@@ -91,7 +91,8 @@ impl Harness {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let router = server::build_router(state.clone());
-        tokio::spawn(async move { server::serve(listener, router).await });
+        let serving = state.clone();
+        tokio::spawn(async move { server::serve(listener, router, &serving).await });
         (state, addr)
     }
 

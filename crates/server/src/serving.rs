@@ -1,0 +1,343 @@
+//! Client connections: accepting them within a cap, the timeouts that keep a slow or silent
+//! client from holding one for ever, and the graceful shutdown.
+//!
+//! - **Header timeout.** An HTTP/1 connection must deliver a whole request head within
+//!   `CLIENT_HEADER_TIMEOUT_SECS` of opening or of its previous response (hyper's header read
+//!   timer runs from the moment the connection waits for a head, so this is also the keep-alive
+//!   idle limit between requests). Half a request (slowloris) is cut there.
+//! - **Idle timeout.** A connection on which no byte moved either way for
+//!   `CLIENT_IDLE_TIMEOUT_SECS` is closed, whatever protocol or phase it is in (a stalled request
+//!   body, an idle HTTP/2 connection). It is never shorter than the upstream timeout plus half a
+//!   minute, so a stream waiting on a slow model is never cut by it.
+//! - **Connection cap.** At most `MAX_CONNECTIONS` are served at once; one more is answered
+//!   `503` with `Retry-After` and closed, so the process never runs out of file descriptors and
+//!   `/healthz` keeps answering.
+//! - **Shutdown.** On SIGTERM or SIGINT no connection is accepted any more and in-flight requests
+//!   get `SHUTDOWN_GRACE_SECS`; streams still open then are told (the `cutoff` signal) and end with
+//!   an error event in their dialect, so their clients hear why and their usage is recorded.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::{Instant, Sleep};
+use tower::ServiceExt;
+
+/// How long streams cut at the end of the grace period get to send their last event.
+const CUTOFF_DRAIN: Duration = Duration::from_secs(2);
+/// File descriptors kept for everything that is not a client connection (the database, the
+/// upstream connections, logs).
+const RESERVED_DESCRIPTORS: usize = 512;
+
+/// The limits on client connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Time to send a whole request head (and the keep-alive idle limit of HTTP/1).
+    pub header_timeout: Duration,
+    /// No byte either way for this long closes the connection.
+    pub idle_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// How long in-flight requests may run after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+/// The answer to a connection past the cap: written at once, then the connection is closed.
+const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 88\r\n\r\n{\"error\":{\"code\":503,\"message\":\"Too many open connections.\",\"status\":\"UNAVAILABLE\"}}\n";
+
+/// Raises the soft limit of open files to the hard one, and returns how many connections fit
+/// under it (after the reserve) if that is fewer than `wanted`.
+pub fn connections_that_fit(wanted: usize) -> usize {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = match (limit.current, limit.maximum) {
+        (Some(soft), hard) if hard.is_none_or(|hard| soft < hard) => {
+            let raised = Rlimit {
+                current: hard,
+                maximum: hard,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => hard,
+                Err(_) => Some(soft),
+            }
+        }
+        (soft, _) => soft,
+    };
+    let fits = soft.map_or(usize::MAX, |soft| {
+        usize::try_from(soft)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(RESERVED_DESCRIPTORS)
+    });
+    wanted.min(fits.max(1))
+}
+
+/// Serves `router` on `listener` within `limits` until SIGTERM or SIGINT (or `stop`), then lets
+/// in-flight requests finish for up to `limits.shutdown_grace`, then raises `cutoff` so that streams
+/// still open end with an error event.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    cutoff: watch::Sender<bool>,
+    stop: impl Future<Output = ()> + Send,
+) -> io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut stop = std::pin::pin!(stop);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    accept_failed(&error).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        // Small SSE events must leave at once, not wait for Nagle's algorithm.
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            crate::metrics::record_refused_connection();
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let service = router
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(remote));
+                request.map(axum::body::Body::new)
+            });
+        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let connection = builder
+            .serve_connection_with_upgrades(io, TowerToHyperService::new(service))
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "client connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: finishing in-flight requests");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish within the grace period: ending them");
+        let _ = cutoff.send(true);
+        tokio::time::sleep(CUTOFF_DRAIN).await;
+    }
+    Ok(())
+}
+
+/// Answers a connection past the cap with a 503 and closes it.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(OVER_CAPACITY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// An accept error: a client that went away is nothing; anything else (out of file
+/// descriptors) is logged and waited out, as hyper used to.
+async fn accept_failed(error: &io::Error) {
+    if matches!(
+        error.kind(),
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "could not accept a connection");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// A client connection that fails with `TimedOut` when no byte moved either way for `limit`.
+/// The timer is re-armed lazily: activity only records the time, and when the timer fires it
+/// checks whether anything happened since.
+pub struct IdleTimeout<S> {
+    inner: S,
+    limit: Duration,
+    last_activity: Instant,
+    timer: Pin<Box<Sleep>>,
+}
+
+impl<S> IdleTimeout<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, limit: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            limit,
+            last_activity: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    /// Whether the connection has been idle for its limit (re-arming the timer when not).
+    fn expired(&mut self, context: &mut Context<'_>) -> bool {
+        loop {
+            if self.timer.as_mut().poll(context).is_pending() {
+                return false;
+            }
+            let deadline = self.last_activity + self.limit;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
+}
+
+fn idle_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the client connection was idle too long",
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for IdleTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(context, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(context) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for IdleTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(context, data) {
+            Poll::Ready(result) => {
+                if result.as_ref().is_ok_and(|written| *written > 0) {
+                    self.last_activity = Instant::now();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending if self.expired(context) => Poll::Ready(Err(idle_error())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        context: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = ready!(Pin::new(&mut self.inner).poll_write_vectored(context, bufs));
+        if written.as_ref().is_ok_and(|written| *written > 0) {
+            self.last_activity = Instant::now();
+        }
+        Poll::Ready(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(context)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(context)
+    }
+}
+
+/// SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_idle_either_way_for_its_limit_fails_and_activity_keeps_it() {
+        let (client, server) = tokio::io::duplex(1024);
+        let mut server = IdleTimeout::new(server, Duration::from_secs(10));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        // Bytes every 6 s keep it open past the limit.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client_write.write_all(b"x").await.unwrap();
+            let mut byte = [0u8; 1];
+            server.read_exact(&mut byte).await.unwrap();
+        }
+        // Writing counts as activity too.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        server.write_all(b"y").await.unwrap();
+        let mut byte = [0u8; 1];
+        client_read.read_exact(&mut byte).await.unwrap();
+        // Then silence: the read fails once the limit passed since the last byte.
+        let started = Instant::now();
+        let mut buffer = [0u8; 1];
+        let error = server.read(&mut buffer).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed(), Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,227 @@
+//! Client connections on the real binary: half a request or an idle keep-alive connection is
+//! closed after the header timeout, connections past the cap get a 503 at once (and `/healthz`
+//! keeps answering), and on SIGTERM a stream still open at the end of the grace period ends with
+//! an error event in its dialect and its request row is written.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+
+use std::time::{Duration, Instant};
+
+use mock_gemini::{Fault, Injection, MockConfig, MockGemini, MockKey};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::Child;
+
+mod common;
+
+const CLIENT_KEY: &str = "connections-client-key-01";
+
+async fn gateway(
+    dir: &std::path::Path,
+    mock: std::net::SocketAddr,
+    extra: &[(&str, &str)],
+) -> (Child, String) {
+    let mut env = vec![
+        ("GEMINI_API_KEYS", "AIzaConnections-key-0@proj".to_owned()),
+        ("GEMINI_BASE_URL", format!("http://{mock}")),
+        ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
+        ("DEFAULT_RPM_LIMIT", "1000000".to_owned()),
+        ("DEFAULT_RPD_LIMIT", "100000000".to_owned()),
+    ];
+    env.extend(
+        extra
+            .iter()
+            .map(|(name, value)| (*name, (*value).to_owned())),
+    );
+    common::spawn_binary(dir, &env).await
+}
+
+async fn mock() -> (MockGemini, std::net::SocketAddr) {
+    MockGemini::start(MockConfig {
+        keys: vec![MockKey::new("AIzaConnections-key-0", "proj")],
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn address(base: &str) -> String {
+    base.trim_start_matches("http://").to_owned()
+}
+
+/// Reads until the server closes the connection (or `limit` passes); returns what came and when
+/// the close came.
+async fn read_until_closed(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Option<Duration>) {
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(started.elapsed()),
+            stream.read(&mut buffer),
+        )
+        .await
+        {
+            Ok(Ok(0) | Err(_)) => return (seen, Some(started.elapsed())),
+            Ok(Ok(n)) => seen.extend_from_slice(&buffer[..n]),
+            Err(_) => return (seen, None),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_a_request_and_an_idle_keep_alive_connection_are_closed_after_the_header_timeout() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = gateway(
+        dir.path(),
+        mock_addr,
+        &[("CLIENT_HEADER_TIMEOUT_SECS", "1")],
+    )
+    .await;
+
+    // Slowloris: a request line and one header, then nothing.
+    let mut slow = TcpStream::connect(address(&base)).await.unwrap();
+    slow.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let (_, closed) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    let closed = closed.expect("half a request kept its connection");
+    assert!(closed >= Duration::from_millis(900), "{closed:?}");
+
+    // A whole request is answered; the connection, idle after it, is closed too.
+    let mut idle = TcpStream::connect(address(&base)).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    assert!(
+        closed.is_some(),
+        "an idle keep-alive connection stayed open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_get_a_503_at_once_and_health_answers_again_after() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = gateway(dir.path(), mock_addr, &[("MAX_CONNECTIONS", "20")]).await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(address(&base)).await.unwrap();
+        // Half a request: the connection is taken and stays so (30 s header timeout).
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        held.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut refused = TcpStream::connect(address(&base)).await.unwrap();
+    refused
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, closed) = read_until_closed(&mut refused, Duration::from_secs(3)).await;
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(closed.is_some());
+    // Room again once connections close: /healthz answers at once.
+    held.clear();
+    let http = reqwest::Client::new();
+    let mut healthy = false;
+    for _ in 0..50 {
+        if http
+            .get(format!("{base}/healthz"))
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+        {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(healthy);
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_connections_refused_total 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sigterm_a_stream_still_open_after_the_grace_period_ends_with_an_error_event() {
+    let (mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (child, base) = gateway(dir.path(), mock_addr, &[("SHUTDOWN_GRACE_SECS", "1")]).await;
+    // Two streams whose upstream goes silent after its first event: one native, one OpenAI.
+    mock.inject(Injection::fault(Fault::HangMidStream, 2));
+    let http = reqwest::Client::new();
+    let native = http
+        .post(format!(
+            "{base}/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+        ))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .json(&json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    let openai = http
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (native.status().as_u16(), openai.status().as_u16()),
+        (200, 200)
+    );
+    let pid = child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let started = Instant::now();
+    let (native, openai) = tokio::join!(native.text(), openai.text());
+    let (native, openai) = (native.unwrap(), openai.unwrap());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        native.contains("\"UNAVAILABLE\"") && native.contains("shutting down"),
+        "{native}"
+    );
+    assert!(openai.contains("gateway_shutting_down"), "{openai}");
+    let mut child = child;
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // Both rows were written before the process exited.
+    let database = dir.path().join("data/gemini-pool.db");
+    let storage =
+        server::storage::Storage::open(&format!("sqlite://{}?mode=rw", database.display()))
+            .await
+            .unwrap();
+    let (logs, _) = storage
+        .request_logs(&server::storage::LogFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        logs.iter().filter(|row| row.streamed).count(),
+        2,
+        "{logs:?}"
+    );
+}
