@@ -665,13 +665,20 @@ def test_deploy_explains_missing_docker_and_bad_ports(tmp_path):
     assert bad_port.returncode == 2 and "usage" in bad_port.stderr
 
 
-def test_help_lists_every_variable_of_the_example():
+def test_help_the_example_and_both_readmes_list_the_same_variables():
+    """The variables --help lists (from the code's one table) are exactly those of .env.example,
+    and both READMEs name every one: adding a setting without documenting it fails here."""
     help_text = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True, check=True).stdout
+    configuration = help_text[help_text.index("CONFIGURATION"):]
+    in_help = set(re.findall(r"^  ([A-Z][A-Z0-9_]+) ", configuration, re.M))
     example = (REPO / ".env.example").read_text()
-    variables = set(re.findall(r"^#?\s*([A-Z_]+)=", example, re.M))
-    assert len(variables) == 15
-    for variable in variables:
-        assert variable in help_text
+    in_example = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
+    assert len(in_help) >= 20, in_help
+    assert in_help == in_example, (in_help ^ in_example)
+    for readme in ("README.md", "README_zh.md"):
+        text = (REPO / readme).read_text()
+        missing = sorted(v for v in in_help if f"`{v}`" not in text)
+        assert not missing, f"{readme} does not name {missing}"
 
 
 def test_check_config_reports_and_refuses(tmp_path):
@@ -681,6 +688,18 @@ def test_check_config_reports_and_refuses(tmp_path):
     assert "SecretKeyForCheck" not in ok.stdout
     bad = subprocess.run([GATEWAY, "check-config"], cwd=tmp_path, env={**env, "MAX_RETRIES": "lots"}, capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("gemini-pool: MAX_RETRIES:")
+    # Passwords and keys inside URLs, and the metrics token, are never printed.
+    secrets = {
+        "DATABASE_URL": "postgres://gateway:db-password-hunter2@db.internal:5432/pool?sslpassword=cert-secret",
+        "GEMINI_BASE_URL": "https://relay-user:relay-password@relay.internal/?key=AIzaSyRelayKey000&region=eu",
+        "OUTBOUND_PROXY": "http://proxy-user:proxy-password@proxy.internal:3128",
+        "METRICS_TOKEN": "metrics-token-0123456789",
+    }
+    checked = subprocess.run([GATEWAY, "check-config"], cwd=tmp_path, env={**env, **secrets}, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    for secret in ("db-password-hunter2", "cert-secret", "relay-password", "AIzaSyRelayKey000", "proxy-password", "metrics-token-0123456789"):
+        assert secret not in checked.stdout, secret
+    assert "db.internal" in checked.stdout and "region=eu" in checked.stdout
 
 
 def test_a_hashed_admin_password_works_for_login():

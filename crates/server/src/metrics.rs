@@ -189,8 +189,39 @@ pub fn record_attempt(outcome: &'static str, response_time: Option<Duration>, re
     }
 }
 
+/// Compares two secrets in time that depends on their lengths only.
+fn same_secret(given: &str, expected: &str) -> bool {
+    let (given, expected) = (given.as_bytes(), expected.as_bytes());
+    let mut difference = given.len() ^ expected.len();
+    for (index, byte) in expected.iter().enumerate() {
+        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(0));
+    }
+    difference == 0
+}
+
 /// `GET /metrics`: Prometheus text.
-pub async fn render(State(state): State<AppState>) -> Response {
+pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    // With METRICS_TOKEN the metrics need it, and may name Google projects; without, they are
+    // public and name none (project names tell outsiders whose quota this is).
+    let named_projects = match &state.config.metrics_token {
+        Some(token) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same_secret(given.trim(), secrecy::ExposeSecret::expose_secret(token)) {
+                return (
+                    axum::http::StatusCode::UNAUTHORIZED,
+                    [(header::WWW_AUTHENTICATE, "Bearer")],
+                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
+                )
+                    .into_response();
+            }
+            true
+        }
+        None => false,
+    };
     let Some(handle) = install() else {
         return (
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -245,7 +276,9 @@ pub async fn render(State(state): State<AppState>) -> Response {
         .pool
         .project_states()
         .into_iter()
-        .filter(|state| !state.project.starts_with('~') && !state.model.is_empty())
+        .filter(|state| {
+            named_projects && !state.project.starts_with('~') && !state.model.is_empty()
+        })
         .take(MAX_QUOTA_SERIES)
     {
         let model = model_label(&state.model);

@@ -9,11 +9,40 @@ use std::collections::HashSet;
 use common::{CLIENT_KEY, Harness, Setup, text_request};
 use serde_json::json;
 
+const METRICS_TOKEN: &str = "metrics-test-token-0123";
+
 #[tokio::test]
 async fn metrics_are_prometheus_text_without_secrets_or_unbounded_labels() {
     let secret_key = "AIzaSyMetricsSecretKey0000000000000000";
+    // Without METRICS_TOKEN, /metrics is public and names no Google project (the registry is
+    // one per process, so this runs first).
+    let public = Harness::start(Setup::with_keys(&[(secret_key, "public-project")])).await;
+    assert_eq!(
+        public
+            .generate("gemini-2.5-flash", text_request("hi"))
+            .await
+            .status(),
+        200
+    );
+    let response = public
+        .http
+        .get(public.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "no credentials needed without a token"
+    );
+    let text = response.text().await.unwrap();
+    assert!(text.contains("gateway_requests_total"));
+    assert!(!text.contains("project="), "{text}");
+    assert!(!text.contains("public-project"));
+
     let mut setup = Setup::with_keys(&[(secret_key, "metrics-project")]);
     setup.env.push(("DEFAULT_RPM_LIMIT", "1000".into()));
+    setup.env.push(("METRICS_TOKEN", METRICS_TOKEN.into()));
     let gw = Harness::start(setup).await;
     assert_eq!(
         gw.generate("gemini-2.5-flash", text_request("hi"))
@@ -44,8 +73,23 @@ async fn metrics_are_prometheus_text_without_secrets_or_unbounded_labels() {
             .unwrap();
     }
 
-    let response = gw.http.get(gw.url("/metrics")).send().await.unwrap();
-    assert_eq!(response.status(), 200, "no credentials needed");
+    for wrong in [None, Some("metrics-test-token-0124"), Some("metrics")] {
+        let mut request = gw.http.get(gw.url("/metrics"));
+        if let Some(token) = wrong {
+            request = request.bearer_auth(token);
+        }
+        let refused = request.send().await.unwrap();
+        assert_eq!(refused.status(), 401, "{wrong:?}");
+        assert_eq!(refused.headers()["www-authenticate"], "Bearer");
+    }
+    let response = gw
+        .http
+        .get(gw.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the token opens it");
     assert!(
         response.headers()["content-type"]
             .to_str()
