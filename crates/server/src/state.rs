@@ -198,6 +198,13 @@ async fn admin_auth(
     if let Some(given) = &config.admin_password
         && given.expose_secret().starts_with("$argon2")
     {
+        // Kept like a hashed password, so that a different one next time is seen as a change.
+        if saved_hash.as_deref() != Some(given.expose_secret()) {
+            storage
+                .set_setting("admin_password_hash", given.expose_secret())
+                .await?;
+            end_admin_sessions(storage).await?;
+        }
         return Ok(crate::admin::auth::AdminAuth::new(
             config.admin_username.clone(),
             given.expose_secret().to_owned(),
@@ -225,6 +232,7 @@ async fn admin_auth(
                     .map_err(|e| StartError::Admin(e.to_string()))?
                     .map_err(StartError::Admin)?;
             storage.set_setting("admin_password_hash", &hash).await?;
+            end_admin_sessions(storage).await?;
             hash
         }
         (None, Some(saved)) => saved,
@@ -273,4 +281,19 @@ async fn admin_auth(
         hash,
         &secret,
     ))
+}
+
+/// A new admin password (or the first): every admin session opened under the old one ends, on
+/// every instance sharing the database, since each checks the session at every admin call.
+async fn end_admin_sessions(storage: &Storage) -> Result<(), StartError> {
+    let revoked = storage
+        .revoke_all_admin_sessions(crate::admin::auth::unix_millis())
+        .await?;
+    if revoked > 0 {
+        tracing::info!(
+            revoked,
+            "the admin password changed: every admin session is revoked"
+        );
+    }
+    Ok(())
 }

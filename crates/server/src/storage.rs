@@ -855,6 +855,69 @@ impl Storage {
         Ok(())
     }
 
+    /// Opens an admin session (`id` is the token's `sid` claim).
+    pub async fn create_admin_session(
+        &self,
+        id: &str,
+        created_at_ms: i64,
+        expires_at_ms: i64,
+    ) -> Result<(), StorageError> {
+        sqlx::query(
+            "INSERT INTO admin_sessions (id, created_at_ms, expires_at_ms) VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(created_at_ms)
+        .bind(expires_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the admin session `id` exists, is not revoked and has not expired at `now_ms`.
+    pub async fn admin_session_is_open(&self, id: &str, now_ms: i64) -> Result<bool, StorageError> {
+        let row = sqlx::query(
+            "SELECT id FROM admin_sessions
+             WHERE id = $1 AND revoked_at_ms IS NULL AND expires_at_ms > $2",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    /// Revokes the admin session `id` (a logout); whether it was open.
+    pub async fn revoke_admin_session(&self, id: &str, now_ms: i64) -> Result<bool, StorageError> {
+        let done = sqlx::query(
+            "UPDATE admin_sessions SET revoked_at_ms = $2 WHERE id = $1 AND revoked_at_ms IS NULL",
+        )
+        .bind(id)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Revokes every open admin session (the admin password changed); how many there were.
+    pub async fn revoke_all_admin_sessions(&self, now_ms: i64) -> Result<u64, StorageError> {
+        let done =
+            sqlx::query("UPDATE admin_sessions SET revoked_at_ms = $1 WHERE revoked_at_ms IS NULL")
+                .bind(now_ms)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Deletes the admin sessions expired at `now_ms` (revoked or not: an expired token is
+    /// refused on its own); how many.
+    pub async fn prune_admin_sessions(&self, now_ms: i64) -> Result<u64, StorageError> {
+        let done = sqlx::query("DELETE FROM admin_sessions WHERE expires_at_ms <= $1")
+            .bind(now_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Upstream keys in service (not retired), for the management API.
     pub async fn upstream_key_rows(&self) -> Result<Vec<UpstreamKeyRow>, StorageError> {
         let rows = sqlx::query(
@@ -1551,6 +1614,52 @@ mod tests {
     );
     on_both_backends!(usage_is_written_and_read_back_the_same, usage_round_trip);
     on_both_backends!(management_rows_change_and_disappear, management_rows);
+    on_both_backends!(
+        admin_sessions_are_open_until_revoked_or_expired_then_pruned,
+        admin_sessions
+    );
+
+    async fn admin_sessions(storage: Storage) {
+        let now = 1_700_000_000_000_i64;
+        let hour = 3_600_000;
+        for id in ["a", "b", "c"] {
+            storage
+                .create_admin_session(id, now, now + hour)
+                .await
+                .unwrap();
+        }
+        storage
+            .create_admin_session("old", now - 2 * hour, now - hour)
+            .await
+            .unwrap();
+        assert!(storage.admin_session_is_open("a", now).await.unwrap());
+        assert!(
+            !storage
+                .admin_session_is_open("a", now + hour)
+                .await
+                .unwrap(),
+            "expired"
+        );
+        assert!(!storage.admin_session_is_open("old", now).await.unwrap());
+        assert!(!storage.admin_session_is_open("missing", now).await.unwrap());
+
+        assert!(storage.revoke_admin_session("a", now).await.unwrap());
+        assert!(
+            !storage.revoke_admin_session("a", now + 1).await.unwrap(),
+            "already"
+        );
+        assert!(!storage.admin_session_is_open("a", now).await.unwrap());
+        assert!(storage.admin_session_is_open("b", now).await.unwrap());
+
+        // A new password: every session still open ends (b, c, and the expired old one).
+        assert_eq!(storage.revoke_all_admin_sessions(now).await.unwrap(), 3);
+        assert!(!storage.admin_session_is_open("b", now).await.unwrap());
+        assert!(!storage.admin_session_is_open("c", now).await.unwrap());
+
+        // Only expired rows go, revoked or not.
+        assert_eq!(storage.prune_admin_sessions(now).await.unwrap(), 1);
+        assert_eq!(storage.prune_admin_sessions(now + hour).await.unwrap(), 3);
+    }
 
     async fn env_keys_sync(storage: Storage) {
         let report = storage

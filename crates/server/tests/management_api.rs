@@ -251,8 +251,9 @@ async fn login_checks_the_password_throttles_failures_and_the_cookie_needs_the_c
             .contains("Max-Age=0")
     );
 
-    // Three more failures make five: the sixth attempt, even right, is throttled.
-    for _ in 0..3 {
+    // The login above started the count again; five failures start the backoff: the sixth
+    // attempt, even right, is throttled.
+    for _ in 0..5 {
         gw.http
             .post(gw.url("/api/auth/login"))
             .json(&json!({"username": "admin", "password": "nope"}))

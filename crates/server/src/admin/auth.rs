@@ -1,9 +1,9 @@
-//! Admin authentication: the password (an argon2id hash, checked off the async runtime), HS256
-//! session tokens with an explicit algorithm and an expiry, the httpOnly `SameSite=Strict`
-//! session cookie with a CSRF guard on state-changing calls, and per-IP throttling of failed
-//! logins.
+//! Admin authentication: the password (an argon2id hash, checked off the async runtime, a few
+//! at a time), HS256 session tokens with an explicit algorithm and an expiry, each naming a
+//! session kept in the database so that it can be revoked (logout, a new password), the httpOnly
+//! `SameSite=Strict` session cookie with a CSRF guard on state-changing calls, and the login
+//! throttle ([`super::throttle`]).
 
-use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,13 +16,13 @@ use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use dashmap::DashMap;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AdminError;
+use super::throttle::{LoginThrottle, hashing_slots};
 use crate::state::AppState;
 
 /// Name of the session cookie.
@@ -33,9 +33,6 @@ pub const SESSION_COOKIE: &str = "gp_session";
 pub const CSRF_HEADER: &str = "x-gemini-pool-csrf";
 /// How long a session lasts.
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
-/// Failed logins allowed per address in [`LOGIN_WINDOW`].
-const LOGIN_FAILURES_ALLOWED: usize = 5;
-const LOGIN_WINDOW: Duration = Duration::from_secs(300);
 
 /// Claims of a session token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +43,9 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at (seconds).
     pub exp: u64,
+    /// The session in the database (`admin_sessions.id`), which a logout or a new password
+    /// revokes. A token without one (issued before sessions were kept) is refused.
+    pub sid: String,
 }
 
 /// The admin credentials and session keys.
@@ -54,7 +54,7 @@ pub struct AdminAuth {
     password_hash: Mutex<String>,
     encoding: EncodingKey,
     decoding: DecodingKey,
-    failures: DashMap<IpAddr, VecDeque<Instant>>,
+    throttle: LoginThrottle,
 }
 
 impl std::fmt::Debug for AdminAuth {
@@ -88,6 +88,18 @@ fn unix_seconds() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Now, in milliseconds since the epoch (the unit of the `admin_sessions` columns).
+pub fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A new session id: 128 random bits in hex.
+fn new_session_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
 impl AdminAuth {
     /// Credentials for `username` with the argon2 `password_hash`, signing with `secret`.
     pub fn new(username: String, password_hash: String, secret: &SecretString) -> Self {
@@ -97,7 +109,7 @@ impl AdminAuth {
             password_hash: Mutex::new(password_hash),
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            failures: DashMap::new(),
+            throttle: LoginThrottle::new(hashing_slots()),
         }
     }
 
@@ -108,21 +120,24 @@ impl AdminAuth {
         validation
     }
 
-    /// A session token for the admin, and when it expires (seconds).
-    pub fn issue(&self) -> Result<(String, u64), AdminError> {
+    /// A token for the admin naming the session `session_id`, issued now, and when it
+    /// expires (seconds).
+    pub fn issue(&self, session_id: &str) -> Result<(String, u64), AdminError> {
         let iat = unix_seconds();
         let exp = iat + SESSION_LIFETIME.as_secs();
         let claims = Claims {
             sub: self.username.clone(),
             iat,
             exp,
+            sid: session_id.to_owned(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map(|token| (token, exp))
             .map_err(|error| AdminError::Internal(error.to_string()))
     }
 
-    /// The claims of a valid token of the admin.
+    /// The claims of a token of the admin with a valid signature and expiry. Whether its session
+    /// is still open is the database's to say: see [`live_claims`].
     pub fn verify(&self, token: &str) -> Result<Claims, AdminError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &Self::validation())
             .map_err(|_| AdminError::Unauthorized)?;
@@ -130,28 +145,6 @@ impl AdminAuth {
             return Err(AdminError::Unauthorized);
         }
         Ok(data.claims)
-    }
-
-    fn throttled(&self, address: IpAddr) -> Option<Duration> {
-        let mut failures = self.failures.entry(address).or_default();
-        while failures
-            .front()
-            .is_some_and(|t| t.elapsed() >= LOGIN_WINDOW)
-        {
-            failures.pop_front();
-        }
-        (failures.len() >= LOGIN_FAILURES_ALLOWED).then(|| {
-            failures
-                .front()
-                .map_or(LOGIN_WINDOW, |t| LOGIN_WINDOW.saturating_sub(t.elapsed()))
-        })
-    }
-
-    fn note_failure(&self, address: IpAddr) {
-        self.failures
-            .entry(address)
-            .or_default()
-            .push_back(Instant::now());
     }
 
     /// The admin user name.
@@ -186,9 +179,28 @@ fn session_token(headers: &HeaderMap) -> Option<(String, bool)> {
         .map(|(_, value)| (value.to_owned(), true))
 }
 
-/// Whether the request carries a valid admin session (for the `/` redirect).
-pub fn has_session(state: &AppState, headers: &HeaderMap) -> bool {
-    session_token(headers).is_some_and(|(token, _)| state.admin.verify(&token).is_ok())
+/// The claims of `token` when it is valid and its session is open: neither revoked nor expired.
+/// The database is asked on every call, so that a session revoked by another instance on the
+/// same database is refused here at once; admin calls are few, and off the request hot path.
+async fn live_claims(state: &AppState, token: &str) -> Result<Claims, AdminError> {
+    let claims = state.admin.verify(token)?;
+    if state
+        .storage
+        .admin_session_is_open(&claims.sid, unix_millis())
+        .await?
+    {
+        Ok(claims)
+    } else {
+        Err(AdminError::Unauthorized)
+    }
+}
+
+/// Whether the request carries an open admin session (for the `/` redirect).
+pub async fn has_session(state: &AppState, headers: &HeaderMap) -> bool {
+    match session_token(headers) {
+        Some((token, _)) => live_claims(state, &token).await.is_ok(),
+        None => false,
+    }
 }
 
 /// An authenticated admin request. Any failure is a 401 with `WWW-Authenticate: Bearer`.
@@ -203,7 +215,7 @@ impl FromRequestParts<AppState> for AdminSession {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let (token, via_cookie) = session_token(&parts.headers).ok_or(AdminError::Unauthorized)?;
-        let claims = state.admin.verify(&token)?;
+        let claims = live_claims(state, &token).await?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if via_cookie && !safe && parts.headers.get(CSRF_HEADER).is_none_or(|v| v != "1") {
             return Err(AdminError::Forbidden(format!(
@@ -252,24 +264,48 @@ pub async fn login(
     let body = axum::body::to_bytes(request.into_body(), 64 * 1024)
         .await
         .map_err(|_| AdminError::invalid("The body is too large.", "body"))?;
-    if let Some(wait) = state.admin.throttled(address) {
-        return Err(AdminError::TooManyRequests { retry_after: wait });
-    }
     let login: LoginRequest = super::parse_body(&body)?;
+    // The attempt takes its place in the throttle before argon2 runs, so parallel guesses are
+    // counted before any of them is checked; a refused one costs no hashing.
+    let (attempt, hashing_slot) = state
+        .admin
+        .throttle
+        .admit(address, &login.username, Instant::now())
+        .map_err(|retry_after| AdminError::TooManyRequests { retry_after })?;
+    // Compare the user name in constant time, and hash whatever it is, so that timing tells
+    // nothing about it.
+    let user_ok = subtle_eq(login.username.as_bytes(), state.admin.username().as_bytes());
     let hash = state.admin.current_hash();
     let password = login.password;
-    // argon2 takes tens of milliseconds of CPU: never on the async runtime.
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-        .await
-        .map_err(|error| AdminError::Internal(error.to_string()))?;
-    // Compare the user name in constant time too, so timing tells nothing about it.
-    let user_ok = subtle_eq(login.username.as_bytes(), state.admin.username().as_bytes());
+    // argon2 takes tens of milliseconds of CPU and about 19 MiB: never on the async runtime.
+    // The slot moves into the blocking task, so a client hanging up frees it only when the
+    // hashing is over and cannot push more verifications than the slots into the pool.
+    let matches = tokio::task::spawn_blocking(move || {
+        let _slot = hashing_slot;
+        verify_password(&password, &hash)
+    })
+    .await
+    .map_err(|error| AdminError::Internal(error.to_string()))?;
     if !(matches && user_ok) {
-        state.admin.note_failure(address);
+        attempt.failed(Instant::now());
         tracing::warn!(%address, "failed admin login");
         return Err(AdminError::Unauthorized);
     }
-    let (token, expires_at) = state.admin.issue()?;
+    attempt.succeeded(Instant::now());
+    let now_ms = unix_millis();
+    // Housekeeping: sessions past their expiry are of no use, even as revocations.
+    if let Err(error) = state.storage.prune_admin_sessions(now_ms).await {
+        tracing::warn!(%error, "could not prune expired admin sessions");
+    }
+    let session_id = new_session_id();
+    let (token, expires_at) = state.admin.issue(&session_id)?;
+    let expires_at_ms = i64::try_from(expires_at)
+        .unwrap_or(i64::MAX / 1000)
+        .saturating_mul(1000);
+    state
+        .storage
+        .create_admin_session(&session_id, now_ms, expires_at_ms)
+        .await?;
     let mut response = Json(json!({"token": token, "expires_at": expires_at})).into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
@@ -286,9 +322,24 @@ fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
     difference == 0
 }
 
-/// `POST /api/auth/logout`: clears the cookie.
-pub async fn logout(headers: HeaderMap) -> Response {
-    let mut response = axum::http::StatusCode::NO_CONTENT.into_response();
+/// `POST /api/auth/logout`: revokes the session of the token (or cookie) it is called with,
+/// on every instance of the database, and clears the cookie. Without a valid token there is
+/// nothing to revoke, and the cookie is cleared all the same.
+pub async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let claims = session_token(&headers).and_then(|(token, _)| state.admin.verify(&token).ok());
+    let revoked = match claims {
+        Some(claims) => state
+            .storage
+            .revoke_admin_session(&claims.sid, unix_millis())
+            .await
+            .map(|_| ()),
+        None => Ok(()),
+    };
+    // A failed revocation is a 500, so the caller knows the token still works.
+    let mut response = match revoked {
+        Ok(()) => axum::http::StatusCode::NO_CONTENT.into_response(),
+        Err(error) => AdminError::from(error).into_response(),
+    };
     response
         .headers_mut()
         .insert(header::SET_COOKIE, cookie("", 0, is_https(&headers)));
@@ -317,8 +368,10 @@ mod tests {
             hash,
             &SecretString::from("0123456789abcdef0123456789abcdef"),
         );
-        let (token, exp) = auth.issue().unwrap();
-        assert_eq!(auth.verify(&token).unwrap().exp, exp);
+        let (token, exp) = auth.issue("00112233445566778899aabbccddeeff").unwrap();
+        let claims = auth.verify(&token).unwrap();
+        assert_eq!(claims.exp, exp);
+        assert_eq!(claims.sid, "00112233445566778899aabbccddeeff");
         let other = AdminAuth::new(
             "admin".into(),
             String::new(),
@@ -327,8 +380,17 @@ mod tests {
         assert!(other.verify(&token).is_err(), "another secret");
         // `alg: none` is refused.
         let header = base64_url(br#"{"alg":"none","typ":"JWT"}"#);
-        let body = base64_url(format!(r#"{{"sub":"admin","iat":1,"exp":{}}}"#, exp).as_bytes());
+        let body =
+            base64_url(format!(r#"{{"sub":"admin","iat":1,"exp":{exp},"sid":"00"}}"#).as_bytes());
         assert!(auth.verify(&format!("{header}.{body}.")).is_err());
+        // A token from before sessions were kept names none: refused.
+        let sessionless = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"sub": "admin", "iat": 1, "exp": exp}),
+            &EncodingKey::from_secret(b"0123456789abcdef0123456789abcdef"),
+        )
+        .unwrap();
+        assert!(auth.verify(&sessionless).is_err());
         assert!(
             subtle_eq(b"abc", b"abc") && !subtle_eq(b"abc", b"abd") && !subtle_eq(b"ab", b"abc")
         );

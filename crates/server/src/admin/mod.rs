@@ -8,6 +8,7 @@ mod client_keys;
 mod keys;
 mod settings;
 mod stats;
+mod throttle;
 
 use axum::Json;
 use axum::Router;
@@ -43,8 +44,9 @@ pub enum AdminError {
     /// No such key.
     #[error("{0}")]
     NotFound(String),
-    /// Too many failed logins from this address.
-    #[error("Too many failed logins; try again later.")]
+    /// Too many failed logins from this address or for this user name, or too many logins
+    /// being checked at once.
+    #[error("Too many login attempts; try again later.")]
     TooManyRequests {
         /// When to try again.
         retry_after: std::time::Duration,
@@ -103,10 +105,11 @@ impl IntoResponse for AdminError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             Self::TooManyRequests { retry_after } => {
-                response.headers_mut().insert(
-                    header::RETRY_AFTER,
-                    HeaderValue::from(retry_after.as_secs().max(1)),
-                );
+                // Rounded up: a client that waits what it is told is not refused again.
+                let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
             }
             _ => {}
         }

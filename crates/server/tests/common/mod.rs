@@ -98,6 +98,11 @@ impl Harness {
 
     /// A second gateway on the same database and mock (a restart, as far as state goes).
     pub async fn restart(&self) -> (AppState, SocketAddr) {
+        self.restart_with(&[]).await
+    }
+
+    /// [`Harness::restart`] with `env` on top (a changed `ADMIN_PASSWORD`, say).
+    pub async fn restart_with(&self, extra: &[(&'static str, String)]) -> (AppState, SocketAddr) {
         let keys = self
             .state
             .config
@@ -112,7 +117,7 @@ impl Harness {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let env = HashMap::from([
+        let mut env = HashMap::from([
             ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
             ("DATABASE_URL", self.state.config.database_url.clone()),
             ("GEMINI_API_KEYS", keys),
@@ -127,6 +132,7 @@ impl Harness {
                 self.state.config.default_rpd_limit.to_string(),
             ),
         ]);
+        env.extend(extra.iter().cloned());
         Self::serve_gateway(&env).await
     }
 
