@@ -95,6 +95,12 @@ async function loadOverview() {
   chip.hidden = !state.focus;
   document.getElementById("focus-label").textContent = state.focus ? state.focus.label : "";
   const pool = stats.pool;
+  const alert = document.getElementById("accounting-alert");
+  const accounting = stats.accounting || { writing: true };
+  alert.hidden = accounting.writing && !accounting.dropped;
+  alert.textContent = accounting.writing
+    ? t("accounting.dropped", { dropped: number(accounting.dropped) })
+    : t("accounting.failing", { pending: number(accounting.pending), dropped: number(accounting.dropped) });
   document.getElementById("card-usable").textContent = number(pool.usable);
   document.getElementById("card-keys").textContent = `/ ${number(pool.keys)}`;
   document.getElementById("card-cooling").textContent = number(pool.cooling);

@@ -3,11 +3,16 @@
 //! Nothing is written on the request path: a finished request drops a [`RequestMeter`], which
 //! sends one record to a writer task over a channel; the writer writes batches (request log rows,
 //! daily totals, the scheduler's quota counts) every second, and a clean shutdown flushes what is
-//! left. The channel is unbounded on purpose: accounting must neither block a request nor drop a
-//! record, and the writer drains it every second, so it holds at most a second of records.
+//! left.
+//!
+//! When the database cannot be written (locked, full, gone), records wait in memory and the
+//! writer tries again after a backoff (one second, doubling, at most half a minute), keeping at
+//! most [`MAX_PENDING_RECORDS`]: past that, new records are dropped and counted, so a bad day costs
+//! a bounded amount of memory and never a request. [`Accountant::health`] says what is pending,
+//! dropped and failing, for `/readyz`, the dashboard and the metrics.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -30,6 +35,13 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 30;
 const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 /// When the first deletion comes after a start.
 const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(2);
+/// Records held while the database cannot be written (tens of MiB at most); newer ones are
+/// dropped and counted.
+pub const MAX_PENDING_RECORDS: usize = 100_000;
+/// Records queued between requests and the writer.
+const QUEUE: usize = 10_000;
+/// The longest wait between two tries of a failing write.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Tokens of one request, as the upstream reported them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -93,8 +105,33 @@ enum Message {
 /// The sending side, shared by all requests.
 #[derive(Clone)]
 pub struct Accountant {
-    sender: mpsc::UnboundedSender<Message>,
+    sender: mpsc::Sender<Message>,
     retention_days: Arc<AtomicU32>,
+    health: Arc<Health>,
+}
+
+/// What the writer reports about itself.
+#[derive(Debug, Default)]
+struct Health {
+    /// The last write failed (and writes are being retried).
+    failing: AtomicBool,
+    /// Since when (ms since the epoch) writes fail, 0 when they do not.
+    failing_since_ms: AtomicU64,
+    /// Records waiting to be written.
+    pending: AtomicU64,
+    /// Records dropped because too many were waiting.
+    dropped: AtomicU64,
+}
+
+/// The accounting writer's state, as `/readyz` and the dashboard show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountingHealth {
+    /// Since when writes fail (ms since the epoch), if they do.
+    pub failing_since_ms: Option<u64>,
+    /// Records waiting to be written.
+    pub pending: u64,
+    /// Records dropped since the start because too many were waiting.
+    pub dropped: u64,
 }
 
 impl Accountant {
@@ -103,17 +140,43 @@ impl Accountant {
         storage: Storage,
         day_counts: impl Fn() -> Vec<DayCount> + Send + 'static,
     ) -> Self {
-        let (sender, receiver) = mpsc::unbounded_channel();
+        Self::start_holding(storage, day_counts, MAX_PENDING_RECORDS)
+    }
+
+    /// [`Accountant::start`] holding at most `max_pending` records while writes fail.
+    pub fn start_holding(
+        storage: Storage,
+        day_counts: impl Fn() -> Vec<DayCount> + Send + 'static,
+        max_pending: usize,
+    ) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
         let retention_days = Arc::new(AtomicU32::new(DEFAULT_RETENTION_DAYS));
+        let health = Arc::new(Health::default());
         tokio::spawn(write_behind(
             storage,
             receiver,
             day_counts,
             Arc::clone(&retention_days),
+            Arc::clone(&health),
+            max_pending,
         ));
         Self {
             sender,
             retention_days,
+            health,
+        }
+    }
+
+    /// Whether records are being written, and how many wait or were dropped.
+    pub fn health(&self) -> AccountingHealth {
+        AccountingHealth {
+            failing_since_ms: self
+                .health
+                .failing
+                .load(Ordering::Relaxed)
+                .then(|| self.health.failing_since_ms.load(Ordering::Relaxed)),
+            pending: self.health.pending.load(Ordering::Relaxed),
+            dropped: self.health.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -127,27 +190,37 @@ impl Accountant {
         self.retention_days.store(days, Ordering::Relaxed);
     }
 
-    /// Queues a record.
+    /// Queues a record, never waiting: when the queue is full (the writer cannot keep up or
+    /// the database cannot be written), the record is dropped and counted.
     pub fn record(&self, record: RequestRecord) {
-        if self.sender.send(Message::Record(record)).is_err() {
-            tracing::error!("the accounting writer has stopped: a request record is lost");
+        match self.sender.try_send(Message::Record(record)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.health.dropped.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::record_accounting_dropped();
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::error!("the accounting writer has stopped: a request record is lost");
+            }
         }
     }
 
-    /// Writes everything queued so far, and waits until it is written.
+    /// Writes everything queued so far, and waits (at most ten seconds) until it is written.
     pub async fn flush(&self) {
         let (done, written) = oneshot::channel();
-        if self.sender.send(Message::Flush(done)).is_ok() {
-            let _ = written.await;
+        if self.sender.send(Message::Flush(done)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), written).await;
         }
     }
 }
 
 async fn write_behind(
     storage: Storage,
-    mut receiver: mpsc::UnboundedReceiver<Message>,
+    mut receiver: mpsc::Receiver<Message>,
     day_counts: impl Fn() -> Vec<DayCount>,
     retention_days: Arc<AtomicU32>,
+    health: Arc<Health>,
+    max_pending: usize,
 ) {
     let mut batch: Vec<RequestRecord> = Vec::new();
     let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
@@ -155,34 +228,63 @@ async fn write_behind(
     // The first prune comes soon after the start (once the saved settings are loaded), so a
     // shorter retention set before a restart applies at once.
     let mut next_prune = Instant::now() + FIRST_PRUNE_AFTER;
+    let mut backoff = Duration::ZERO;
+    let mut next_write = Instant::now();
+    let mut waiting_flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let keep = |batch: &mut Vec<RequestRecord>, record: RequestRecord| {
+        if batch.len() < max_pending {
+            batch.push(record);
+        } else {
+            health.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::record_accounting_dropped();
+        }
+    };
     loop {
-        let mut waiting_flush = None;
+        let mut closed = false;
         tokio::select! {
             message = receiver.recv() => match message {
                 Some(Message::Record(record)) => {
-                    batch.push(record);
+                    keep(&mut batch, record);
                     // Take whatever else is queued without waiting.
                     while let Ok(message) = receiver.try_recv() {
                         match message {
-                            Message::Record(record) => batch.push(record),
-                            Message::Flush(done) => { waiting_flush = Some(done); break; }
+                            Message::Record(record) => keep(&mut batch, record),
+                            Message::Flush(done) => waiting_flushes.push(done),
                         }
                     }
-                    if waiting_flush.is_none() && batch.len() < 1000 {
+                    if waiting_flushes.is_empty() && batch.len() < 1000 {
+                        health.pending.store(batch.len() as u64, Ordering::Relaxed);
                         continue;
                     }
                 }
-                Some(Message::Flush(done)) => waiting_flush = Some(done),
-                None => {
-                    write(&storage, &mut batch, &day_counts()).await;
-                    return;
-                }
+                Some(Message::Flush(done)) => waiting_flushes.push(done),
+                None => closed = true,
             },
             _ = ticker.tick() => {}
         }
-        write(&storage, &mut batch, &day_counts()).await;
-        if let Some(done) = waiting_flush {
+        // A failing database is tried again after the backoff, not at every record; a flush
+        // (shutdown) tries at once.
+        if Instant::now() >= next_write || !waiting_flushes.is_empty() || closed {
+            if write(&storage, &mut batch, &day_counts()).await {
+                backoff = Duration::ZERO;
+                health.failing.store(false, Ordering::Relaxed);
+            } else {
+                backoff = (backoff * 2).clamp(FLUSH_INTERVAL, MAX_BACKOFF);
+                next_write = Instant::now() + backoff;
+                if !health.failing.swap(true, Ordering::Relaxed) {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(0));
+                    health.failing_since_ms.store(now, Ordering::Relaxed);
+                }
+            }
+        }
+        health.pending.store(batch.len() as u64, Ordering::Relaxed);
+        for done in waiting_flushes.drain(..) {
             let _ = done.send(());
+        }
+        if closed {
+            return;
         }
         if Instant::now() >= next_prune {
             next_prune = Instant::now() + PRUNE_INTERVAL;
@@ -195,14 +297,28 @@ async fn write_behind(
     }
 }
 
-async fn write(storage: &Storage, batch: &mut Vec<RequestRecord>, counts: &[DayCount]) {
+/// Writes `batch` and the day counts; `false` when the database refused (the batch is kept).
+async fn write(storage: &Storage, batch: &mut Vec<RequestRecord>, counts: &[DayCount]) -> bool {
     if batch.is_empty() && counts.is_empty() {
-        return;
+        return true;
     }
-    // A failed write is retried with the next batch: records are kept until written.
+    // A deleted SQLite file still takes writes through the open connections, and loses them.
+    if !storage.file_is_in_place() {
+        tracing::error!(
+            records = batch.len(),
+            "the database file is gone: accounting is held in memory until it is back (restart the gateway)"
+        );
+        return false;
+    }
     match storage.write_accounting(batch, counts).await {
-        Ok(()) => batch.clear(),
-        Err(error) => tracing::error!(%error, records = batch.len(), "could not write accounting"),
+        Ok(()) => {
+            batch.clear();
+            true
+        }
+        Err(error) => {
+            tracing::error!(%error, records = batch.len(), "could not write accounting: retrying after a pause");
+            false
+        }
     }
 }
 
@@ -429,6 +545,56 @@ fn usage_in_tail(tail: &[u8]) -> Option<UsageMetadata> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(at_ms: u64) -> RequestRecord {
+        RequestRecord {
+            at_ms,
+            client_key_id: None,
+            upstream_key_id: None,
+            project: None,
+            model: Some("gemini-2.5-flash".into()),
+            route: "/v1/chat/completions",
+            status: 200,
+            latency_ms: 1,
+            tokens: Tokens::default(),
+            streamed: false,
+            attempts: 1,
+            upstream_error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_database_that_cannot_be_written_holds_a_bounded_backlog_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db/accounting.db");
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        let storage = Storage::open(&url).await.unwrap();
+        let accountant = Accountant::start_holding(storage.clone(), Vec::new, 10);
+        // The file is moved away: the open connections would still take writes, and lose them.
+        let aside = dir.path().join("db/aside.db");
+        std::fs::rename(&file, &aside).unwrap();
+        for at in 0..50 {
+            accountant.record(record(at));
+        }
+        accountant.flush().await;
+        let health = accountant.health();
+        assert!(health.failing_since_ms.is_some(), "{health:?}");
+        assert_eq!((health.pending, health.dropped), (10, 40), "bounded");
+        // The file is back: the next try writes what was held, and the writer is healthy.
+        std::fs::rename(&aside, &file).unwrap();
+        accountant.flush().await;
+        let health = accountant.health();
+        assert_eq!(
+            (health.failing_since_ms, health.pending),
+            (None, 0),
+            "{health:?}"
+        );
+        let (rows, total) = storage
+            .request_logs(&crate::storage::LogFilter::default())
+            .await
+            .unwrap();
+        assert_eq!((total, rows.len()), (10, 10));
+    }
 
     #[test]
     fn usage_is_found_at_the_end_of_a_pretty_printed_answer() {

@@ -153,9 +153,31 @@ pub async fn require_client(
 ) -> Response {
     let query = request.uri().query();
     let dialect = dialect_of(request.uri().path(), request.headers(), query);
-    match presented_key(request.headers(), query) {
-        Some(key) => match state.clients.resolve(&key) {
+    let address = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    let presented = presented_key(request.headers(), query);
+    let client = presented
+        .as_deref()
+        .and_then(|key| state.clients.resolve(key));
+    let now = std::time::Instant::now();
+    // An address that failed too often gets no verdict on unknown keys for a while.
+    if let Some(address) = address
+        && let crate::auth_throttle::Verdict::BackOff(retry_after) =
+            state
+                .auth_throttle
+                .judge(address, client.as_ref().map(|client| client.id), now)
+        && !(presented.is_none() && is_upload_chunk(&request))
+    {
+        return ApiError::AuthBackOff { retry_after }.into_response_for(dialect);
+    }
+    match presented {
+        Some(_) => match client {
             Some(client) => {
+                if let Some(address) = address {
+                    state.auth_throttle.succeeded(address, client.id, now);
+                }
                 // Per-client limits are checked before any upstream key is touched.
                 if let Err(refusal) =
                     state
@@ -167,15 +189,31 @@ pub async fn require_client(
                 request.extensions_mut().insert(client);
                 next.run(request).await
             }
-            None => ApiError::InvalidKey.into_response_for(dialect),
+            None => {
+                if let Some(address) = address {
+                    state.auth_throttle.failed(address, now);
+                }
+                ApiError::InvalidKey.into_response_for(dialect)
+            }
         },
-        None if request.uri().path().starts_with("/upload/")
-            && query.is_some_and(|q| query_value(q, "upload_id").is_some()) =>
-        {
-            next.run(request).await
+        None if query.is_some() && is_upload_chunk(&request) => next.run(request).await,
+        None => {
+            if let Some(address) = address {
+                state.auth_throttle.failed(address, now);
+            }
+            ApiError::MissingKey.into_response_for(dialect)
         }
-        None => ApiError::MissingKey.into_response_for(dialect),
     }
+}
+
+/// An upload chunk (`/upload/…?upload_id=…`): it comes without a key, the upload id is its
+/// credential.
+fn is_upload_chunk(request: &Request) -> bool {
+    request.uri().path().starts_with("/upload/")
+        && request
+            .uri()
+            .query()
+            .is_some_and(|q| query_value(q, "upload_id").is_some())
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ pub enum ApiError {
     /// The client key is unknown or disabled.
     #[error("Invalid API key.")]
     InvalidKey,
+    /// Too many failed authentications came from the caller's address: it backs off.
+    #[error("Too many requests with invalid API keys from this address; retry later.")]
+    AuthBackOff {
+        /// When the address may try again.
+        retry_after: std::time::Duration,
+    },
     /// The client key's own limits refuse the request.
     #[error("{0}.")]
     ClientRefused(pool::ClientRefusal),
@@ -100,7 +106,7 @@ impl ApiError {
         match self {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::ClientRefused(pool::ClientRefusal::Expired) => StatusCode::UNAUTHORIZED,
-            Self::ClientRefused(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::ClientRefused(_) | Self::AuthBackOff { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::Upstream(error) => {
@@ -125,7 +131,7 @@ impl ApiError {
         match self {
             Self::MissingKey | Self::InvalidKey => "UNAUTHENTICATED",
             Self::ClientRefused(pool::ClientRefusal::Expired) => "UNAUTHENTICATED",
-            Self::ClientRefused(_) => "RESOURCE_EXHAUSTED",
+            Self::ClientRefused(_) | Self::AuthBackOff { .. } => "RESOURCE_EXHAUSTED",
             Self::ModelNotAllowed(_) => "PERMISSION_DENIED",
             Self::BadRequest(_)
             | Self::InvalidField { .. }
@@ -161,6 +167,9 @@ impl ApiError {
                 ("rate_limit_error", Some("insufficient_quota"))
             }
             Self::ClientRefused(_) => ("rate_limit_error", Some("rate_limit_exceeded")),
+            Self::AuthBackOff { .. } => {
+                ("rate_limit_error", Some("too_many_failed_authentications"))
+            }
             Self::ModelNotAllowed(_) => ("permission_error", Some("model_not_allowed")),
             Self::BadRequest(_) | Self::InvalidField { .. } => ("invalid_request_error", None),
             Self::Upstream(error) => (error.kind, error.code),
@@ -191,7 +200,9 @@ impl ApiError {
         let retry_after = match &self {
             Self::Upstream(error) => error.retry_after,
             Self::ClientRefused(refusal) => refusal.retry_after().map(whole_seconds),
-            Self::Capacity { retry_after, .. } => Some(whole_seconds(*retry_after)),
+            Self::Capacity { retry_after, .. } | Self::AuthBackOff { retry_after } => {
+                Some(whole_seconds(*retry_after))
+            }
             // Keys being checked are back in seconds; keys out of service need the operator.
             Self::NoUsableKey(_) => Some(NO_KEY_RETRY_AFTER_SECS),
             _ => None,

@@ -6,6 +6,7 @@
 pub mod accounting;
 pub mod admin;
 pub mod auth;
+pub mod auth_throttle;
 pub mod call_memory;
 pub mod classify;
 pub mod cli;

@@ -137,6 +137,11 @@ fn status_class(status: u16) -> &'static str {
     }
 }
 
+/// A request record dropped because the accounting could not keep up or write.
+pub fn record_accounting_dropped() {
+    counter!("gateway_accounting_dropped_total").increment(1);
+}
+
 /// A client connection refused because `MAX_CONNECTIONS` were open.
 pub fn record_refused_connection() {
     counter!("gateway_connections_refused_total").increment(1);

@@ -53,6 +53,8 @@ pub struct App {
     pub key_checks: tokio::sync::mpsc::Sender<(Arc<pool::PoolKey>, String)>,
     /// Raised when the shutdown grace period is over: open streams end with an error event.
     pub cutoff: tokio::sync::watch::Sender<bool>,
+    /// Failed client authentications per address.
+    pub auth_throttle: crate::auth_throttle::AuthThrottle,
 }
 
 impl App {
@@ -164,6 +166,7 @@ impl AppState {
             cluster,
             key_checks,
             cutoff: tokio::sync::watch::channel(false).0,
+            auth_throttle: crate::auth_throttle::AuthThrottle::default(),
         }));
         if let Some(cluster) = &state.cluster {
             cluster.spawn(Arc::downgrade(&state.0));

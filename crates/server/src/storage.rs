@@ -84,6 +84,65 @@ pub enum StorageError {
     /// `DATABASE_URL` names neither SQLite nor PostgreSQL.
     #[error("unsupported database URL (use sqlite:// or postgres://)")]
     UnsupportedUrl,
+    /// The SQLite file exists but is not a SQLite database (damaged, truncated, or another
+    /// file).
+    #[error(
+        "{0} is not a SQLite database (damaged or another file): move it away or restore a backup"
+    )]
+    NotSqlite(String),
+}
+
+/// Readies a SQLite file: its folder created readable by this user only (0700), the file created
+/// empty with 0600 (it holds the upstream keys), and an existing file checked to be a SQLite
+/// database, so a damaged one fails the start with a clear message.
+fn prepare_sqlite_file(file: &std::path::Path) -> Result<(), StorageError> {
+    use std::io::Read;
+    #[cfg(unix)]
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    if let Some(folder) = file.parent()
+        && !folder.as_os_str().is_empty()
+        && !folder.exists()
+    {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(folder)?;
+    }
+    if !file.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        options.mode(0o600);
+        match options.open(file) {
+            Ok(_) => return Ok(()),
+            // Another instance created it meanwhile: check it as an existing file.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    let mut header = [0u8; 16];
+    let read = std::fs::File::open(file)?.read(&mut header)?;
+    if read == 0 || header == *b"SQLite format 3\0" {
+        Ok(())
+    } else {
+        Err(StorageError::NotSqlite(file.display().to_string()))
+    }
+}
+
+/// Opens one connection and reads the schema, so a damaged database fails the start at once
+/// with SQLite's own words (a pool would retry the connection until its timeout).
+async fn check_sqlite_opens(url: &str, file: &std::path::Path) -> Result<(), StorageError> {
+    use sqlx::Connection;
+    let damaged =
+        |error: sqlx::Error| StorageError::NotSqlite(format!("{} ({error})", file.display()));
+    let mut connection = sqlx::AnyConnection::connect(url).await.map_err(damaged)?;
+    connection
+        .execute("PRAGMA journal_mode = WAL; SELECT count(*) FROM sqlite_master;")
+        .await
+        .map_err(damaged)?;
+    connection.close().await.map_err(damaged)?;
+    Ok(())
 }
 
 /// A client key row, as the auth layer needs it.
@@ -115,6 +174,8 @@ pub struct SyncReport {
 pub struct Storage {
     pool: AnyPool,
     backend: Backend,
+    /// The SQLite file, to tell when it was deleted under a running gateway.
+    file: Option<std::path::PathBuf>,
 }
 
 impl Storage {
@@ -122,16 +183,15 @@ impl Storage {
     pub async fn open(url: &str) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
         let backend = Backend::of_url(url).ok_or(StorageError::UnsupportedUrl)?;
+        let mut sqlite_file = None;
         let pool = match backend {
             Backend::Sqlite => {
                 let file = SqliteConnectOptions::from_str(url)?
                     .get_filename()
                     .to_owned();
-                if let Some(folder) = file.parent()
-                    && !folder.as_os_str().is_empty()
-                    && file.as_os_str() != ":memory:"
-                {
-                    std::fs::create_dir_all(folder)?;
+                if file.as_os_str() != ":memory:" {
+                    prepare_sqlite_file(&file)?;
+                    sqlite_file = Some(file.clone());
                 }
                 // The `Any` driver takes its options from the URL only: create the file when
                 // missing, and set the rest per connection.
@@ -142,8 +202,14 @@ impl Storage {
                 } else {
                     format!("{url}?mode=rwc")
                 };
+                if let Some(file) = &sqlite_file {
+                    check_sqlite_opens(&url, file).await?;
+                }
                 AnyPoolOptions::new()
                     .max_connections(4)
+                    // A file SQLite cannot open fails at once rather than after half a minute
+                    // of retries.
+                    .acquire_timeout(std::time::Duration::from_secs(5))
                     .after_connect(|connection, _| {
                         Box::pin(async move {
                             connection
@@ -170,12 +236,22 @@ impl Storage {
             Backend::Sqlite => SQLITE_MIGRATOR.run(&pool).await?,
             Backend::Postgres => POSTGRES_MIGRATOR.run(&pool).await?,
         }
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            file: sqlite_file,
+        })
     }
 
     /// Which database this is.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// Whether the database file is still where it was opened (SQLite; a deleted file or
+    /// folder leaves the open connections working while nothing written survives).
+    pub fn file_is_in_place(&self) -> bool {
+        self.file.as_ref().is_none_or(|file| file.exists())
     }
 
     /// Checks that the database answers.

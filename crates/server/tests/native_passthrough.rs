@@ -525,7 +525,8 @@ async fn health_and_readiness() {
         .unwrap();
     assert_eq!(
         ready,
-        json!({"status": "ready", "database": true, "usable_keys": 1})
+        json!({"status": "ready", "database": true, "usable_keys": 1,
+            "accounting": {"writing": true, "failing_since_ms": null, "pending": 0, "dropped": 0}})
     );
 
     let empty = Harness::start(Setup {

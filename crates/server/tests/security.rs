@@ -167,3 +167,53 @@ async fn smuggled_query_credentials_never_travel_upstream() {
         "a client key reached the upstream"
     );
 }
+
+/// Client-key guessing from one address: after a burst of failures the address gets 429s that
+/// say nothing about the keys it tries, a valid key it has not used before included; a key that
+/// already worked from it goes on working, and another address is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_client_keys_backs_the_address_off_without_slowing_its_known_keys() {
+    const SECOND: &str = "second-client-key-0002";
+    let mut setup = Setup::with_keys(&KEYS);
+    setup
+        .env
+        .push(("CLIENT_API_KEYS", format!("{CLIENT_KEY},{SECOND}")));
+    let gw = Harness::start(setup).await;
+    let models = |key: &str| {
+        gw.http
+            .get(gw.url("/v1/models"))
+            .bearer_auth(key.to_owned())
+            .send()
+    };
+    assert_eq!(models(CLIENT_KEY).await.unwrap().status(), 200);
+    let mut statuses = Vec::new();
+    for guess in 0..40 {
+        statuses.push(
+            models(&format!("guess-{guess:04}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        20,
+        "{statuses:?}"
+    );
+    assert!(statuses[20..].iter().all(|s| *s == 429), "{statuses:?}");
+    let backed_off = models("guess-9999").await.unwrap();
+    assert_eq!(backed_off.status(), 429);
+    assert!(backed_off.headers().contains_key("retry-after"));
+    let body: Value = backed_off.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_failed_authentications");
+    // A valid key never used from here gets no verdict either; the known one works.
+    assert_eq!(models(SECOND).await.unwrap().status(), 429);
+    assert_eq!(models(CLIENT_KEY).await.unwrap().status(), 200);
+    // Nothing of this reached the upstream beyond the known key's calls.
+    assert!(gw.mock.requests().iter().all(|r| {
+        r.api_key
+            .as_deref()
+            .is_some_and(|k| k.starts_with("AIzaSySecurity"))
+    }));
+}

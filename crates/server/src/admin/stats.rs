@@ -116,12 +116,24 @@ pub async fn stats(
         .iter()
         .map(|k| (k.id().to_string(), k.masked()))
         .collect();
+    // Whether request rows and totals are being written (a failing database holds them in
+    // memory, up to a bound, and says so here).
+    let accounting = {
+        let health = app.accountant.health();
+        json!({
+            "writing": health.failing_since_ms.is_none() && app.storage.file_is_in_place(),
+            "failing_since_ms": health.failing_since_ms,
+            "pending": health.pending,
+            "dropped": health.dropped,
+        })
+    };
     Ok(Json(json!({
         "now_ms": now,
         "today_day": today,
         "today": sum(&today_points),
         "total": sum(&all_days),
         "pool": health,
+        "accounting": accounting,
         "hourly": hourly,
         "daily": daily,
         "by_model": app.storage.breakdown(BreakdownDimension::Model, since_day, &filter).await?,
