@@ -242,6 +242,7 @@ function limitsText(client) {
   if (client.rpm_limit) parts.push(`${client.rpm_limit}/min`);
   if (client.rpd_limit) parts.push(`${client.rpd_limit}/day`);
   if (client.daily_token_limit) parts.push(`${formatNumber(client.daily_token_limit)} tok/day`);
+  if (client.max_concurrent) parts.push(t("clients.atOnce", { limit: client.max_concurrent }));
   if (client.allowed_models) parts.push(client.allowed_models.join(", "));
   if (client.expires_at) parts.push(`⏱ ${new Date(client.expires_at).toLocaleDateString()}`);
   return parts.join(" · ") || t("clients.none");
@@ -293,6 +294,7 @@ document.getElementById("create-client").addEventListener("submit", (event) => {
       rpm_limit: optionalNumber("client-rpm"),
       rpd_limit: optionalNumber("client-rpd"),
       daily_token_limit: optionalNumber("client-tokens"),
+      max_concurrent: optionalNumber("client-concurrent"),
       allowed_models: models.length ? models : undefined,
       expires_at: expires ? new Date(`${expires}T23:59:59`).getTime() : undefined,
     });

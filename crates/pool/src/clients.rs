@@ -3,7 +3,8 @@
 //! pool is touched. Days are Pacific days, like the upstream quotas.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -25,6 +26,8 @@ pub struct ClientLimits {
     pub allowed_models: Option<Vec<String>>,
     /// When the key stops working (ms since the epoch).
     pub expires_at_ms: Option<u64>,
+    /// Requests the key may have in flight at once (streams count until they end).
+    pub max_concurrent: Option<u32>,
 }
 
 impl ClientLimits {
@@ -58,6 +61,12 @@ pub enum ClientRefusal {
         /// Until the Pacific-midnight reset.
         retry_after: Duration,
     },
+    /// It has as many requests in flight as it may.
+    #[error("this API key's limit of {limit} requests at once is reached")]
+    Concurrency {
+        /// The limit.
+        limit: u32,
+    },
     /// Its daily token budget is spent.
     #[error("this API key's budget of {limit} tokens per day is spent")]
     Tokens {
@@ -73,6 +82,8 @@ impl ClientRefusal {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Expired => None,
+            // A request in flight ends soon, usually.
+            Self::Concurrency { .. } => Some(Duration::from_secs(1)),
             Self::PerMinute { retry_after, .. }
             | Self::PerDay { retry_after, .. }
             | Self::Tokens { retry_after, .. } => Some(*retry_after),
@@ -109,9 +120,31 @@ impl ClientUsage {
 #[derive(Debug, Default)]
 pub struct ClientGate {
     usage: DashMap<i64, Mutex<ClientUsage>>,
+    in_flight: DashMap<i64, Arc<AtomicU32>>,
+}
+
+/// One request of a client in flight: gives its place back when dropped (with the response,
+/// so a stream holds it until it ends).
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl ClientGate {
+    /// Takes a place among the requests client `id` may have in flight (`limit`), or refuses.
+    pub fn enter(&self, id: i64, limit: u32) -> Result<InFlight, ClientRefusal> {
+        let counter = Arc::clone(self.in_flight.entry(id).or_default().value());
+        if counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            counter.fetch_sub(1, Ordering::AcqRel);
+            return Err(ClientRefusal::Concurrency { limit });
+        }
+        Ok(InFlight(counter))
+    }
+
     /// Admits one request of client `id` under `limits` at `now`, counting it; or refuses it.
     pub fn admit(&self, id: i64, limits: &ClientLimits, now: u64) -> Result<(), ClientRefusal> {
         if limits.expires_at_ms.is_some_and(|at| at <= now) {
@@ -189,6 +222,22 @@ impl ClientGate {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn requests_in_flight_are_bounded_and_their_places_come_back() {
+        let gate = ClientGate::default();
+        let first = gate.enter(7, 2).unwrap();
+        let second = gate.enter(7, 2).unwrap();
+        assert_eq!(
+            gate.enter(7, 2).unwrap_err(),
+            ClientRefusal::Concurrency { limit: 2 }
+        );
+        assert!(gate.enter(8, 2).is_ok(), "other clients have their own");
+        drop(first);
+        let third = gate.enter(7, 2).unwrap();
+        drop((second, third));
+        assert!(gate.enter(7, 1).is_ok());
+    }
+
     use super::*;
 
     const NOON: u64 = 1_795_636_800_000;

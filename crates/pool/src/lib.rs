@@ -43,7 +43,7 @@ use secrecy::{ExposeSecret, SecretString};
 pub use affinity::Affinity;
 use book::{Check, Gate, ModelBook};
 pub use budget::RetryBudget;
-pub use clients::{ClientGate, ClientLimits, ClientRefusal};
+pub use clients::{ClientGate, ClientLimits, ClientRefusal, InFlight};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use failure::{
     CoolingReason, Failure, LearnedLimit, MAX_QUOTA_COOLDOWN, QuotaExhausted, QuotaWindow,

@@ -186,8 +186,28 @@ pub async fn require_client(
                 {
                     return ApiError::ClientRefused(refusal).into_response_for(dialect);
                 }
+                let in_flight = match client.limits.max_concurrent {
+                    Some(limit) => match state.client_gate.enter(client.id, limit) {
+                        Ok(place) => Some(place),
+                        Err(refusal) => {
+                            return ApiError::ClientRefused(refusal).into_response_for(dialect);
+                        }
+                    },
+                    None => None,
+                };
                 request.extensions_mut().insert(client);
-                next.run(request).await
+                let response = next.run(request).await;
+                match in_flight {
+                    // The place is given back when the response body ends (a stream holds it
+                    // to its last event) or is dropped.
+                    Some(place) => response.map(|body| {
+                        axum::body::Body::new(HoldingBody {
+                            body,
+                            _place: place,
+                        })
+                    }),
+                    None => response,
+                }
             }
             None => {
                 if let Some(address) = address {
@@ -203,6 +223,32 @@ pub async fn require_client(
             }
             ApiError::MissingKey.into_response_for(dialect)
         }
+    }
+}
+
+/// A response body that holds a client's place among its requests in flight.
+struct HoldingBody {
+    body: axum::body::Body,
+    _place: pool::InFlight,
+}
+
+impl http_body::Body for HoldingBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(context)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

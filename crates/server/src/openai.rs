@@ -180,15 +180,21 @@ async fn create_chat_completion(
 ) -> Result<Response, ApiError> {
     let extensions = request.extensions().clone();
     let chat: ChatCompletionRequest = read_json(request).await?;
-    let translated = translate_chat_request(&chat, &*app.calls)?;
+    let mut translated = translate_chat_request(&chat, &*app.calls)?;
+    // A request may carry a hundred megabytes of inline media: each copy is freed as soon as
+    // the next exists (the OpenAI request once translated, the Gemini one once serialised), so
+    // at most two are held at any time.
+    drop(chat);
     crate::auth::ensure_model_allowed(&extensions, &translated.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
-    let body = serde_json::to_vec(&translated.body)
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
     // Cached contents and uploaded files can only be used through their own project's keys.
     let project = project_owning(app, &referenced_resources(&translated.body))?;
+    let gemini_body = std::mem::take(&mut translated.body);
+    let body =
+        serde_json::to_vec(&gemini_body).map_err(|error| ApiError::Internal(error.to_string()))?;
+    drop(gemini_body);
     let outgoing = Outgoing {
         method: Method::POST,
         path_and_query: translated.upstream_path(),

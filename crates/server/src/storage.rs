@@ -378,7 +378,7 @@ impl Storage {
     pub async fn client_keys(&self) -> Result<Vec<ClientKeyRow>, StorageError> {
         let rows = sqlx::query(
             "SELECT id, name, digest, enabled, rpm_limit, rpd_limit, daily_token_limit,
-                    allowed_models, expires_at_ms
+                    allowed_models, expires_at_ms, max_concurrent
              FROM client_keys WHERE retired_at IS NULL",
         )
         .fetch_all(&self.pool)
@@ -399,6 +399,7 @@ impl Storage {
                         daily_tokens: to_u64(row.try_get("daily_token_limit")?),
                         allowed_models: allowed.and_then(|json| serde_json::from_str(&json).ok()),
                         expires_at_ms: to_u64(row.try_get("expires_at_ms")?),
+                        max_concurrent: to_u32(row.try_get("max_concurrent")?),
                     },
                 })
             })
@@ -709,7 +710,7 @@ impl Storage {
     ) -> Result<(), StorageError> {
         sqlx::query(
             "UPDATE client_keys SET rpm_limit = $2, rpd_limit = $3, daily_token_limit = $4,
-                allowed_models = $5, expires_at_ms = $6 WHERE id = $1",
+                allowed_models = $5, expires_at_ms = $6, max_concurrent = $7 WHERE id = $1",
         )
         .bind(id)
         .bind(limits.rpm.map(i64::from))
@@ -722,6 +723,7 @@ impl Storage {
                 .map(|models| serde_json::json!(models).to_string()),
         )
         .bind(limits.expires_at_ms.map(to_i64))
+        .bind(limits.max_concurrent.map(i64::from))
         .execute(&self.pool)
         .await?;
         Ok(())

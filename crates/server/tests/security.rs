@@ -217,3 +217,58 @@ async fn guessing_client_keys_backs_the_address_off_without_slowing_its_known_ke
             .is_some_and(|k| k.starts_with("AIzaSySecurity"))
     }));
 }
+
+/// A client key limited to two requests at once: a third, while two streams are open, is
+/// refused at once (429, its own dialect); the places come back when the streams end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_keys_requests_in_flight_are_bounded_and_streams_hold_their_place() {
+    let gw = Harness::start(Setup::with_keys(&KEYS)).await;
+    let limits = pool::ClientLimits {
+        max_concurrent: Some(2),
+        ..pool::ClientLimits::default()
+    };
+    let client = gw.state.storage.client_keys().await.unwrap()[0].id;
+    gw.state
+        .storage
+        .set_client_limits(client, &limits)
+        .await
+        .unwrap();
+    gw.state
+        .clients
+        .replace(gw.state.storage.client_keys().await.unwrap());
+    let gate = gw.mock.gate_streams();
+    let stream = || {
+        gw.http
+            .post(gw.url("/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"))
+            .header("x-goog-api-key", CLIENT_KEY)
+            .json(&text_request("hold"))
+            .send()
+    };
+    let first = stream().await.unwrap();
+    let second = stream().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    let third = gw.generate("gemini-2.5-flash", text_request("third")).await;
+    assert_eq!(third.status(), 429);
+    assert!(third.headers().contains_key("retry-after"));
+    let body: Value = third.json().await.unwrap();
+    assert_eq!(body["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 requests at once")
+    );
+    // The streams end: their places come back.
+    gate.add_permits(100);
+    first.text().await.unwrap();
+    second.text().await.unwrap();
+    assert_eq!(
+        gw.generate("gemini-2.5-flash", text_request("after"))
+            .await
+            .status(),
+        200
+    );
+}

@@ -41,6 +41,7 @@ fn client_json(row: &ClientKeyAdminRow, usage: &UsageTotals) -> Value {
         "daily_token_limit": row.limits.daily_tokens,
         "allowed_models": row.limits.allowed_models,
         "expires_at": row.limits.expires_at_ms,
+        "max_concurrent": row.limits.max_concurrent,
     })
 }
 
@@ -79,6 +80,7 @@ pub struct CreateClientKey {
     allowed_models: Option<Vec<String>>,
     /// Expiry, ms since the epoch.
     expires_at: Option<u64>,
+    max_concurrent: Option<u32>,
 }
 
 fn check_name(name: &str) -> Result<String, AdminError> {
@@ -103,6 +105,12 @@ fn check_limits(limits: &pool::ClientLimits) -> Result<(), AdminError> {
         return Err(AdminError::invalid(
             "Limits must be at least 1 (leave them out for no limit).",
             "rpd_limit",
+        ));
+    }
+    if limits.max_concurrent == Some(0) {
+        return Err(AdminError::invalid(
+            "Limits must be at least 1 (leave them out for no limit).",
+            "max_concurrent",
         ));
     }
     if limits.daily_tokens == Some(0) {
@@ -148,6 +156,7 @@ pub async fn create_client_key(
         daily_tokens: request.daily_token_limit,
         allowed_models: request.allowed_models,
         expires_at_ms: request.expires_at,
+        max_concurrent: request.max_concurrent,
     };
     check_limits(&limits)?;
     let key = new_client_key();
@@ -181,6 +190,8 @@ pub struct UpdateClientKey {
     allowed_models: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     expires_at: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    max_concurrent: Option<Option<u32>>,
 }
 
 /// `PATCH /api/client-keys/{id}`.
@@ -215,6 +226,9 @@ pub async fn update_client_key(
     }
     if let Some(expires) = update.expires_at {
         limits.expires_at_ms = expires;
+    }
+    if let Some(concurrent) = update.max_concurrent {
+        limits.max_concurrent = concurrent;
     }
     check_limits(&limits)?;
     app.storage
