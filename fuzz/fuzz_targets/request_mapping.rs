@@ -3,8 +3,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use translate::openai::ChatCompletionRequest;
-use translate::request::{NoMemory, translate_chat_request};
+use translate::openai::chat::types::ChatCompletionRequest;
+use translate::common::signatures::NoMemory;
+use translate::openai::chat::request::translate_chat_request;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(request) = serde_json::from_slice::<ChatCompletionRequest>(data) else {

@@ -5,7 +5,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use translate::gemini::{AnswerShape, GenerateContentResponse};
-use translate::response::{ResponseContext, chat_completion};
+use translate::openai::chat::response::{ResponseContext, chat_completion};
 
 fuzz_target!(|data: &[u8]| {
     let shape_empty = AnswerShape::read(data).map(|shape| shape.is_empty());

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use translate::sse::SseDecoder;
+use translate::gemini::sse::SseDecoder;
 
 fn decode(pieces: &[&[u8]]) -> Vec<String> {
     let mut decoder = SseDecoder::new();

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use translate::errors::from_upstream;
+use translate::openai::errors::from_upstream;
 use translate::gemini::UpstreamError;
 
 fuzz_target!(|data: &[u8]| {

@@ -21,7 +21,7 @@ use memchr::memmem;
 use pool::{DayCount, PoolKey};
 use tokio::sync::{mpsc, oneshot};
 use translate::gemini::UsageMetadata;
-use translate::sse::SseDecoder;
+use translate::gemini::sse::SseDecoder;
 
 use crate::state::AppState;
 use crate::storage::Storage;

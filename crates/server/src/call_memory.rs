@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
-use translate::request::{CallMemory, RememberedCall};
+use translate::common::signatures::{CallMemory, RememberedCall};
 
 /// How long a call is remembered.
 const TTL: Duration = Duration::from_secs(24 * 3600);

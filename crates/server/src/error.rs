@@ -52,7 +52,7 @@ pub enum ApiError {
     },
     /// An upstream error answer, already mapped to OpenAI's status, type and code.
     #[error("{}", .0.message)]
-    Upstream(translate::errors::OpenAiError),
+    Upstream(translate::openai::errors::OpenAiError),
     /// The upstream answered 200 with something that is not a Gemini answer.
     #[error("The upstream answer could not be read.")]
     UpstreamInvalidResponse(String),

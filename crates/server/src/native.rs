@@ -18,8 +18,10 @@ use memchr::memmem;
 use pool::PoolKey;
 use serde::Deserialize;
 use serde_json::Value;
-use translate::native::{NativePath, PathError, created_resource_name, referenced_resources};
-use translate::sse::MAX_EVENT_BYTES;
+use translate::gemini::native::{
+    NativePath, PathError, created_resource_name, referenced_resources,
+};
+use translate::gemini::sse::MAX_EVENT_BYTES;
 
 use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
@@ -358,12 +360,14 @@ fn json_depth(json: &[u8]) -> usize {
 
 /// Splits `/v1beta/rest` or `/v1/rest` into the version and the rest.
 fn split_version(path: &str) -> Option<(&'static str, &str)> {
-    translate::native::API_VERSIONS.iter().find_map(|version| {
-        path.strip_prefix('/')?
-            .strip_prefix(version)?
-            .strip_prefix('/')
-            .map(|rest| (*version, rest))
-    })
+    translate::gemini::native::API_VERSIONS
+        .iter()
+        .find_map(|version| {
+            path.strip_prefix('/')?
+                .strip_prefix(version)?
+                .strip_prefix('/')
+                .map(|rest| (*version, rest))
+        })
 }
 
 /// Query parameters of the Gemini API that are relayed; everything else stays at the gateway.

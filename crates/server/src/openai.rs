@@ -13,14 +13,14 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use translate::embeddings::{EmbeddingsPlan, EmbeddingsRequest};
-use translate::errors::{OpenAiError, from_upstream};
 use translate::gemini::GenerateContentResponse;
-use translate::native::referenced_resources;
-use translate::openai::ChatCompletionRequest;
-use translate::request::translate_chat_request;
-use translate::response::{ResponseContext, chat_completion};
-use translate::stream::{StreamContext, StreamItem, StreamTranslator};
+use translate::gemini::native::referenced_resources;
+use translate::openai::chat::request::translate_chat_request;
+use translate::openai::chat::response::{ResponseContext, chat_completion};
+use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
+use translate::openai::chat::types::ChatCompletionRequest;
+use translate::openai::embeddings::{EmbeddingsPlan, EmbeddingsRequest};
+use translate::openai::errors::{OpenAiError, from_upstream};
 
 use crate::accounting::RequestMeter;
 use crate::error::{ApiError, Dialect};
@@ -47,8 +47,8 @@ pub fn is_openai_path(rest: &str, gemini_auth: bool) -> bool {
             None => {
                 !gemini_auth
                     && matches!(
-                        translate::native::NativePath::parse(rest),
-                        Err(translate::native::PathError::UnknownCollection(_))
+                        translate::gemini::native::NativePath::parse(rest),
+                        Err(translate::gemini::native::PathError::UnknownCollection(_))
                     )
             }
         },
@@ -149,7 +149,7 @@ fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
             retry_after,
             daily,
             last_answer,
-        } => ApiError::Upstream(translate::errors::pool_exhausted(
+        } => ApiError::Upstream(translate::openai::errors::pool_exhausted(
             crate::error::whole_seconds(retry_after),
             daily,
             model,
@@ -320,7 +320,7 @@ async fn stream_chat_completion(
                     if decoder.is_overflowed() {
                         let error = OpenAiError::upstream_stream(&format!(
                             "An upstream event was larger than {} MiB; the stream was ended.",
-                            translate::sse::MAX_EVENT_BYTES / (1024 * 1024)
+                            translate::gemini::sse::MAX_EVENT_BYTES / (1024 * 1024)
                         ));
                         yield Ok(sse_event(&StreamItem::Error(error)));
                         break;
@@ -420,14 +420,14 @@ async fn list_models(app: &App) -> Result<Response, ApiError> {
             break;
         }
     }
-    Ok(axum::Json(translate::models::openai_model_list(&pages)).into_response())
+    Ok(axum::Json(translate::openai::models::openai_model_list(&pages)).into_response())
 }
 
 /// `GET /v1/models/{id}`.
 async fn retrieve_model(app: &App, id: &str) -> Result<Response, ApiError> {
-    let model = translate::model::normalize_model(id)?;
+    let model = translate::common::model::normalize_model(id)?;
     let entry = get_json(app, format!("v1beta/models/{model}"), &model).await?;
-    let object = translate::models::openai_model(&entry).unwrap_or_else(
+    let object = translate::openai::models::openai_model(&entry).unwrap_or_else(
         || serde_json::json!({"id": model, "object": "model", "created": 0, "owned_by": "google"}),
     );
     Ok(axum::Json(object).into_response())
@@ -441,7 +441,7 @@ async fn create_embeddings(
 ) -> Result<Response, ApiError> {
     let extensions = request.extensions().clone();
     let embeddings: EmbeddingsRequest = read_json(request).await?;
-    let plan = translate::embeddings::plan(&embeddings)?;
+    let plan = translate::openai::embeddings::plan(&embeddings)?;
     crate::auth::ensure_model_allowed(&extensions, &plan.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&plan.model);

@@ -21,7 +21,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use pool::{Failure, KeyId, PickError, PickRequest, PoolKey};
 use translate::gemini::AnswerShape;
-use translate::sse::SseDecoder;
+use translate::gemini::sse::SseDecoder;
 
 use crate::classify::{About, classify, redact_secrets};
 use crate::state::App;

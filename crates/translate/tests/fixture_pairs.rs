@@ -6,11 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
 use serde_json::{Value, json};
-use translate::openai::ChatCompletionRequest;
-use translate::request::{NoMemory, translate_chat_request};
-use translate::response::{ResponseContext, chat_completion};
-use translate::sse::SseDecoder;
-use translate::stream::{StreamContext, StreamItem, StreamTranslator};
+use translate::common::signatures::NoMemory;
+use translate::gemini::sse::SseDecoder;
+use translate::openai::chat::request::translate_chat_request;
+use translate::openai::chat::response::{ResponseContext, chat_completion};
+use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
+use translate::openai::chat::types::ChatCompletionRequest;
 
 fn fixture(path: &str) -> String {
     let full = format!("{}/tests/fixtures/{path}", env!("CARGO_MANIFEST_DIR"));

@@ -121,7 +121,11 @@ fn check_limits(limits: &pool::ClientLimits) -> Result<(), AdminError> {
     }
     if let Some(models) = &limits.allowed_models {
         for (i, model) in models.iter().enumerate() {
-            if translate::model::normalize_model(model).ok().as_deref() != Some(model.as_str()) {
+            if translate::common::model::normalize_model(model)
+                .ok()
+                .as_deref()
+                != Some(model.as_str())
+            {
                 return Err(AdminError::invalid(
                     format!("'{model}' is not a model id."),
                     format!("allowed_models[{i}]"),

@@ -101,7 +101,11 @@ impl RuntimeSettings {
             ));
         }
         for (model, limits) in &self.model_limits {
-            if translate::model::normalize_model(model).ok().as_deref() != Some(model.as_str()) {
+            if translate::common::model::normalize_model(model)
+                .ok()
+                .as_deref()
+                != Some(model.as_str())
+            {
                 return Err(AdminError::invalid(
                     format!("'{model}' is not a model id."),
                     "model_limits",

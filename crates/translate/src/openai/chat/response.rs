@@ -2,15 +2,15 @@
 
 use serde_json::{Value, json};
 
+use crate::common::signatures::RememberedCall;
 use crate::error::TranslateError;
 use crate::gemini::{
     Candidate, FinishReason as GeminiFinish, GenerateContentResponse, Part, UsageMetadata,
 };
-use crate::openai::{
+use crate::openai::chat::types::{
     AssistantMessage, ChatCompletion, Choice, CompletionTokensDetails, FinishReason, FunctionOut,
     PromptTokensDetails, ToolCallOut, Usage,
 };
-use crate::request::RememberedCall;
 
 /// What the response needs from the request.
 #[derive(Debug, Clone)]

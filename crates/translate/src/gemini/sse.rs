@@ -169,7 +169,7 @@ fn parse_event(raw: &[u8]) -> Option<SseEvent> {
 mod tests {
     use super::*;
 
-    const GEMINI_STREAM: &[u8] = include_bytes!("../tests/fixtures/gemini/stream_text.sse");
+    const GEMINI_STREAM: &[u8] = include_bytes!("../../tests/fixtures/gemini/stream_text.sse");
 
     fn decode_all(chunks: &[&[u8]]) -> (Vec<SseEvent>, Vec<u8>) {
         let mut decoder = SseDecoder::new();

@@ -6,12 +6,14 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::errors::{OpenAiError, from_stream_error};
 use crate::gemini::{FinishReason as GeminiFinish, GenerateContentResponse, UsageMetadata};
-use crate::openai::{
+use crate::openai::chat::response::{
+    EmittedCall, PartOutput, convert_part, map_finish_reason, map_usage,
+};
+use crate::openai::chat::types::{
     ChatCompletionChunk, ChunkChoice, ChunkUsage, Delta, FinishReason, ToolCallOut,
 };
-use crate::response::{EmittedCall, PartOutput, convert_part, map_finish_reason, map_usage};
+use crate::openai::errors::{OpenAiError, from_stream_error};
 
 /// What the stream needs from the request.
 #[derive(Debug, Clone)]

@@ -34,15 +34,15 @@ mod tests {
     #[test]
     fn both_pages_are_merged_and_predict_only_models_dropped() {
         let page1: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/gemini/models_list_page1.json"
+            "../../tests/fixtures/gemini/models_list_page1.json"
         ))
         .unwrap();
         let page2: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/gemini/models_list_page2.json"
+            "../../tests/fixtures/gemini/models_list_page2.json"
         ))
         .unwrap();
         let expected: Value =
-            serde_json::from_str(include_str!("../tests/fixtures/openai/models_list.json"))
+            serde_json::from_str(include_str!("../../tests/fixtures/openai/models_list.json"))
                 .unwrap();
         assert_eq!(openai_model_list([&page1, &page2]), expected);
     }

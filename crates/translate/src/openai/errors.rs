@@ -256,9 +256,10 @@ mod tests {
     /// Every row of the shared `error_mapping.json`, run through the mapping.
     #[test]
     fn every_fixture_maps_as_the_spec_table_says() {
-        let table: Vec<Value> =
-            serde_json::from_str(include_str!("../tests/fixtures/openai/error_mapping.json"))
-                .unwrap();
+        let table: Vec<Value> = serde_json::from_str(include_str!(
+            "../../tests/fixtures/openai/error_mapping.json"
+        ))
+        .unwrap();
         assert!(table.len() >= 15);
         for row in table {
             let name = row["gemini_fixture"]

@@ -4,8 +4,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use crate::common::model::normalize_model;
 use crate::error::TranslateError;
-use crate::model::normalize_model;
 
 /// The model used when the request names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "gemini-embedding-001";
@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn an_array_becomes_batches_of_at_most_100_in_order() {
         let fixture: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/requests/req_embeddings.json"
+            "../../tests/fixtures/requests/req_embeddings.json"
         ))
         .unwrap();
         let plan = plan(&request(fixture["openai_request"].clone())).unwrap();
@@ -290,11 +290,11 @@ mod tests {
     #[test]
     fn base64_is_little_endian_float32() {
         let gemini: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/gemini/batch_embed_contents.json"
+            "../../tests/fixtures/gemini/batch_embed_contents.json"
         ))
         .unwrap();
         let expected: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/openai/embeddings_response_base64.json"
+            "../../tests/fixtures/openai/embeddings_response_base64.json"
         ))
         .unwrap();
         let plan = plan_of(
@@ -303,7 +303,7 @@ mod tests {
         let vectors = EmbeddingsPlan::vectors_of(&gemini).unwrap();
         assert_eq!(plan.response(vectors), expected);
         let floats: Value = serde_json::from_str(include_str!(
-            "../tests/fixtures/openai/embeddings_response.json"
+            "../../tests/fixtures/openai/embeddings_response.json"
         ))
         .unwrap();
         let plan = plan_of(json!({"model": "gemini-embedding-001", "input": ["a", "b", "c"]}));
