@@ -76,6 +76,66 @@ pub struct Candidate {
     pub finish_message: Option<String>,
     /// Log probabilities, when requested.
     pub logprobs_result: Option<LogprobsResult>,
+    /// What Google Search found, when the answer is grounded (usually on the last event).
+    pub grounding_metadata: Option<GroundingMetadata>,
+}
+
+/// `groundingMetadata`: the searches run, the web pages found, and which spans of the answer
+/// each page supports.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingMetadata {
+    /// The queries Google Search ran.
+    #[serde(default)]
+    pub web_search_queries: Vec<String>,
+    /// The pages found (`web.uri`, `web.title`).
+    #[serde(default)]
+    pub grounding_chunks: Vec<GroundingChunk>,
+    /// Spans of the answer and the chunks supporting each.
+    #[serde(default)]
+    pub grounding_supports: Vec<GroundingSupport>,
+}
+
+/// One page found.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GroundingChunk {
+    /// The page, for web results.
+    pub web: Option<WebChunk>,
+}
+
+/// A web page of a grounding chunk.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct WebChunk {
+    /// Its address (often a Google redirect).
+    #[serde(default)]
+    pub uri: String,
+    /// Its title (often the site's domain).
+    #[serde(default)]
+    pub title: String,
+}
+
+/// A span of the answer and what supports it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroundingSupport {
+    /// The span: byte offsets into the answer's text (UTF-8).
+    #[serde(default)]
+    pub segment: Segment,
+    /// Indices into `grounding_chunks`.
+    #[serde(default)]
+    pub grounding_chunk_indices: Vec<usize>,
+}
+
+/// A span of text, by byte offsets.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Segment {
+    /// Where it starts (absent for 0).
+    #[serde(default)]
+    pub start_index: usize,
+    /// Where it ends.
+    #[serde(default)]
+    pub end_index: usize,
 }
 
 /// A content: role and parts.

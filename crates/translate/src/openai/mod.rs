@@ -1,8 +1,10 @@
-//! OpenAI's wire formats: chat completions, embeddings, the model list, and upstream errors in
-//! OpenAI's shape. A new OpenAI frontend (Responses, legacy Completions) is a folder beside
-//! `chat`.
+//! OpenAI's wire formats: chat completions, Responses, legacy completions, embeddings, the model
+//! list, and upstream errors in OpenAI's shape. Responses and legacy completions are written as
+//! chat requests, so the chat translation's rules serve all three.
 
 pub mod chat;
+pub mod completions;
 pub mod embeddings;
 pub mod errors;
 pub mod models;
+pub mod responses;
