@@ -3,9 +3,13 @@
 //!
 //! A completion is a chat turn with one user message: the request becomes a chat request (so
 //! every rule of the chat translation applies) and the chat answer becomes a `text_completion`
-//! (streamed: `text_completion` chunks ending with `[DONE]`). What has no Gemini equivalent is
-//! refused naming the field: several prompts in one request, token-id prompts, `suffix`
-//! (fill-in-the-middle) and `best_of` above `n`.
+//! (streamed: `text_completion` chunks ending with `[DONE]`). Several prompts are several chat
+//! requests, whose choices are numbered prompt after prompt (`n` choices per prompt), as OpenAI
+//! numbers them. What has no Gemini equivalent is refused naming the field: token-id prompts,
+//! `suffix` (fill-in-the-middle), `best_of` above 1 and `logit_bias`.
+//!
+//! Unlike OpenAI (16 tokens), no default `max_tokens` is imposed: a client that sets none gets
+//! the model's whole answer, as from chat.
 
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -17,6 +21,8 @@ use crate::openai::chat::types::{
 
 /// OpenAI caps `logprobs` of a completion at 5.
 const MAX_LOGPROBS: u32 = 5;
+/// Prompts in one request: each is an upstream call.
+pub const MAX_PROMPTS: usize = 16;
 
 /// `POST /v1/completions` body.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -49,18 +55,18 @@ pub struct CompletionRequest {
     pub extra: Map<String, Value>,
 }
 
-/// A completion request as a chat request, and the prompt to echo back (when `echo`).
+/// One prompt of a completion request as a chat request, and the prompt to echo back.
 #[derive(Debug)]
-pub struct CompletionPlan {
+pub struct PromptPlan {
     /// The chat request to translate.
     pub chat: ChatCompletionRequest,
     /// The prompt, when the client asked for it to be repeated before the answer.
     pub echo: Option<String>,
 }
 
-/// Plans a completion: the chat request that gives it.
-pub fn plan(request: &CompletionRequest) -> Result<CompletionPlan, TranslateError> {
-    let prompt = prompt_text(request.prompt.as_ref())?;
+/// Plans a completion: one chat request per prompt.
+pub fn plan(request: &CompletionRequest) -> Result<Vec<PromptPlan>, TranslateError> {
+    let prompts = prompt_texts(request.prompt.as_ref())?;
     if request
         .suffix
         .as_deref()
@@ -71,10 +77,9 @@ pub fn plan(request: &CompletionRequest) -> Result<CompletionPlan, TranslateErro
             "suffix",
         ));
     }
-    let n = request.n.unwrap_or(1);
-    if request.best_of.is_some_and(|best_of| best_of > n) {
+    if request.best_of.is_some_and(|best_of| best_of > 1) {
         return Err(TranslateError::invalid(
-            "'best_of' above 'n' is not supported: Gemini returns every candidate it generates.",
+            "'best_of' above 1 is not supported: Gemini returns every candidate it generates (use 'n').",
             "best_of",
         ));
     }
@@ -87,6 +92,22 @@ pub fn plan(request: &CompletionRequest) -> Result<CompletionPlan, TranslateErro
             "logprobs",
         ));
     }
+    prompts
+        .into_iter()
+        .map(|prompt| {
+            Ok(PromptPlan {
+                chat: chat_request(request, &prompt)?,
+                echo: request.echo.unwrap_or(false).then_some(prompt),
+            })
+        })
+        .collect()
+}
+
+/// The chat request asking for the completion of `prompt`.
+fn chat_request(
+    request: &CompletionRequest,
+    prompt: &str,
+) -> Result<ChatCompletionRequest, TranslateError> {
     let mut chat = Map::new();
     chat.insert("model".into(), json!(request.model));
     chat.insert(
@@ -130,46 +151,43 @@ pub fn plan(request: &CompletionRequest) -> Result<CompletionPlan, TranslateErro
         chat.insert("logprobs".into(), json!(true));
         chat.insert("top_logprobs".into(), json!(top));
     }
-    let chat: ChatCompletionRequest =
-        serde_json::from_value(Value::Object(chat)).map_err(|error| {
-            TranslateError::InvalidRequest {
-                message: format!("Invalid request: {error}."),
-                param: None,
-            }
-        })?;
-    Ok(CompletionPlan {
-        chat,
-        echo: request.echo.unwrap_or(false).then_some(prompt),
+    serde_json::from_value(Value::Object(chat)).map_err(|error| TranslateError::InvalidRequest {
+        message: format!("Invalid request: {error}."),
+        param: None,
     })
 }
 
-/// The prompt as one text: a string, or a list holding one string.
-fn prompt_text(prompt: Option<&Value>) -> Result<String, TranslateError> {
+/// The prompts as texts: a string, or a list of strings.
+fn prompt_texts(prompt: Option<&Value>) -> Result<Vec<String>, TranslateError> {
+    let not_text =
+        || TranslateError::invalid("'prompt' must be a string or a list of strings.", "prompt");
     match prompt {
         // OpenAI's default prompt is `<|endoftext|>`, the start of a document: Gemini has no
-        // such token, so an empty prompt asks for text from nothing.
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(text)) => Ok(text.clone()),
-        Some(Value::Array(items)) => match items.as_slice() {
-            [] => Ok(String::new()),
-            [Value::String(text)] => Ok(text.clone()),
-            [Value::Number(_), ..] | [Value::Array(_), ..] => Err(TranslateError::invalid(
-                "Prompts of token ids are not supported: Gemini reads text. Send the prompt as a string.",
-                "prompt",
-            )),
-            [Value::String(_), ..] => Err(TranslateError::invalid(
-                "Several prompts in one request are not supported by this gateway: send one request per prompt.",
-                "prompt",
-            )),
-            _ => Err(TranslateError::invalid(
-                "'prompt' must be a string or a list of strings.",
-                "prompt",
-            )),
-        },
-        Some(_) => Err(TranslateError::invalid(
-            "'prompt' must be a string or a list of strings.",
-            "prompt",
-        )),
+        // such token, so a missing prompt asks for text from nothing.
+        None | Some(Value::Null) => Ok(vec![String::new()]),
+        Some(Value::String(text)) => Ok(vec![text.clone()]),
+        Some(Value::Array(items)) => {
+            if matches!(items.first(), Some(Value::Number(_) | Value::Array(_))) {
+                return Err(TranslateError::invalid(
+                    "Prompts of token ids are not supported: Gemini reads text. Send the prompt as a string.",
+                    "prompt",
+                ));
+            }
+            if items.len() > MAX_PROMPTS {
+                return Err(TranslateError::invalid(
+                    format!("At most {MAX_PROMPTS} prompts may be sent in one request."),
+                    "prompt",
+                ));
+            }
+            if items.is_empty() {
+                return Ok(vec![String::new()]);
+            }
+            items
+                .iter()
+                .map(|item| item.as_str().map(str::to_owned).ok_or_else(not_text))
+                .collect()
+        }
+        Some(_) => Err(not_text()),
     }
 }
 
@@ -228,55 +246,96 @@ fn completion_logprobs(chat: &Value, offset: usize) -> Value {
         "top_logprobs": top_logprobs, "text_offset": text_offset})
 }
 
-/// A chat completion as a `text_completion`.
-pub fn completion_from_chat(chat: &ChatCompletion, echo: Option<&str>) -> Value {
-    let prefix = echo.unwrap_or("");
-    let choices: Vec<Value> = chat
-        .choices
-        .iter()
-        .map(|choice| {
+/// The chat completions of a request's prompts (in order, each with its echo) as one
+/// `text_completion` named `id`.
+pub fn completion_from_chats(id: &str, answers: &[(ChatCompletion, Option<String>)]) -> Value {
+    let mut choices = Vec::new();
+    let mut usage = Usage::default();
+    let mut base = 0;
+    for (chat, echo) in answers {
+        let prefix = echo.as_deref().unwrap_or("");
+        for choice in &chat.choices {
             let text = format!(
                 "{prefix}{}",
                 choice.message.content.as_deref().unwrap_or("")
             );
-            json!({
+            choices.push(json!({
                 "text": text,
-                "index": choice.index,
+                "index": base + choice.index,
                 "logprobs": choice.logprobs.as_ref().map(|lp| completion_logprobs(lp, prefix.chars().count())),
                 "finish_reason": finish_reason(choice.finish_reason),
-            })
-        })
-        .collect();
+            }));
+        }
+        base += u32::try_from(chat.choices.len()).unwrap_or(u32::MAX);
+        add_usage(&mut usage, &chat.usage);
+    }
+    let (created, model) = answers
+        .first()
+        .map(|(chat, _)| (chat.created, chat.model.clone()))
+        .unwrap_or_default();
     json!({
-        "id": chat.id.replacen("chatcmpl-", "cmpl-", 1),
+        "id": id,
         "object": "text_completion",
-        "created": chat.created,
-        "model": chat.model,
+        "created": created,
+        "model": model,
         "choices": choices,
-        "usage": usage_json(&chat.usage),
+        "usage": usage_json(&usage),
     })
 }
 
-/// Turns the chunks of a streamed chat completion into `text_completion` chunks.
-#[derive(Debug, Default)]
+fn add_usage(total: &mut Usage, usage: &Usage) {
+    total.prompt_tokens += usage.prompt_tokens;
+    total.completion_tokens += usage.completion_tokens;
+    total.total_tokens += usage.total_tokens;
+    total.completion_tokens_details.reasoning_tokens +=
+        usage.completion_tokens_details.reasoning_tokens;
+}
+
+/// Turns the chunks of the streamed chat completions of a request's prompts, one prompt after
+/// the other, into `text_completion` chunks under one id; the usage of every prompt is added up
+/// into one last usage chunk.
+#[derive(Debug)]
 pub struct CompletionChunks {
-    /// The prompt still to send before the first text of each choice (when `echo`).
+    id: String,
+    created: u64,
+    model: String,
+    /// Choices per prompt (`n`): prompt `p`'s choice `i` is choice `p * n + i`.
+    per_prompt: u32,
+    /// The prompt being streamed and its echo (when `echo`).
+    prompt: u32,
     echo: Option<String>,
     echoed: Vec<u32>,
+    usage: Option<Usage>,
 }
 
 impl CompletionChunks {
-    /// A converter repeating `echo` before each choice's text.
-    pub fn new(echo: Option<String>) -> Self {
+    /// A converter for a completion `id` with `per_prompt` choices per prompt.
+    pub fn new(id: String, created: u64, model: String, per_prompt: u32) -> Self {
         Self {
-            echo,
+            id,
+            created,
+            model,
+            per_prompt: per_prompt.max(1),
+            prompt: 0,
+            echo: None,
             echoed: Vec::new(),
+            usage: None,
         }
     }
 
+    /// The next prompt starts (number `prompt`), repeating `echo` before its text.
+    pub fn start_prompt(&mut self, prompt: u32, echo: Option<String>) {
+        self.prompt = prompt;
+        self.echo = echo;
+        self.echoed.clear();
+    }
+
     /// A chat chunk as a completion chunk; `None` when it carries nothing a completion shows
-    /// (the role announcement, thoughts).
+    /// (the role announcement, thoughts, usage: see [`Self::usage_chunk`]).
     pub fn convert(&mut self, chunk: &ChatCompletionChunk) -> Option<Value> {
+        if let ChunkUsage::Totals(usage) = &chunk.usage {
+            add_usage(self.usage.get_or_insert_with(Usage::default), usage);
+        }
         let mut choices = Vec::with_capacity(chunk.choices.len());
         for choice in &chunk.choices {
             let mut text = String::new();
@@ -293,29 +352,34 @@ impl CompletionChunks {
             }
             choices.push(json!({
                 "text": text,
-                "index": choice.index,
+                "index": self.prompt * self.per_prompt + choice.index,
                 "logprobs": choice.logprobs.as_ref().map(|lp| completion_logprobs(lp, 0)),
                 "finish_reason": choice.finish_reason.map(finish_reason),
             }));
         }
-        let usage = match &chunk.usage {
-            ChunkUsage::Totals(usage) => Some(usage_json(usage)),
-            ChunkUsage::Absent | ChunkUsage::Null => None,
-        };
-        if choices.is_empty() && usage.is_none() {
+        if choices.is_empty() {
             return None;
         }
-        let mut value = json!({
-            "id": chunk.id.replacen("chatcmpl-", "cmpl-", 1),
+        Some(json!({
+            "id": self.id,
             "object": "text_completion",
-            "created": chunk.created,
-            "model": chunk.model,
+            "created": self.created,
+            "model": self.model,
             "choices": choices,
-        });
-        if let Some(usage) = usage {
-            value["usage"] = usage;
-        }
-        Some(value)
+        }))
+    }
+
+    /// The last chunk, with no choices and every prompt's usage (when usage was asked for).
+    pub fn usage_chunk(&self) -> Option<Value> {
+        let usage = self.usage.as_ref()?;
+        Some(json!({
+            "id": self.id,
+            "object": "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage_json(usage),
+        }))
     }
 }
 
@@ -340,14 +404,15 @@ mod tests {
     }
 
     #[test]
-    fn a_prompt_is_one_user_turn_with_the_sampling_settings() {
+    fn each_prompt_is_one_user_turn_with_the_sampling_settings() {
         let planned = plan(&request(
-            json!({"model": "gemini-2.5-flash", "prompt": ["Say hi"],
+            json!({"model": "gemini-2.5-flash", "prompt": ["Say hi", "Say bye"],
             "max_tokens": 16, "temperature": 0.1, "stop": ["\n"], "echo": true}),
         ))
         .unwrap();
-        assert_eq!(planned.echo.as_deref(), Some("Say hi"));
-        let body = translate_chat_request(&planned.chat, &NoMemory)
+        assert_eq!(planned.len(), 2);
+        assert_eq!(planned[1].echo.as_deref(), Some("Say bye"));
+        let body = translate_chat_request(&planned[0].chat, &NoMemory)
             .unwrap()
             .body;
         assert_eq!(
@@ -356,14 +421,27 @@ mod tests {
         );
         assert_eq!(body["generationConfig"]["maxOutputTokens"], 16);
         assert_eq!(body["generationConfig"]["stopSequences"], json!(["\n"]));
+        // No default length: OpenAI's 16 tokens would cut the answer of a client that sets none.
+        let plain = plan(&request(
+            json!({"model": "gemini-2.5-flash", "prompt": "x"}),
+        ))
+        .unwrap();
+        let body = translate_chat_request(&plain[0].chat, &NoMemory)
+            .unwrap()
+            .body;
+        assert!(
+            body["generationConfig"].get("maxOutputTokens").is_none(),
+            "{body}"
+        );
     }
 
     #[test]
     fn what_gemini_cannot_do_is_refused_naming_the_field() {
         assert_eq!(
-            refused(json!({"model": "m", "prompt": ["a", "b"]})),
+            refused(json!({"model": "m", "prompt": vec!["a"; 17]})),
             "prompt"
         );
+        assert_eq!(refused(json!({"model": "m", "prompt": ["a", 2]})), "prompt");
         assert_eq!(
             refused(json!({"model": "m", "prompt": [1, 2, 3]})),
             "prompt"
@@ -374,17 +452,25 @@ mod tests {
             "suffix"
         );
         assert_eq!(
-            refused(json!({"model": "m", "prompt": "a", "best_of": 3})),
+            refused(json!({"model": "m", "prompt": "a", "best_of": 2, "n": 2})),
             "best_of"
         );
         assert_eq!(
             refused(json!({"model": "m", "prompt": "a", "logprobs": 6})),
             "logprobs"
         );
+        let plan = plan(&request(
+            json!({"model": "gemini-2.5-flash", "prompt": "a", "logit_bias": {"1": 5}}),
+        ))
+        .unwrap();
+        assert!(matches!(
+            translate_chat_request(&plan[0].chat, &NoMemory),
+            Err(TranslateError::InvalidRequest { param: Some(p), .. }) if p == "logit_bias"
+        ));
     }
 
     #[test]
-    fn answers_become_text_completions_with_echo_and_logprobs() {
+    fn answers_become_one_text_completion_with_echo_logprobs_and_summed_usage() {
         let answer: GenerateContentResponse = serde_json::from_value(json!({
             "candidates": [{"index": 0, "content": {"role": "model", "parts": [{"text": " there"}]},
                 "finishReason": "MAX_TOKENS",
@@ -398,30 +484,30 @@ mod tests {
             logprobs: true,
         };
         let (chat, _) = chat_completion(&answer, &context, &mut || "id".to_owned()).unwrap();
-        let completion = completion_from_chat(&chat, Some("Hi"));
+        let completion =
+            completion_from_chats("cmpl-1", &[(chat.clone(), Some("Hi".into())), (chat, None)]);
         assert_eq!(completion["object"], "text_completion");
-        assert!(
-            completion["id"].as_str().unwrap().starts_with("cmpl-"),
-            "{completion}"
-        );
+        assert_eq!(completion["id"], "cmpl-1");
+        assert_eq!(completion["choices"][1]["index"], 1);
+        assert_eq!(completion["choices"][1]["text"], " there");
+        assert_eq!(completion["usage"]["total_tokens"], 6);
         let choice = &completion["choices"][0];
         assert_eq!(choice["text"], "Hi there");
         assert_eq!(choice["finish_reason"], "length");
         assert_eq!(choice["logprobs"]["tokens"], json!([" there"]));
         assert_eq!(choice["logprobs"]["text_offset"], json!([2]));
         assert_eq!(choice["logprobs"]["top_logprobs"][0][" you"], -1.5);
-        assert_eq!(completion["usage"]["total_tokens"], 3);
     }
 
     #[test]
-    fn streamed_chunks_carry_text_echo_once_and_the_usage_chunk() {
+    fn streamed_chunks_carry_text_echo_once_numbered_by_prompt_and_one_usage_chunk() {
         let mut translator = StreamTranslator::new(StreamContext {
             model: "gemini-2.5-flash".into(),
             created: 7,
             include_usage: true,
         });
-        let mut converter = CompletionChunks::new(Some("Q: ".into()));
-        let mut out = Vec::new();
+        let mut converter = CompletionChunks::new("cmpl-1".into(), 7, "gemini-2.5-flash".into(), 1);
+        converter.start_prompt(1, Some("Q: ".into()));
         let mut items = translator.on_event(
             r#"{"candidates":[{"content":{"role":"model","parts":[{"text":"A"}]},"index":0}]}"#,
             &mut || "c".to_owned(),
@@ -431,22 +517,24 @@ mod tests {
             &mut || "c".to_owned(),
         ));
         items.extend(translator.finish());
+        let mut out = Vec::new();
         for item in &items {
             match item {
                 StreamItem::Chunk(chunk) => out.extend(converter.convert(chunk)),
-                StreamItem::Done => out.push(json!("[DONE]")),
+                StreamItem::Done => {}
                 StreamItem::Error(error) => panic!("{error:?}"),
             }
         }
+        out.extend(converter.usage_chunk());
         let texts: Vec<&str> = out
             .iter()
             .flat_map(|chunk| chunk["choices"].as_array().into_iter().flatten())
             .map(|choice| choice["text"].as_str().unwrap())
             .collect();
         assert_eq!(texts.concat(), "Q: AB");
-        assert_eq!(out[out.len() - 2]["usage"]["total_tokens"], 3);
-        assert_eq!(out[out.len() - 2]["choices"], json!([]));
-        assert_eq!(out.last().unwrap(), &json!("[DONE]"));
+        assert_eq!(out[0]["choices"][0]["index"], 1);
+        assert_eq!(out.last().unwrap()["usage"]["total_tokens"], 3);
+        assert_eq!(out.last().unwrap()["choices"], json!([]));
         assert!(
             out.iter()
                 .any(|c| c["choices"][0]["finish_reason"] == "stop")
