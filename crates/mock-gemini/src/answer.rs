@@ -6,7 +6,9 @@
 //!   Gemini 3 models refuse a first call without one (as the real API does);
 //! - JSON mode answers JSON (following `responseJsonSchema` properties);
 //! - `includeThoughts` adds a thought part; `maxOutputTokens` truncates (thinking counts);
-//! - `candidateCount` gives several candidates; a prompt containing `BLOCK_ME` is blocked.
+//! - `candidateCount` gives several candidates; a prompt containing `BLOCK_ME` is blocked;
+//! - a `googleSearch` tool grounds the answer: `groundingMetadata` with one query, one web page
+//!   and a support spanning the whole text (on the last event when streamed).
 
 use axum::response::Response;
 use serde_json::{Value, json};
@@ -24,6 +26,7 @@ const SENTINEL: &str = "skip_thought_signature_validator";
 pub(crate) struct CandidatePlan {
     pub parts: Vec<Value>,
     pub finish: &'static str,
+    pub grounding: Option<Value>,
 }
 
 pub(crate) struct Answer {
@@ -262,6 +265,26 @@ pub(crate) fn compose(model: &str, body: &Value) -> Result<Answer, Response> {
             answer_parts.push(json!({ "text": text }));
         }
     }
+    let searched = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .is_some_and(|tools| tools.iter().any(|tool| tool.get("googleSearch").is_some()));
+    let grounding = |parts: &[Value]| {
+        let text: String = parts
+            .iter()
+            .filter(|p| p.get("thought").is_none())
+            .filter_map(|p| p.get("text")?.as_str())
+            .collect();
+        searched.then(|| {
+            json!({
+                "webSearchQueries": [last_text.clone()],
+                "groundingChunks": [{"web": {"uri": "https://example.com/result", "title": "example.com"}}],
+                // Byte offsets into the answer's text, as Gemini counts them.
+                "groundingSupports": [{"segment": {"startIndex": 0, "endIndex": text.len(), "text": text},
+                    "groundingChunkIndices": [0]}],
+            })
+        })
+    };
     let count = config
         .get("candidateCount")
         .and_then(Value::as_u64)
@@ -279,7 +302,12 @@ pub(crate) fn compose(model: &str, body: &Value) -> Result<Answer, Response> {
                 let text = part["text"].as_str().unwrap_or("").to_owned();
                 part["text"] = json!(format!("{text} (candidate {index})"));
             }
-            CandidatePlan { parts, finish }
+            let grounding = grounding(&parts);
+            CandidatePlan {
+                parts,
+                finish,
+                grounding,
+            }
         })
         .collect();
     Ok(Answer {
@@ -321,10 +349,18 @@ fn usage(prompt: u64, candidates: u64, thoughts: u64) -> Value {
     usage
 }
 
-fn candidate_json(index: u64, parts: Vec<Value>, finish: Option<&str>) -> Value {
+fn candidate_json(
+    index: u64,
+    parts: Vec<Value>,
+    finish: Option<&str>,
+    grounding: Option<&Value>,
+) -> Value {
     let mut candidate = json!({"content": {"parts": parts, "role": "model"}});
     if let Some(finish) = finish {
         candidate["finishReason"] = json!(finish);
+    }
+    if let Some(grounding) = grounding {
+        candidate["groundingMetadata"] = grounding.clone();
     }
     // proto3 JSON leaves index 0 out.
     if index > 0 {
@@ -366,7 +402,14 @@ impl Answer {
             .candidates
             .iter()
             .enumerate()
-            .map(|(index, c)| candidate_json(index as u64, c.parts.clone(), Some(c.finish)))
+            .map(|(index, c)| {
+                candidate_json(
+                    index as u64,
+                    c.parts.clone(),
+                    Some(c.finish),
+                    c.grounding.as_ref(),
+                )
+            })
             .collect();
         json!({
             "candidates": candidates,
@@ -413,8 +456,9 @@ impl Answer {
             for (i, piece) in pieces.into_iter().enumerate() {
                 produced += visible_tokens(std::slice::from_ref(&piece));
                 let finish = (i == last).then_some(candidate.finish);
+                let grounding = candidate.grounding.as_ref().filter(|_| i == last);
                 events.push(json!({
-                    "candidates": [candidate_json(index as u64, vec![piece], finish)],
+                    "candidates": [candidate_json(index as u64, vec![piece], finish, grounding)],
                     "usageMetadata": usage(self.prompt_tokens, produced, self.thoughts_tokens),
                     "modelVersion": model,
                     "responseId": response_id,

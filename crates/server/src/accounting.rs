@@ -293,6 +293,18 @@ async fn write_behind(
             if let Err(error) = storage.prune_request_logs(retention).await {
                 tracing::error!(%error, "could not prune the request log");
             }
+            // Stored responses are kept as long as the request log.
+            let cutoff_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .saturating_sub(retention)
+                .as_millis();
+            if let Err(error) = storage
+                .prune_responses(i64::try_from(cutoff_ms).unwrap_or(i64::MAX))
+                .await
+            {
+                tracing::error!(%error, "could not prune the stored responses");
+            }
         }
     }
 }

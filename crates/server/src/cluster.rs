@@ -260,6 +260,16 @@ impl Cluster {
         });
     }
 
+    /// Tells the others at once that a stored response was deleted, so that none keeps serving
+    /// it from memory.
+    pub fn announce_response_deleted(&self, id: &str) {
+        self.queue(ClusterEvent {
+            detail: Some(id.to_owned()),
+            ..event("response_deleted")
+        });
+        self.exchange_asked.notify_one();
+    }
+
     fn queue(&self, news: ClusterEvent) {
         if let Ok(mut pending) = self.pending.lock() {
             pending.push(news);
@@ -372,6 +382,11 @@ impl Cluster {
                         self.pool
                             .affinity()
                             .remember_resource(resource.clone(), project.as_str().into());
+                    }
+                }
+                "response_deleted" => {
+                    if let Some(id) = &news.detail {
+                        app.responses.forget(id);
                     }
                 }
                 "keys" => keys = true,

@@ -11,6 +11,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use translate::gemini::GenerateContentResponse;
@@ -27,7 +28,9 @@ use crate::error::{ApiError, Dialect};
 use crate::native::{
     ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited,
 };
-use crate::relay::{AnswerKind, Attempts, OpenedStream, UpstreamFailure};
+use crate::relay::{
+    AnswerKind, Attempts, OpenedStream, StreamFault, UpstreamEvent, UpstreamFailure,
+};
 use crate::state::{App, AppState};
 use crate::upstream::Outgoing;
 
@@ -41,6 +44,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub fn is_openai_path(rest: &str, gemini_auth: bool) -> bool {
     match rest {
         "chat/completions" | "embeddings" | "completions" => true,
+        _ if crate::responses::is_responses_path(rest) => true,
         "models" => !gemini_auth,
         _ => match rest.strip_prefix("models/") {
             Some(id) => !gemini_auth && !id.contains([':', '/']),
@@ -61,7 +65,9 @@ pub async fn handle(state: AppState, request: Request) -> Response {
     let method = request.method().clone();
     let route = match rest.as_str() {
         "chat/completions" => "/v1/chat/completions",
+        "completions" => "/v1/completions",
         "embeddings" => "/v1/embeddings",
+        _ if crate::responses::is_responses_path(&rest) => "/v1/responses",
         _ => "/v1/models",
     };
     let mut meter = Some(RequestMeter::start(&state, route, client_id(&request)));
@@ -69,7 +75,13 @@ pub async fn handle(state: AppState, request: Request) -> Response {
         (Method::POST, "chat/completions") => {
             create_chat_completion(&state, request, &mut meter).await
         }
+        (Method::POST, "completions") => {
+            crate::completions::create(&state, request, &mut meter).await
+        }
         (Method::POST, "embeddings") => create_embeddings(&state, request, &mut meter).await,
+        (_, path) if crate::responses::is_responses_path(path) => {
+            crate::responses::handle(&state, request, &mut meter).await
+        }
         (Method::GET, "models") => list_models(&state).await,
         (Method::GET, path) if path.starts_with("models/") => {
             retrieve_model(&state, &path["models/".len()..]).await
@@ -87,7 +99,7 @@ pub async fn handle(state: AppState, request: Request) -> Response {
 }
 
 /// Reads a JSON body into `T`; a malformed or mistyped body is a 400 naming the field.
-async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+pub(crate) async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
     let body = read_body(request.into_body(), REQUEST_BODY_LIMIT).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -113,14 +125,14 @@ async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError>
     Ok(value)
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// `call_` and 24 random alphanumerics: the id of a tool call the upstream gave none.
-fn new_call_id() -> String {
+pub(crate) fn new_call_id() -> String {
     use rand::Rng;
     let suffix: String = rand::rng()
         .sample_iter(rand::distr::Alphanumeric)
@@ -130,7 +142,7 @@ fn new_call_id() -> String {
     format!("call_{suffix}")
 }
 
-fn json_headers() -> HeaderMap {
+pub(crate) fn json_headers() -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -140,7 +152,7 @@ fn json_headers() -> HeaderMap {
 }
 
 /// The client's error for a failed upstream call about `model`.
-fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
+pub(crate) fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
     match failure {
         UpstreamFailure::Answered { status, body, .. } => {
             ApiError::Upstream(from_upstream(status.as_u16(), &body, model))
@@ -238,7 +250,7 @@ async fn create_chat_completion(
 
 /// Sends a content request with failover and reads its answer whole: one cut short,
 /// malformed or empty is retried on another key (see `relay`).
-async fn send_for_whole_answer(
+pub(crate) async fn send_for_whole_answer(
     app: &App,
     outgoing: &Outgoing,
     attempts: &mut Attempts,
@@ -255,7 +267,7 @@ async fn send_for_whole_answer(
 }
 
 /// Sends a streamed request and reads it up to its first event (the commit point, see `relay`).
-async fn open_stream(
+pub(crate) async fn open_stream(
     app: &App,
     outgoing: &Outgoing,
     attempts: &mut Attempts,
@@ -292,82 +304,64 @@ async fn stream_chat_completion(
         meter.set_status(200);
         meter
     });
-    let mut ends = app.stream_ends();
-    let state = Arc::clone(&app.calls);
+    let upstream = crate::relay::upstream_events(opened, app.stream_ends());
+    let calls = Arc::clone(&app.calls);
     let events = async_stream::stream! {
-        let OpenedStream { mut decoder, first_event, mut rest, .. } = opened;
         let mut translator = StreamTranslator::new(context);
-        let mut pending = vec![first_event];
-        loop {
-            for data in pending.drain(..) {
-                for item in translator.on_event(&data, &mut new_call_id) {
-                    yield Ok::<Event, Infallible>(sse_event(&item));
-                }
-                state.remember(translator.take_emitted_calls());
-                if let (Some(meter), Some(usage)) = (meter.as_mut(), translator.usage()) {
-                    meter.set_usage(usage);
-                }
+        futures_util::pin_mut!(upstream);
+        while let Some(step) = upstream.next().await {
+            let items = match step {
+                UpstreamEvent::Data(data) => translator.on_event(&data, &mut new_call_id),
+                UpstreamEvent::Finished => translator.finish(),
+                UpstreamEvent::Fault(fault) => vec![StreamItem::Error(stream_fault_error(fault))],
+            };
+            for item in &items {
+                yield Ok::<Event, Infallible>(sse_event(item));
             }
-            if translator.is_ended() {
+            calls.remember(translator.take_emitted_calls());
+            if let (Some(meter), Some(usage)) = (meter.as_mut(), translator.usage()) {
+                meter.set_usage(usage);
+            }
+            if translator.is_ended() || items.iter().any(|item| matches!(item, StreamItem::Error(_))) {
                 break;
-            }
-            match ends.next(&mut rest).await {
-                Ok(Some(Ok(bytes))) => {
-                    decoder.push(&bytes);
-                    while let Some(event) = decoder.next_event() {
-                        pending.push(event.data);
-                    }
-                    if decoder.is_overflowed() {
-                        let error = OpenAiError::upstream_stream(&format!(
-                            "An upstream event was larger than {} MiB; the stream was ended.",
-                            translate::gemini::sse::MAX_EVENT_BYTES / (1024 * 1024)
-                        ));
-                        yield Ok(sse_event(&StreamItem::Error(error)));
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    // A last event without its blank line is still an event.
-                    let tail = String::from_utf8_lossy(decoder.pending()).trim().to_owned();
-                    if let Some(data) = tail.strip_prefix("data:") {
-                        for item in translator.on_event(data.trim_start(), &mut new_call_id) {
-                            yield Ok(sse_event(&item));
-                        }
-                    }
-                    for item in translator.finish() {
-                        yield Ok(sse_event(&item));
-                    }
-                    break;
-                }
-                Err(true) => {
-                    let error = OpenAiError::new(
-                        503,
-                        "server_error",
-                        Some("gateway_shutting_down"),
-                        "The gateway is shutting down; the stream was ended. Retry the request.",
-                    );
-                    yield Ok(sse_event(&StreamItem::Error(error)));
-                    break;
-                }
-                Ok(Some(Err(_))) | Err(false) => {
-                    let error = OpenAiError::upstream_stream("The upstream stream failed or went silent.");
-                    yield Ok(sse_event(&StreamItem::Error(error)));
-                    break;
-                }
             }
         }
     };
+    Ok(sse_response(events))
+}
+
+/// A downstream event stream: comment lines while the model is silent, no caching, and no
+/// buffering by nginx.
+pub(crate) fn sse_response<S>(events: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response();
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    Ok(response)
+    response
+}
+
+/// The error event ending a stream that cannot go on.
+pub(crate) fn stream_fault_error(fault: StreamFault) -> OpenAiError {
+    match fault {
+        StreamFault::ShuttingDown => OpenAiError::new(
+            503,
+            "server_error",
+            Some("gateway_shutting_down"),
+            fault.message(),
+        ),
+        StreamFault::Oversized | StreamFault::Broken => {
+            OpenAiError::upstream_stream(&fault.message())
+        }
+    }
 }
 
 /// One downstream SSE event: a chunk, an error payload, or `[DONE]`.
-fn sse_event(item: &StreamItem) -> Event {
+pub(crate) fn sse_event(item: &StreamItem) -> Event {
     let data = match item {
         StreamItem::Chunk(chunk) => serde_json::to_string(chunk).unwrap_or_default(),
         StreamItem::Error(error) => error.body().to_string(),

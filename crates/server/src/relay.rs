@@ -663,3 +663,84 @@ async fn first_sse_event(
     .await;
     first.ok().flatten()
 }
+
+/// One step of an opened upstream stream, for the routes that translate it.
+#[derive(Debug)]
+pub enum UpstreamEvent {
+    /// An event's data (the first event comes first).
+    Data(String),
+    /// The upstream ended its stream.
+    Finished,
+    /// The stream cannot go on.
+    Fault(StreamFault),
+}
+
+/// Why an upstream stream ended before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFault {
+    /// An event was larger than [`translate::gemini::sse::MAX_EVENT_BYTES`].
+    Oversized,
+    /// The shutdown grace period is over.
+    ShuttingDown,
+    /// The connection failed, or the upstream went silent too long.
+    Broken,
+}
+
+impl StreamFault {
+    /// What to tell the client.
+    pub fn message(self) -> String {
+        match self {
+            Self::Oversized => format!(
+                "An upstream event was larger than {} MiB; the stream was ended.",
+                translate::gemini::sse::MAX_EVENT_BYTES / (1024 * 1024)
+            ),
+            Self::ShuttingDown => {
+                "The gateway is shutting down; the stream was ended. Retry the request.".to_owned()
+            }
+            Self::Broken => "The upstream stream failed or went silent.".to_owned(),
+        }
+    }
+}
+
+/// The events of an opened stream, one at a time as they arrive, ending with `Finished` or a
+/// `Fault` (after which nothing follows).
+pub fn upstream_events(
+    opened: OpenedStream,
+    mut ends: StreamEnds,
+) -> impl futures_util::Stream<Item = UpstreamEvent> + Send {
+    async_stream::stream! {
+        let OpenedStream { mut decoder, first_event, mut rest, .. } = opened;
+        yield UpstreamEvent::Data(first_event);
+        loop {
+            match ends.next(&mut rest).await {
+                Ok(Some(Ok(bytes))) => {
+                    decoder.push(&bytes);
+                    while let Some(event) = decoder.next_event() {
+                        yield UpstreamEvent::Data(event.data);
+                    }
+                    if decoder.is_overflowed() {
+                        yield UpstreamEvent::Fault(StreamFault::Oversized);
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    // A last event without its blank line is still an event.
+                    let tail = String::from_utf8_lossy(decoder.pending()).trim().to_owned();
+                    if let Some(data) = tail.strip_prefix("data:") {
+                        yield UpstreamEvent::Data(data.trim_start().to_owned());
+                    }
+                    yield UpstreamEvent::Finished;
+                    break;
+                }
+                Err(true) => {
+                    yield UpstreamEvent::Fault(StreamFault::ShuttingDown);
+                    break;
+                }
+                Ok(Some(Err(_))) | Err(false) => {
+                    yield UpstreamEvent::Fault(StreamFault::Broken);
+                    break;
+                }
+            }
+        }
+    }
+}

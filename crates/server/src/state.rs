@@ -55,6 +55,8 @@ pub struct App {
     pub cutoff: tokio::sync::watch::Sender<bool>,
     /// Failed client authentications per address.
     pub auth_throttle: crate::auth_throttle::AuthThrottle,
+    /// Stored Responses (`/v1/responses` with `store`).
+    pub responses: crate::response_store::ResponseStore,
 }
 
 impl App {
@@ -62,6 +64,13 @@ impl App {
     pub fn announce(&self, what: crate::cluster::Announcement) {
         if let Some(cluster) = &self.cluster {
             cluster.announce(what);
+        }
+    }
+
+    /// Tells the other instances (if any) that a stored response was deleted here.
+    pub fn announce_response_deleted(&self, id: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_response_deleted(id);
         }
     }
 }
@@ -151,6 +160,8 @@ impl AppState {
                 Some(cluster)
             }
         };
+        let shared = cluster.is_some();
+        let storage_for_responses = storage.clone();
         let (key_checks, key_check_queue) =
             tokio::sync::mpsc::channel(crate::probe::KEY_CHECK_QUEUE);
         let state = Self(Arc::new(App {
@@ -167,6 +178,7 @@ impl AppState {
             key_checks,
             cutoff: tokio::sync::watch::channel(false).0,
             auth_throttle: crate::auth_throttle::AuthThrottle::default(),
+            responses: crate::response_store::ResponseStore::start(storage_for_responses, shared),
         }));
         if let Some(cluster) = &state.cluster {
             cluster.spawn(Arc::downgrade(&state.0));

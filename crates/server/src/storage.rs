@@ -179,6 +179,11 @@ pub struct Storage {
 }
 
 impl Storage {
+    /// The connection pool, for the queries kept beside their feature (`response_store`).
+    pub(crate) fn any_pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Opens (creating the file and its folder) and migrates the database at `url`.
     pub async fn open(url: &str) -> Result<Self, StorageError> {
         sqlx::any::install_default_drivers();
@@ -1423,7 +1428,8 @@ pub enum LeaseGrant {
 pub struct ClusterEvent {
     /// Row id (increasing).
     pub id: i64,
-    /// `cooldown`, `key_out`, `owner`, `keys`, `clients` or `settings`.
+    /// `cooldown`, `limits`, `key_out`, `owner`, `response_deleted`, `keys`, `clients` or
+    /// `settings`.
     pub kind: String,
     /// The project (cooldown, owner).
     pub project: Option<String>,
@@ -1435,7 +1441,7 @@ pub struct ClusterEvent {
     pub until_ms: Option<i64>,
     /// A daily cooldown.
     pub daily: bool,
-    /// The reason (key_out) or the resource name (owner).
+    /// The reason (key_out), the resource name (owner) or the response id (response_deleted).
     pub detail: Option<String>,
 }
 

@@ -61,6 +61,61 @@ pub fn input_items(request: &CreateResponse) -> Vec<Value> {
     }
 }
 
+/// The request's input items as they are stored and listed (`input_items`): references
+/// replaced by the items they name, a string's text as an `input_text` part, and every item
+/// with an id (`new_id("msg")` gives a new `msg_…`).
+pub fn items_to_store(
+    request: &CreateResponse,
+    history: &History,
+    new_id: &mut dyn FnMut(&str) -> String,
+) -> Vec<Value> {
+    input_items(request)
+        .into_iter()
+        .map(|item| {
+            let mut item = if is_reference(&item) {
+                item.get("id")
+                    .and_then(Value::as_str)
+                    .and_then(|id| history.by_id.get(id))
+                    .cloned()
+                    .unwrap_or(item)
+            } else {
+                item
+            };
+            let Some(object) = item.as_object_mut() else {
+                return item;
+            };
+            if !object.contains_key("type") && object.contains_key("role") {
+                object.insert("type".into(), json!("message"));
+            }
+            if object.get("type").and_then(Value::as_str) == Some("message")
+                && let Some(Value::String(text)) = object.get("content")
+            {
+                let kind = if object.get("role").and_then(Value::as_str) == Some("assistant") {
+                    "output_text"
+                } else {
+                    "input_text"
+                };
+                let parts = json!([{"type": kind, "text": text}]);
+                object.insert("content".into(), parts);
+            }
+            if object
+                .get("id")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                let prefix = match object.get("type").and_then(Value::as_str) {
+                    Some("function_call") => "fc",
+                    Some("function_call_output") => "fco",
+                    Some("reasoning") => "rs",
+                    _ => "msg",
+                };
+                object.insert("id".into(), json!(new_id(prefix)));
+            }
+            item
+        })
+        .collect()
+}
+
 /// Translates a Responses request (continuing `history`) into a Gemini request.
 pub fn translate_responses_request(
     request: &CreateResponse,
@@ -687,6 +742,30 @@ mod tests {
         assert!(
             matches!(missing, Err(TranslateError::InvalidRequest { param: Some(p), .. }) if p == "input[1].id")
         );
+    }
+
+    #[test]
+    fn stored_input_items_have_ids_parts_and_resolved_references() {
+        let mut history = History::default();
+        history.by_id.insert(
+            "msg_1".into(),
+            json!({"id": "msg_1", "type": "message", "role": "assistant", "content": []}),
+        );
+        let request = request(json!({"model": "m", "input": [
+            {"role": "user", "content": "hi"}, {"type": "item_reference", "id": "msg_1"},
+            {"type": "function_call_output", "call_id": "c", "output": "x", "id": "fco_given"}]}));
+        let mut next = 0;
+        let items = items_to_store(&request, &history, &mut |prefix| {
+            next += 1;
+            format!("{prefix}_{next}")
+        });
+        assert_eq!(
+            items[0],
+            json!({"type": "message", "role": "user", "id": "msg_1",
+            "content": [{"type": "input_text", "text": "hi"}]})
+        );
+        assert_eq!(items[1]["role"], "assistant");
+        assert_eq!(items[2]["id"], "fco_given");
     }
 
     #[test]
