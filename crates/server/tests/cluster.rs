@@ -314,3 +314,67 @@ async fn two_instances_learn_a_limit_with_at_most_one_wasted_call_per_project() 
         }
     }
 }
+
+/// A stored response made on one instance is continued, read and deleted through the other;
+/// after the deletion neither serves it (the one holding it in memory hears of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_response_is_shared_by_the_instances_and_deleted_on_both() {
+    let database = scratch_database().await;
+    let (mock, mock_addr) = MockGemini::start(mock_config(1000)).await.unwrap();
+    let first = Gateway::start(&database, mock_addr, &[]).await;
+    let second = Gateway::start(&database, mock_addr, &[]).await;
+    let post = |gateway: &Gateway, body: Value| {
+        gateway
+            .http
+            .post(format!("{}/v1/responses", gateway.base))
+            .bearer_auth(CLIENT_KEY)
+            .json(&body)
+            .send()
+    };
+    let created: Value = post(
+        &first,
+        json!({"model": "gemini-2.5-flash", "input": "first turn"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The second instance finds it in the database (written in the background).
+    let continued = post(
+        &second,
+        json!({"model": "gemini-2.5-flash", "input": "second turn", "previous_response_id": id}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(continued.status(), 200);
+    let continued: Value = continued.json().await.unwrap();
+    assert_eq!(
+        continued["output"][0]["content"][0]["text"],
+        "Echo: second turn"
+    );
+    let body = mock.requests().last().unwrap().body.clone().unwrap();
+    let history = &body["contents"];
+    assert_eq!(history.as_array().unwrap().len(), 3, "{history}");
+
+    let get = |gateway: &Gateway| {
+        gateway
+            .http
+            .get(format!("{}/v1/responses/{id}", gateway.base))
+            .bearer_auth(CLIENT_KEY)
+            .send()
+    };
+    assert_eq!(get(&first).await.unwrap().status(), 200);
+    let deleted = second
+        .http
+        .delete(format!("{}/v1/responses/{id}", second.base))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 200);
+    assert_eq!(get(&second).await.unwrap().status(), 404);
+    // The first instance held it in memory: the news reaches it within moments.
+    assert!(within_seconds(async || get(&first).await.unwrap().status() == 404).await);
+}
