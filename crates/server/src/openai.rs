@@ -24,9 +24,7 @@ use translate::stream::{StreamContext, StreamItem, StreamTranslator};
 
 use crate::accounting::RequestMeter;
 use crate::error::{ApiError, Dialect};
-use crate::native::{
-    ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited,
-};
+use crate::native::{ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, read_body, read_limited};
 use crate::relay::{AnswerKind, Attempts, OpenedStream, UpstreamFailure};
 use crate::state::{App, AppState};
 use crate::upstream::Outgoing;
@@ -187,8 +185,13 @@ async fn create_chat_completion(
     }
     let body = serde_json::to_vec(&translated.body)
         .map_err(|error| ApiError::Internal(error.to_string()))?;
-    // Cached contents and uploaded files can only be used through their own project's keys.
-    let project = project_owning(app, &referenced_resources(&translated.body))?;
+    // Cached contents and uploaded files can only be used through their own project's keys, and
+    // only by the client key that created them (checked before anything goes upstream).
+    let project = crate::ownership::project_for(
+        app,
+        crate::ownership::client_of(&extensions),
+        &referenced_resources(&translated.body),
+    )?;
     let outgoing = Outgoing {
         method: Method::POST,
         path_and_query: translated.upstream_path(),

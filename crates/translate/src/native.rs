@@ -112,6 +112,17 @@ impl NativePath {
     pub fn creates_owned_resource(&self, method: &str) -> bool {
         method == "POST" && OWNED_COLLECTIONS.contains(&self.path.as_str())
     }
+
+    /// The collection (`files`, `cachedContents`) a `method` call on this path lists; it is
+    /// also the name of the answer's array of entries.
+    pub fn lists_owned_resources(&self, method: &str) -> Option<&'static str> {
+        if method != "GET" {
+            return None;
+        }
+        OWNED_COLLECTIONS
+            .into_iter()
+            .find(|collection| *collection == self.path)
+    }
 }
 
 /// Characters of Gemini resource names and actions: `models/gemini-2.5-flash:generateContent`,
@@ -121,7 +132,8 @@ fn is_name_byte(byte: u8) -> bool {
 }
 
 /// Owned resources a native request body refers to: every `fileData.fileUri` that points at a
-/// Gemini file (`https://…/v1beta/files/abc` or `files/abc`) and a top-level `cachedContent`.
+/// Gemini file (`https://…/v1beta/files/abc` or `files/abc`), every `fileName` naming one (a
+/// batch's `inputConfig`, a file imported into a file search store) and a `cachedContent`.
 /// Google accepts snake_case field names too, so both spellings are read.
 pub fn referenced_resources(body: &Value) -> Vec<String> {
     let mut found = Vec::new();
@@ -136,7 +148,7 @@ fn collect_references(value: &Value, found: &mut Vec<String>) {
         Value::Object(map) => {
             for (field, child) in map {
                 match (field.as_str(), child) {
-                    ("fileUri" | "file_uri", Value::String(uri)) => {
+                    ("fileUri" | "file_uri" | "fileName" | "file_name", Value::String(uri)) => {
                         found.extend(resource_from_reference(uri, "files"));
                     }
                     ("cachedContent" | "cached_content", Value::String(name)) => {
@@ -230,6 +242,20 @@ mod tests {
             cached.owned_resource().as_deref(),
             Some("cachedContents/xyz")
         );
+        for (path, method, listed) in [
+            ("files", "GET", Some("files")),
+            ("cachedContents", "GET", Some("cachedContents")),
+            ("files", "POST", None),
+            ("files/abc", "GET", None),
+            ("models", "GET", None),
+        ] {
+            let path = NativePath::parse(path).unwrap();
+            assert_eq!(
+                path.lists_owned_resources(method),
+                listed,
+                "{path:?} {method}"
+            );
+        }
         let batch = NativePath::parse("models/gemini-2.5-flash:batchEmbedContents").unwrap();
         assert!(!batch.is_streaming());
     }
@@ -273,13 +299,15 @@ mod tests {
                 {"fileData": {"fileUri": "https://www.youtube.com/watch?v=x"}},
                 {"fileData": {"fileUri": "https://example.com/files/not-gemini"}},
                 {"fileData": {"fileUri": "http://127.0.0.1:9/v1beta/files/ghi"}},
-            ]}]
+            ]}],
+            "batch": {"input_config": {"file_name": "files/batch-in"}},
         });
         assert_eq!(
             referenced_resources(&body),
             vec![
                 "cachedContents/cache-1".to_owned(),
                 "files/abc-1".to_owned(),
+                "files/batch-in".to_owned(),
                 "files/def_2".to_owned(),
                 "files/ghi".to_owned(),
             ]
