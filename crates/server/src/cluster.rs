@@ -7,12 +7,11 @@
 //!   once when a request found no lease;
 //! - the **news loop** publishes what this instance learned (quota cooldowns and learned
 //!   limits, keys taken out of service, resource owners and their client keys, management
-//!   changes) and applies what
-//!   the others published. It runs at once when this instance learns something, and at once
-//!   when another instance announces news (PostgreSQL `LISTEN`/`NOTIFY` on
-//!   [`crate::storage::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as the fallback when
-//!   the listening connection is down. So a 429 learned by one instance stops the others within
-//!   a few milliseconds.
+//!   changes) and applies what the others published. It runs at once when this instance
+//!   learns something, and at once when another instance announces news (PostgreSQL
+//!   `LISTEN`/`NOTIFY` on [`crate::storage::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as
+//!   the fallback when the listening connection is down. So a 429 learned by one instance stops
+//!   the others within a few milliseconds.
 //!
 //! Usage needs no coordination: every instance writes its own request rows and adds to the same
 //! daily totals, and the dashboard of any instance reads them from the database.

@@ -93,7 +93,7 @@ async fn relay_native(
     let project = ownership::project_for(
         app,
         ownership::client_of(&parts.extensions),
-        &ownership::resources_named(&path, &body),
+        &ownership::resources_named(&path, &body)?,
     )?;
     let outgoing = Outgoing {
         method: parts.method.clone(),

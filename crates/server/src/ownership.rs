@@ -25,7 +25,7 @@ use axum::body::Bytes;
 use memchr::memmem;
 use pool::PoolKey;
 use serde_json::Value;
-use translate::native::{NativePath, created_resource_name, referenced_resources};
+use translate::native::{NativePath, created_resource_name, referenced_resources_in};
 
 use crate::error::ApiError;
 use crate::state::App;
@@ -45,16 +45,23 @@ pub fn client_of(extensions: &axum::http::Extensions) -> Option<i64> {
         .map(|client| client.id)
 }
 
-/// The files and cached contents a native request names, in its path or its body.
-pub fn resources_named(path: &NativePath, body: &[u8]) -> Vec<String> {
+/// The files and cached contents a native request names, in its path or its body (every
+/// occurrence, escaped or repeated: see `referenced_resources_in`).
+pub fn resources_named(path: &NativePath, body: &[u8]) -> Result<Vec<String>, ApiError> {
     let mut resources: Vec<String> = path.owned_resource().into_iter().collect();
-    // Most bodies name nothing: they are not parsed for it.
-    let may_reference =
-        memmem::find(body, b"files/").is_some() || memmem::find(body, b"cachedContents/").is_some();
-    if may_reference && let Ok(json) = serde_json::from_slice::<Value>(body) {
-        resources.extend(referenced_resources(&json));
+    // Most bodies name nothing and are not read again for it. Without a backslash a body has no
+    // escapes, so a name it holds is spelt out; with one (`files\/x`), it is read.
+    let may_reference = memchr::memchr(b'\\', body).is_some()
+        || memmem::find(body, b"files/").is_some()
+        || memmem::find(body, b"cachedContents/").is_some();
+    if may_reference {
+        // The body was checked to be JSON already; one that is not is refused, never relayed.
+        let named = referenced_resources_in(body).map_err(|error| {
+            ApiError::BadRequest(format!("The request body is not valid JSON: {error}."))
+        })?;
+        resources.extend(named);
     }
-    resources
+    Ok(resources)
 }
 
 /// Checks that `client` may use each of `resources`, then returns the one project that holds
@@ -175,16 +182,10 @@ fn keep_entries(
         .map_err(|error| ApiError::Internal(error.to_string()))
 }
 
-/// Drops the owners that expired, from the database, before they are loaded at start.
-pub async fn prune_expired_owners(
-    storage: &crate::storage::Storage,
-    affinity: &pool::Affinity,
-    now_ms: u64,
-) -> Result<i64, crate::storage::StorageError> {
+/// The creation time (ms since the epoch) before which owners have expired.
+pub fn expired_before_ms(affinity: &pool::Affinity, now_ms: u64) -> i64 {
     let since = now_ms.saturating_sub(affinity.limits().resource_ttl_ms);
-    let since = i64::try_from(since).unwrap_or(i64::MAX);
-    storage.prune_resource_owners(since).await?;
-    Ok(since)
+    i64::try_from(since).unwrap_or(i64::MAX)
 }
 
 /// Every hour, drops expired owners and upload sessions from memory and expired owners from
@@ -196,9 +197,9 @@ pub fn spawn_pruner(app: Weak<App>) {
             tokio::time::sleep(PRUNE_INTERVAL).await;
             let Some(app) = app.upgrade() else { break };
             let purged = app.pool.affinity().purge_expired();
-            let now = app.pool.now_ms();
-            match prune_expired_owners(&app.storage, app.pool.affinity(), now).await {
-                Ok(_) => tracing::debug!(purged, "expired resource owners pruned"),
+            let before = expired_before_ms(app.pool.affinity(), app.pool.now_ms());
+            match app.storage.prune_resource_owners(before).await {
+                Ok(deleted) => tracing::debug!(purged, deleted, "expired resource owners pruned"),
                 Err(error) => tracing::warn!(%error, "could not prune expired resource owners"),
             }
         }

@@ -113,11 +113,10 @@ impl AppState {
             let pool = Arc::clone(&pool);
             Accountant::start(storage.clone(), move || pool.day_counts())
         };
-        // Owners of files and cached contents: the unexpired ones, oldest first (the map
-        // evicts the oldest when full), no more than it holds.
-        let since =
-            crate::ownership::prune_expired_owners(&storage, pool.affinity(), pool.now_ms())
-                .await?;
+        // Owners of files and cached contents: the expired ones go, then the others are
+        // loaded oldest first (the map evicts the oldest when full), no more than it holds.
+        let since = crate::ownership::expired_before_ms(pool.affinity(), pool.now_ms());
+        storage.prune_resource_owners(since).await?;
         let most = i64::try_from(pool.affinity().limits().max_resources).unwrap_or(i64::MAX);
         for owner in storage.resource_owners(since, most).await? {
             pool.affinity().restore_resource(

@@ -182,6 +182,30 @@ async fn another_client_key_cannot_read_use_or_delete_a_file_and_its_owner_still
             .unwrap();
         assert_denied(response, "File", &id, &format!("generateContent {part}")).await;
     }
+    // Names hidden from a plain byte search by JSON escapes, or behind a field of its own given
+    // twice (whichever copy the upstream keeps), are found all the same.
+    for body in [
+        format!(r#"{{"contents": [{{"parts": [{{"fileData": {{"fileUri": "files\/{id}"}}}}]}}]}}"#),
+        format!(
+            r#"{{"contents": [{{"parts": [{{"fileData": {{"fileUri": "\u0066iles\u002f{id}"}}}}]}}]}}"#
+        ),
+        format!(
+            r#"{{"contents": [{{"parts": [{{"fileData": {{"fileUri": "{name}", "fileUri": "files/elsewhere"}}}}]}}]}}"#
+        ),
+    ] {
+        let response = gw
+            .native_as(
+                &other,
+                Method::POST,
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+            )
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_denied(response, "File", &id, &body).await;
+    }
     let response = gw
         .native_as(
             &other,

@@ -19,8 +19,7 @@ pub async fn list_resources(
     State(app): State<AppState>,
     AdminQuery(filter): AdminQuery<ResourceFilter>,
 ) -> Result<Json<Value>, AdminError> {
-    let ttl = app.pool.affinity().limits().resource_ttl_ms;
-    let since = i64::try_from(app.pool.now_ms().saturating_sub(ttl)).unwrap_or(i64::MAX);
+    let since = crate::ownership::expired_before_ms(app.pool.affinity(), app.pool.now_ms());
     let (rows, total) = app.storage.resource_owner_rows(&filter, since).await?;
     Ok(Json(json!({
         "items": rows,
