@@ -69,7 +69,8 @@ impl Default for AffinityLimits {
     fn default() -> Self {
         Self {
             resource_ttl_ms: RESOURCE_TTL_MS,
-            // About 40 MB at most, and far more than a gateway creates in a week.
+            // Some 50 MB at most (name, owner and age order, about 250 bytes each), and far more
+            // than a gateway creates in a week.
             max_resources: 200_000,
             // Google keeps an upload session about a week; a day is ample for a client to send
             // its chunks.
