@@ -1,6 +1,7 @@
 // The dashboard in Debian's headless Chromium, driven by playwright-core: log in, add keys in
-// bulk, create a client key and use it through the OpenAI endpoint, see the request in the log
-// and the charts, disable the client key and see it refused, switch to Chinese, log out.
+// bulk, create a client key and use it through the OpenAI endpoint, see a file it uploads listed
+// with it as the owner, see the request in the log and the charts, disable the client key and
+// see it refused, switch to Chinese, log out.
 // Screenshots of each page go to artifacts/screenshots/.
 
 import { test, before, after } from "node:test";
@@ -69,6 +70,27 @@ after(async () => {
   gateway?.child.kill("SIGTERM");
   mock?.child.kill("SIGTERM");
 });
+
+/** Uploads a small file with the client key `key` (Gemini's resumable protocol: the chunk
+ * carries no key); resolves with the file's metadata. */
+async function uploadFile(key, text) {
+  const start = await fetch(`${gateway.url}/upload/v1beta/files`, {
+    method: "POST",
+    headers: {
+      "x-goog-api-key": key, "content-type": "application/json", "x-goog-upload-protocol": "resumable",
+      "x-goog-upload-command": "start", "x-goog-upload-header-content-type": "text/plain",
+    },
+    body: JSON.stringify({ file: { display_name: "notes.txt" } }),
+  });
+  assert.equal(start.status, 200);
+  const done = await fetch(start.headers.get("x-goog-upload-url"), {
+    method: "POST",
+    headers: { "x-goog-upload-offset": "0", "x-goog-upload-command": "upload, finalize" },
+    body: text,
+  });
+  assert.equal(done.status, 200);
+  return (await done.json()).file;
+}
 
 async function chat(key) {
   const response = await fetch(`${gateway.url}/v1/chat/completions`, {
@@ -206,6 +228,22 @@ test("the dashboard from login to logout", async () => {
   }
   assert.ok(recovered, "the keys did not come back as active");
 
+  // A file it uploads shows under its name in the files and cached contents (written behind).
+  await page.click("button[data-tab=clients]");
+  const file = await uploadFile(clientKey, "notes from the browser test");
+  const fileRow = `#resources-table tbody tr[data-resource="${file.name}"]`;
+  let listed = false;
+  for (let i = 0; i < 30 && !listed; i++) {
+    await page.click("#resources-refresh");
+    await page.waitForTimeout(200);
+    listed = (await page.$(fileRow)) !== null;
+  }
+  assert.ok(listed, `the uploaded file never appeared: ${await page.textContent("#resources-table tbody")}`);
+  const fileText = await page.textContent(fileRow);
+  assert.ok(fileText.includes("browser test"), `no owner: ${fileText}`);
+  assert.match(fileText, /project-[01]/);
+  await page.screenshot({ path: join(shots, "client-keys-resources.png"), fullPage: true });
+
   // Disable the client key: refused at once.
   await page.click("button[data-tab=clients]");
   const row = page.locator("#clients-table tbody tr", { hasText: "browser test" });
@@ -216,6 +254,7 @@ test("the dashboard from login to logout", async () => {
   // Chinese.
   await page.click("#lang-toggle");
   assert.equal((await page.textContent("button[data-tab=overview]")).trim(), "概览");
+  assert.equal((await page.textContent("[data-i18n='resources.title']")).trim(), "文件和缓存内容");
   await page.click("button[data-tab=overview]");
   await page.screenshot({ path: join(shots, "overview-zh.png"), fullPage: true });
   await page.click("#lang-toggle");

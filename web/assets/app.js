@@ -2,7 +2,7 @@
 // with textContent (never innerHTML), so names and model ids cannot inject markup.
 "use strict";
 
-const state = { keysPage: 1, logsPage: 1, clients: [], focus: null };
+const state = { keysPage: 1, logsPage: 1, resourcesPage: 1, clients: [], focus: null };
 
 /** Calls the management API; a 401 goes back to the login page, other errors are shown. */
 async function api(method, path, body) {
@@ -273,11 +273,40 @@ async function loadClients() {
       }) }, t("action.delete")),
     ),
   )));
-  const select = document.getElementById("logs-client");
-  const chosen = select.value;
-  select.replaceChildren(select.options[0], ...data.items.map((c) => el("option", { value: c.id }, c.name)));
-  select.value = chosen;
+  for (const id of ["logs-client", "resources-client"]) {
+    const select = document.getElementById(id);
+    const chosen = select.value;
+    select.replaceChildren(select.options[0], ...data.items.map((c) => el("option", { value: c.id }, c.name)));
+    select.value = chosen;
+  }
 }
+
+/** Files and cached contents with the client key that owns each (only it can use them). */
+async function loadResources() {
+  const params = new URLSearchParams({ page: state.resourcesPage, per_page: 50 });
+  const client = document.getElementById("resources-client").value;
+  if (client) params.set("client_key_id", client);
+  const data = await api("GET", `/api/resources?${params}`);
+  const owner = (row) => {
+    if (row.client_name) return row.client_name;
+    return row.client_key_id === null ? t("resources.anyone") : t("resources.deleted", { id: row.client_key_id });
+  };
+  const rows = data.items.map((row) => el("tr", { "data-resource": row.resource },
+    el("td", {}, el("code", {}, row.resource)),
+    el("td", {}, row.project),
+    el("td", {}, owner(row)),
+    el("td", {}, when(row.created_at_ms)),
+  ));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "4", class: "muted" }, t("resources.none"))));
+  fill(document.querySelector("#resources-table tbody"), rows);
+  pager(document.getElementById("resources-pager"), data.page, data.total, data.per_page, (page) => {
+    state.resourcesPage = page;
+    attempt(loadResources);
+  });
+}
+
+document.getElementById("resources-client").addEventListener("change", () => { state.resourcesPage = 1; attempt(loadResources); });
+document.getElementById("resources-refresh").addEventListener("click", () => attempt(loadResources));
 
 function optionalNumber(id) {
   const value = document.getElementById(id).value.trim();
@@ -383,7 +412,12 @@ document.getElementById("settings-form").addEventListener("submit", (event) => {
 
 // ---------------------------------------------------------------- tabs and refresh
 
-const loaders = { overview: loadOverview, keys: loadKeys, clients: loadClients, logs: loadLogs, settings: loadSettings };
+async function loadClientsTab() {
+  await loadClients();
+  await loadResources();
+}
+
+const loaders = { overview: loadOverview, keys: loadKeys, clients: loadClientsTab, logs: loadLogs, settings: loadSettings };
 let activeTab = "overview";
 
 function showTab(name) {

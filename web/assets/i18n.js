@@ -44,6 +44,10 @@ const I18N = {
     "settings.retries": "换密钥重试次数", "settings.retention": "请求日志保留天数", "settings.models": "按模型的限额（JSON）", "settings.saved": "设置已保存。",
     "pager.prev": "上一页", "pager.next": "下一页", "pager.page": "第 {page} / {pages} 页", "refreshed": "更新于 {time}",
     "never": "从未", "invalidJson": "按模型的限额不是有效的 JSON。",
+    "resources.title": "文件和缓存内容",
+    "resources.help": "通过网关上传的文件和创建的缓存内容，只有创建它的客户端密钥能使用和列出。保留 7 天。",
+    "col.resource": "资源", "col.owner": "客户端密钥", "col.created": "创建时间",
+    "resources.anyone": "未记录（任何客户端密钥可用）", "resources.deleted": "#{id}（已删除）", "resources.none": "暂无文件或缓存内容。",
   },
 };
 I18N.en = {
@@ -67,6 +71,8 @@ I18N.en = {
   "focus.hint": "Click to see only this one's usage", "focus.model": "model",
   "focus.client_key_id": "client key", "focus.upstream_key_id": "upstream key",
   "refreshed": "Updated {time}", "never": "never", "card.total": "total", "invalidJson": "The per-model limits are not valid JSON.",
+  "resources.anyone": "not recorded (any client key may use it)", "resources.deleted": "#{id} (deleted)",
+  "resources.none": "No files or cached contents.",
 };
 
 function currentLanguage() {

@@ -234,8 +234,10 @@ async fn route(state: &Arc<MockState>, incoming: &Incoming) -> Response {
         (&Method::GET, "models", model) => get_model(model),
         (&Method::POST, "models", call) => model_call(state, incoming, &caller, call),
         (&Method::POST, "cachedContents", "") => create_cached_content(state, incoming, &caller),
-        (&Method::GET, "cachedContents", id) if !id.is_empty() => {
-            get_cached_content(state, &caller, id)
+        (&Method::GET, "cachedContents", "") => list_cached_contents(state, &caller),
+        (&Method::GET, "cachedContents", id) => get_cached_content(state, &caller, id),
+        (&Method::DELETE, "cachedContents", id) if !id.is_empty() => {
+            delete_cached_content(state, &caller, id)
         }
         (&Method::GET, "files", "") => list_files(state, &caller),
         (&Method::GET, "files", id) => get_file(state, &caller, id),
@@ -1054,6 +1056,34 @@ fn get_cached_content(state: &MockState, caller: &Caller, id: &str) -> Response 
     let name = format!("cachedContents/{id}");
     match state.ledger().cached_contents.get(&name) {
         Some((project, cached)) if *project == caller.project => json_response(cached),
+        _ => google_error(
+            403,
+            &format!("CachedContent not found (or permission denied): {id}"),
+            "PERMISSION_DENIED",
+            Vec::new(),
+        ),
+    }
+}
+
+fn list_cached_contents(state: &MockState, caller: &Caller) -> Response {
+    let cached: Vec<Value> = state
+        .ledger()
+        .cached_contents
+        .values()
+        .filter(|(project, _)| *project == caller.project)
+        .map(|(_, cached)| cached.clone())
+        .collect();
+    json_response(&json!({ "cachedContents": cached }))
+}
+
+fn delete_cached_content(state: &MockState, caller: &Caller, id: &str) -> Response {
+    let name = format!("cachedContents/{id}");
+    let mut ledger = state.ledger();
+    match ledger.cached_contents.get(&name) {
+        Some((project, _)) if *project == caller.project => {
+            ledger.cached_contents.remove(&name);
+            json_response(&json!({}))
+        }
         _ => google_error(
             403,
             &format!("CachedContent not found (or permission denied): {id}"),

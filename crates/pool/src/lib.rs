@@ -40,7 +40,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use secrecy::{ExposeSecret, SecretString};
 
-pub use affinity::Affinity;
+pub use affinity::{Affinity, AffinityLimits, ResourceOwner, UploadSession};
 use book::{Check, Gate, ModelBook};
 pub use budget::RetryBudget;
 pub use clients::{ClientGate, ClientLimits, ClientRefusal, InFlight};
@@ -335,11 +335,11 @@ impl Pool {
     pub fn with_clock(records: Vec<KeyRecord>, limits: LimitsTable, clock: Arc<dyn Clock>) -> Self {
         let now = clock.now_ms();
         let pool = Self {
+            affinity: Affinity::new(Arc::clone(&clock), AffinityLimits::default()),
             clock,
             table: ArcSwap::from_pointee(KeyTable::default()),
             limits: ArcSwap::from_pointee(limits),
             books: DashMap::default(),
-            affinity: Affinity::default(),
             budget: RetryBudget::new(now),
             generation: AtomicU64::new(0),
             shared: AtomicBool::new(false),
@@ -465,7 +465,7 @@ impl Pool {
         census
     }
 
-    /// The affinity maps (resource → project, upload → key).
+    /// The affinity maps (resource → owner, upload → session), on the pool's clock.
     pub fn affinity(&self) -> &Affinity {
         &self.affinity
     }

@@ -6,12 +6,12 @@
 //!   `pool::lease`) for the projects whose lease is empty or running low, every 100 ms or at
 //!   once when a request found no lease;
 //! - the **news loop** publishes what this instance learned (quota cooldowns and learned
-//!   limits, keys taken out of service, resource owners, management changes) and applies what
-//!   the others published. It runs at once when this instance learns something, and at once
-//!   when another instance announces news (PostgreSQL `LISTEN`/`NOTIFY` on
-//!   [`crate::storage::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as the fallback when
-//!   the listening connection is down. So a 429 learned by one instance stops the others within
-//!   a few milliseconds.
+//!   limits, keys taken out of service, resource owners and their client keys, management
+//!   changes) and applies what the others published. It runs at once when this instance
+//!   learns something, and at once when another instance announces news (PostgreSQL
+//!   `LISTEN`/`NOTIFY` on [`crate::storage::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as
+//!   the fallback when the listening connection is down. So a 429 learned by one instance stops
+//!   the others within a few milliseconds.
 //!
 //! Usage needs no coordination: every instance writes its own request rows and adds to the same
 //! daily totals, and the dashboard of any instance reads them from the database.
@@ -251,13 +251,18 @@ impl Cluster {
         self.queue(event(kind));
     }
 
-    /// Queues the owner of a created resource for the others.
-    pub fn announce_owner(&self, resource: &str, project: &str) {
+    /// Queues the owner of a created resource for the others: its project and the client key
+    /// that created it. The client travels in the news itself rather than being read back from
+    /// `resource_owners` on arrival: that row is written in the background and may not be
+    /// there yet, and the others must refuse other clients from the moment they hear of it.
+    pub fn announce_owner(&self, resource: &str, project: &str, client: Option<i64>) {
         self.queue(ClusterEvent {
             project: Some(project.to_owned()),
             detail: Some(resource.to_owned()),
+            client_key_id: client,
             ..event("owner")
         });
+        self.publish_soon();
     }
 
     /// Tells the others at once that a stored response was deleted, so that none keeps serving
@@ -378,10 +383,14 @@ impl Cluster {
                     }
                 }
                 "owner" => {
+                    // Until this news arrives (milliseconds after the creation, see `listen`),
+                    // this instance does not know the resource and would not refuse it.
                     if let (Some(project), Some(resource)) = (&news.project, &news.detail) {
-                        self.pool
-                            .affinity()
-                            .remember_resource(resource.clone(), project.as_str().into());
+                        self.pool.affinity().remember_resource(
+                            resource,
+                            project.as_str().into(),
+                            news.client_key_id,
+                        );
                     }
                 }
                 "response_deleted" => {
@@ -437,5 +446,6 @@ fn event(kind: &str) -> ClusterEvent {
         until_ms: None,
         daily: false,
         detail: None,
+        client_key_id: None,
     }
 }

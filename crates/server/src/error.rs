@@ -39,6 +39,11 @@ pub enum ApiError {
     /// The client key may not use this model.
     #[error("This API key may not use the model `{0}`.")]
     ModelNotAllowed(String),
+    /// The request names a file or cached content (`files/x`, `cachedContents/y`) that another
+    /// client key created. Worded as Google words a resource the caller may not see, so that
+    /// nothing tells it from one that does not exist.
+    #[error("{}", resource_denied_message(.0))]
+    ResourceDenied(String),
     /// The request is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -107,7 +112,7 @@ impl ApiError {
             Self::MissingKey | Self::InvalidKey => StatusCode::UNAUTHORIZED,
             Self::ClientRefused(pool::ClientRefusal::Expired) => StatusCode::UNAUTHORIZED,
             Self::ClientRefused(_) | Self::AuthBackOff { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::ModelNotAllowed(_) | Self::ResourceDenied(_) => StatusCode::FORBIDDEN,
             Self::BadRequest(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
             Self::Upstream(error) => {
                 StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_GATEWAY)
@@ -132,7 +137,7 @@ impl ApiError {
             Self::MissingKey | Self::InvalidKey => "UNAUTHENTICATED",
             Self::ClientRefused(pool::ClientRefusal::Expired) => "UNAUTHENTICATED",
             Self::ClientRefused(_) | Self::AuthBackOff { .. } => "RESOURCE_EXHAUSTED",
-            Self::ModelNotAllowed(_) => "PERMISSION_DENIED",
+            Self::ModelNotAllowed(_) | Self::ResourceDenied(_) => "PERMISSION_DENIED",
             Self::BadRequest(_)
             | Self::InvalidField { .. }
             | Self::PayloadTooLarge { .. }
@@ -171,6 +176,7 @@ impl ApiError {
                 ("rate_limit_error", Some("too_many_failed_authentications"))
             }
             Self::ModelNotAllowed(_) => ("permission_error", Some("model_not_allowed")),
+            Self::ResourceDenied(_) => ("permission_error", Some("permission_denied")),
             Self::BadRequest(_) | Self::InvalidField { .. } => ("invalid_request_error", None),
             Self::Upstream(error) => (error.kind, error.code),
             Self::UpstreamInvalidResponse(_) => ("server_error", Some("upstream_invalid_response")),
@@ -234,6 +240,18 @@ impl ApiError {
         }
         response
     }
+}
+
+/// Google's words for a file or cached content the caller may not see (`files/abc` gives
+/// "… the File abc …").
+fn resource_denied_message(resource: &str) -> String {
+    let (collection, id) = resource.split_once('/').unwrap_or(("", resource));
+    let kind = if collection == "cachedContents" {
+        "CachedContent"
+    } else {
+        "File"
+    };
+    format!("You do not have permission to access the {kind} {id} or it may not exist.")
 }
 
 /// `Retry-After` of a 503 when no key can serve.
@@ -325,6 +343,32 @@ mod tests {
             (
                 401,
                 json!({"error": {"code": 401, "message": "Invalid API key.", "status": "UNAUTHENTICATED"}})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn another_clients_resource_is_refused_in_googles_words() {
+        assert_eq!(
+            render(
+                ApiError::ResourceDenied("files/abc".into()),
+                Dialect::Gemini
+            )
+            .await,
+            (
+                403,
+                json!({"error": {"code": 403, "message": "You do not have permission to access the File abc or it may not exist.", "status": "PERMISSION_DENIED"}})
+            )
+        );
+        assert_eq!(
+            render(
+                ApiError::ResourceDenied("cachedContents/c1".into()),
+                Dialect::OpenAi
+            )
+            .await,
+            (
+                403,
+                json!({"error": {"message": "You do not have permission to access the CachedContent c1 or it may not exist.", "type": "permission_error", "param": null, "code": "permission_denied"}})
             )
         );
     }

@@ -18,6 +18,7 @@ mod health;
 pub mod metrics;
 pub mod native;
 pub mod openai;
+pub mod ownership;
 pub mod probe;
 pub mod relay;
 pub mod response_store;

@@ -6,7 +6,6 @@
 //! can be retried on another key and owned resources it names can be found; the response body
 //! streams back chunk by chunk as the upstream sends it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -15,16 +14,13 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures_util::{Stream, StreamExt};
 use memchr::memmem;
-use pool::PoolKey;
 use serde::Deserialize;
-use serde_json::Value;
-use translate::gemini::native::{
-    NativePath, PathError, created_resource_name, referenced_resources,
-};
+use translate::gemini::native::{NativePath, PathError};
 use translate::gemini::sse::MAX_EVENT_BYTES;
 
 use crate::accounting::{BodyKind, RequestMeter, UsageTap};
 use crate::error::{ApiError, Dialect};
+use crate::ownership;
 use crate::relay::{AnswerKind, Attempts, StreamEnds, UpstreamBody, UpstreamFailure, WholeAnswer};
 use crate::state::{App, AppState};
 use crate::upstream::{
@@ -62,10 +58,7 @@ pub async fn relay(State(state): State<AppState>, request: Request) -> Response 
 
 /// The id of the client key that authenticated the request.
 pub fn client_id(request: &Request) -> Option<i64> {
-    request
-        .extensions()
-        .get::<Arc<crate::auth::Client>>()
-        .map(|client| client.id)
+    ownership::client_of(request.extensions())
 }
 
 async fn relay_native(
@@ -96,7 +89,12 @@ async fn relay_native(
     }
     let body = read_body(body, REQUEST_BODY_LIMIT).await?;
     check_json_body(&path, &body)?;
-    let project = owning_project(app, &path, &body)?;
+    // Before any key is picked: a resource of another client key never reaches the upstream.
+    let project = ownership::project_for(
+        app,
+        ownership::client_of(&parts.extensions),
+        &ownership::resources_named(&path, &body)?,
+    )?;
     let outgoing = Outgoing {
         method: parts.method.clone(),
         path_and_query: with_query(&format!("{version}/{}", path.as_str()), parts.uri.query()),
@@ -206,13 +204,17 @@ async fn relay_other(
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&committed.key);
     }
+    let client = ownership::client_of(&parts.extensions);
     if path.creates_owned_resource(parts.method.as_str()) {
-        return remember_created(app, committed).await;
+        return remember_created(app, committed, client).await;
+    }
+    if let Some(collection) = path.lists_owned_resources(parts.method.as_str()) {
+        return own_listing(app, committed, client, collection).await;
     }
     if parts.method == Method::DELETE
         && let Some(resource) = path.owned_resource()
     {
-        forget_resource(app, resource);
+        ownership::forget_resource(app, resource);
     }
     let kind = match path.action() {
         Some("streamGenerateContent") if asked_sse => BodyKind::Sse,
@@ -418,40 +420,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
         .map_err(|_| ApiError::PayloadTooLarge { limit })
 }
 
-/// The project whose keys must serve a request that names files or cached contents (in the path
-/// or in the body). Unknown resources do not restrict the pick: they were created elsewhere, and
-/// the upstream's own answer will say so.
-fn owning_project(app: &App, path: &NativePath, body: &[u8]) -> Result<Option<Arc<str>>, ApiError> {
-    let mut resources: Vec<String> = path.owned_resource().into_iter().collect();
-    let may_reference =
-        memmem::find(body, b"files/").is_some() || memmem::find(body, b"cachedContents/").is_some();
-    if may_reference && let Ok(json) = serde_json::from_slice::<Value>(body) {
-        resources.extend(referenced_resources(&json));
-    }
-    project_owning(app, &resources)
-}
-
-/// The one project that owns the known `resources`; an error when they belong to several.
-pub fn project_owning(app: &App, resources: &[String]) -> Result<Option<Arc<str>>, ApiError> {
-    let mut project: Option<Arc<str>> = None;
-    for resource in resources {
-        let Some(owner) = app.pool.affinity().resource_project(resource) else {
-            continue;
-        };
-        match &project {
-            Some(known) if *known != owner => {
-                return Err(ApiError::BadRequest(
-                    "The request names files or cached contents of different Google Cloud projects; one request can only use one project's resources.".to_owned(),
-                ));
-            }
-            _ => project = Some(owner),
-        }
-    }
-    Ok(project)
-}
-
 /// Relays the creation of a file or cached content, remembering its owner.
-async fn remember_created(app: &App, committed: Committed) -> Response {
+async fn remember_created(app: &App, committed: Committed, client: Option<i64>) -> Response {
     let Committed { response, key } = committed;
     let status = response.status();
     let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
@@ -459,43 +429,27 @@ async fn remember_created(app: &App, committed: Committed) -> Response {
         Ok(body) => body,
         Err(error) => return error.into_response_for(Dialect::Gemini),
     };
-    remember_owner_of(app, &body, &key);
+    ownership::remember_owner_of(app, &body, &key, client);
     buffered_response(status, headers, body)
 }
 
-/// Records the owner of the resource named in a creating call's JSON answer, if any.
-pub fn remember_owner_of(app: &App, body: &[u8], key: &PoolKey) {
-    let Some(name) = serde_json::from_slice::<Value>(body)
-        .ok()
-        .as_ref()
-        .and_then(created_resource_name)
-    else {
-        return;
-    };
-    let project = Arc::clone(key.project());
-    app.pool
-        .affinity()
-        .remember_resource(name.clone(), Arc::clone(&project));
-    if let Some(cluster) = &app.cluster {
-        cluster.announce_owner(&name, &project);
+/// Relays a `files` or `cachedContents` listing with only the caller's own entries.
+async fn own_listing(
+    app: &App,
+    committed: Committed,
+    client: Option<i64>,
+    collection: &str,
+) -> Response {
+    let response = committed.response;
+    let status = response.status();
+    let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
+    let body = read_limited(response, ownership::LISTING_LIMIT)
+        .await
+        .and_then(|body| ownership::own_entries_only(app, client, collection, &body));
+    match body {
+        Ok(body) => buffered_response(status, headers, body),
+        Err(error) => error.into_response_for(Dialect::Gemini),
     }
-    let storage = app.storage.clone();
-    let key_id = key.id();
-    tokio::spawn(async move {
-        if let Err(error) = storage.save_resource_owner(&name, &project, key_id).await {
-            tracing::error!(%error, "could not persist a resource owner");
-        }
-    });
-}
-
-fn forget_resource(app: &App, resource: String) {
-    app.pool.affinity().forget_resource(&resource);
-    let storage = app.storage.clone();
-    tokio::spawn(async move {
-        if let Err(error) = storage.delete_resource_owner(&resource).await {
-            tracing::error!(%error, "could not forget a resource owner");
-        }
-    });
 }
 
 /// Reads an upstream body up to `limit` bytes.

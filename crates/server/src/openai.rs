@@ -25,9 +25,7 @@ use translate::openai::errors::{OpenAiError, from_upstream};
 
 use crate::accounting::RequestMeter;
 use crate::error::{ApiError, Dialect};
-use crate::native::{
-    ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, project_owning, read_body, read_limited,
-};
+use crate::native::{ANSWER_LIMIT, REQUEST_BODY_LIMIT, client_id, read_body, read_limited};
 use crate::relay::{
     AnswerKind, Attempts, OpenedStream, StreamFault, UpstreamEvent, UpstreamFailure,
 };
@@ -201,8 +199,13 @@ async fn create_chat_completion(
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
-    // Cached contents and uploaded files can only be used through their own project's keys.
-    let project = project_owning(app, &referenced_resources(&translated.body))?;
+    // Cached contents and uploaded files can only be used through their own project's keys, and
+    // only by the client key that created them (checked before anything goes upstream).
+    let project = crate::ownership::project_for(
+        app,
+        crate::ownership::client_of(&extensions),
+        &referenced_resources(&translated.body),
+    )?;
     let gemini_body = std::mem::take(&mut translated.body);
     let body =
         serde_json::to_vec(&gemini_body).map_err(|error| ApiError::Internal(error.to_string()))?;

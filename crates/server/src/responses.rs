@@ -31,7 +31,7 @@ use translate::openai::responses::types::{CreateResponse, Response as ResponseOb
 
 use crate::accounting::RequestMeter;
 use crate::error::ApiError;
-use crate::native::{client_id, project_owning};
+use crate::native::client_id;
 use crate::openai::{
     json_headers, open_stream, read_json, send_for_whole_answer, sse_response, unix_now,
     upstream_error,
@@ -146,7 +146,12 @@ async fn create(
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
-    let project = project_owning(app, &referenced_resources(&translated.body))?;
+    // Files and cached contents only through their project's keys, and only their creator's.
+    let project = crate::ownership::project_for(
+        app,
+        crate::ownership::client_of(&extensions),
+        &referenced_resources(&translated.body),
+    )?;
     let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
         .map_err(|error| ApiError::Internal(error.to_string()))?;
     let outgoing = Outgoing {

@@ -124,8 +124,20 @@ impl AppState {
             let pool = Arc::clone(&pool);
             Accountant::start(storage.clone(), move || pool.day_counts())
         };
-        for (resource, project) in storage.resource_owners().await? {
-            pool.affinity().remember_resource(resource, project.into());
+        // Owners of files and cached contents: the expired ones go, then the others are
+        // loaded oldest first (the map evicts the oldest when full), no more than it holds.
+        let since = crate::ownership::expired_before_ms(pool.affinity(), pool.now_ms());
+        storage.prune_resource_owners(since).await?;
+        let most = i64::try_from(pool.affinity().limits().max_resources).unwrap_or(i64::MAX);
+        for owner in storage.resource_owners(since, most).await? {
+            pool.affinity().restore_resource(
+                &owner.resource,
+                pool::ResourceOwner {
+                    project: owner.project.into(),
+                    client: owner.client_key_id,
+                    created_at_ms: u64::try_from(owner.created_at_ms).unwrap_or(0),
+                },
+            );
         }
         let clients = ClientKeys::default();
         clients.replace(storage.client_keys().await?);
@@ -184,6 +196,7 @@ impl AppState {
             cluster.spawn(Arc::downgrade(&state.0));
         }
         crate::probe::check_keys(Arc::downgrade(&state.0), key_check_queue);
+        crate::ownership::spawn_pruner(Arc::downgrade(&state.0));
         // Limits learned from the upstream before a restart (the pool believes them for a day).
         for learned in state.storage.learned_limits().await? {
             state.pool.apply_learned_limits(&learned);

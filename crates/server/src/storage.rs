@@ -411,30 +411,55 @@ impl Storage {
             .collect()
     }
 
-    /// Every remembered resource owner: `(resource, project)`.
-    pub async fn resource_owners(&self) -> Result<Vec<(String, String)>, StorageError> {
-        let rows = sqlx::query("SELECT resource, project FROM resource_owners")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|row| Ok((row.try_get("resource")?, row.try_get("project")?)))
-            .collect()
+    /// The remembered owners created at or after `since_ms`: the newest `limit`, oldest first
+    /// (the order in which the in-memory map is filled, so that it evicts the oldest first).
+    pub async fn resource_owners(
+        &self,
+        since_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredOwner>, StorageError> {
+        let rows = sqlx::query(
+            "SELECT resource, project, client_key_id, created_at_ms FROM resource_owners
+             WHERE created_at_ms >= $1 ORDER BY created_at_ms DESC LIMIT $2",
+        )
+        .bind(since_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut owners = rows
+            .iter()
+            .map(|row| {
+                Ok(StoredOwner {
+                    resource: row.try_get("resource")?,
+                    project: row.try_get("project")?,
+                    client_key_id: row.try_get("client_key_id")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        owners.reverse();
+        Ok(owners)
     }
 
-    /// Remembers the owner of a created file or cached content.
+    /// Remembers the owner of a created file or cached content: the project of the key that
+    /// created it and the client key that asked for it.
     pub async fn save_resource_owner(
         &self,
-        resource: &str,
-        project: &str,
+        owner: &StoredOwner,
         key: KeyId,
     ) -> Result<(), StorageError> {
         sqlx::query(
-            "INSERT INTO resource_owners (resource, project, key_id) VALUES ($1, $2, $3)
-             ON CONFLICT (resource) DO UPDATE SET project = excluded.project, key_id = excluded.key_id",
+            "INSERT INTO resource_owners (resource, project, key_id, client_key_id, created_at_ms)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (resource) DO UPDATE SET project = excluded.project,
+                 key_id = excluded.key_id, client_key_id = excluded.client_key_id,
+                 created_at_ms = excluded.created_at_ms",
         )
-        .bind(resource)
-        .bind(project)
+        .bind(&owner.resource)
+        .bind(&owner.project)
         .bind(key.0)
+        .bind(owner.client_key_id)
+        .bind(owner.created_at_ms)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -448,6 +473,102 @@ impl Storage {
             .await?;
         Ok(())
     }
+
+    /// Deletes the owners created before `before_ms` (expired); returns how many.
+    pub async fn prune_resource_owners(&self, before_ms: i64) -> Result<u64, StorageError> {
+        let done = sqlx::query("DELETE FROM resource_owners WHERE created_at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// A page of the remembered owners created at or after `since_ms`, newest first, with the
+    /// owning client key's name, and the number of matching rows.
+    pub async fn resource_owner_rows(
+        &self,
+        filter: &ResourceFilter,
+        since_ms: i64,
+    ) -> Result<(Vec<ResourceOwnerRow>, i64), StorageError> {
+        let per_page = i64::from(filter.per_page.unwrap_or(50).clamp(1, 200));
+        let page = i64::from(filter.page.unwrap_or(1).max(1));
+        let conditions = "r.created_at_ms >= $1 AND ($2 IS NULL OR r.client_key_id = $2)";
+        let total: i64 = sqlx::query_scalar(&format!(
+            "SELECT COUNT(*) FROM resource_owners r WHERE {conditions}"
+        ))
+        .bind(since_ms)
+        .bind(filter.client_key_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT r.resource, r.project, r.client_key_id, c.name AS client_name, r.created_at,
+                    r.created_at_ms
+             FROM resource_owners r LEFT JOIN client_keys c ON c.id = r.client_key_id
+             WHERE {conditions} ORDER BY r.created_at_ms DESC, r.resource LIMIT $3 OFFSET $4"
+        ))
+        .bind(since_ms)
+        .bind(filter.client_key_id)
+        .bind(per_page)
+        .bind((page - 1) * per_page)
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|row| {
+                Ok(ResourceOwnerRow {
+                    resource: row.try_get("resource")?,
+                    project: row.try_get("project")?,
+                    client_key_id: row.try_get("client_key_id")?,
+                    client_name: row.try_get("client_name")?,
+                    created_at: row.try_get("created_at")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        Ok((rows, total))
+    }
+}
+
+/// A remembered owner of a file or cached content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredOwner {
+    /// `files/…` or `cachedContents/…`.
+    pub resource: String,
+    /// The Google Cloud project of the key that created it.
+    pub project: String,
+    /// The client key that created it; `None` for owners recorded before client keys were.
+    pub client_key_id: Option<i64>,
+    /// When it was created (ms since the epoch).
+    pub created_at_ms: i64,
+}
+
+/// A remembered owner, for the management API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ResourceOwnerRow {
+    /// `files/…` or `cachedContents/…`.
+    pub resource: String,
+    /// The Google Cloud project that holds it.
+    pub project: String,
+    /// The client key that created it, if recorded.
+    pub client_key_id: Option<i64>,
+    /// That client key's name (`None` when unknown or deleted).
+    pub client_name: Option<String>,
+    /// When it was recorded (ISO-8601, UTC).
+    pub created_at: String,
+    /// The same, in ms since the epoch.
+    pub created_at_ms: i64,
+}
+
+/// Filters of the remembered owners.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceFilter {
+    /// Only this client key's.
+    pub client_key_id: Option<i64>,
+    /// Page number, from 1.
+    pub page: Option<u32>,
+    /// Rows per page (at most 200).
+    pub per_page: Option<u32>,
 }
 
 /// Totals of one upstream or client key.
@@ -1443,6 +1564,8 @@ pub struct ClusterEvent {
     pub daily: bool,
     /// The reason (key_out), the resource name (owner) or the response id (response_deleted).
     pub detail: Option<String>,
+    /// The client key that created the resource (owner).
+    pub client_key_id: Option<i64>,
 }
 
 /// The database's clock in ms since the epoch, as SQL (PostgreSQL only).
@@ -1535,8 +1658,9 @@ impl Storage {
         let mut tx = self.pool.begin().await?;
         for event in events {
             sqlx::query(&format!(
-                "INSERT INTO cluster_events (at_ms, instance, kind, project, model, key_id, until_ms, daily, detail)
-                 VALUES ({PG_NOW_MS}, $1, $2, $3, $4, $5, $6, $7, $8)"
+                "INSERT INTO cluster_events
+                     (at_ms, instance, kind, project, model, key_id, until_ms, daily, detail, client_key_id)
+                 VALUES ({PG_NOW_MS}, $1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(instance)
             .bind(&event.kind)
@@ -1546,6 +1670,7 @@ impl Storage {
             .bind(event.until_ms)
             .bind(i64::from(event.daily))
             .bind(event.detail.as_deref())
+            .bind(event.client_key_id)
             .execute(&mut *tx)
             .await?;
         }
@@ -1576,7 +1701,8 @@ impl Storage {
         instance: &str,
     ) -> Result<Vec<ClusterEvent>, StorageError> {
         let rows = sqlx::query(
-            "SELECT id, kind, project, model, key_id, until_ms, daily, detail FROM cluster_events
+            "SELECT id, kind, project, model, key_id, until_ms, daily, detail, client_key_id
+             FROM cluster_events
              WHERE id > $1 AND instance <> $2 ORDER BY id LIMIT 1000",
         )
         .bind(after)
@@ -1594,6 +1720,7 @@ impl Storage {
                     until_ms: row.try_get("until_ms")?,
                     daily: row.try_get::<i64, _>("daily")? != 0,
                     detail: row.try_get("detail")?,
+                    client_key_id: row.try_get("client_key_id")?,
                 })
             })
             .collect()
@@ -1845,16 +1972,69 @@ mod tests {
         let keys = storage.upstream_keys().await.unwrap();
         assert_eq!(keys[0].out_of_service.as_deref(), Some("API_KEY_INVALID"));
 
+        let owner = |resource: &str, client: Option<i64>, created_at_ms: i64| StoredOwner {
+            resource: resource.to_owned(),
+            project: "p".to_owned(),
+            client_key_id: client,
+            created_at_ms,
+        };
+        let day = 86_400_000;
         storage
-            .save_resource_owner("files/a", "p", KeyId(1))
+            .save_resource_owner(&owner("files/a", Some(1), 10 * day), KeyId(1))
             .await
             .unwrap();
+        storage
+            .save_resource_owner(&owner("files/old", Some(2), 2 * day), KeyId(1))
+            .await
+            .unwrap();
+        storage
+            .save_resource_owner(&owner("cachedContents/c", None, 11 * day), KeyId(1))
+            .await
+            .unwrap();
+        // Oldest first, from the given time on.
         assert_eq!(
-            storage.resource_owners().await.unwrap(),
-            vec![("files/a".to_owned(), "p".to_owned())]
+            storage.resource_owners(3 * day, 10).await.unwrap(),
+            vec![
+                owner("files/a", Some(1), 10 * day),
+                owner("cachedContents/c", None, 11 * day)
+            ]
         );
+        // The newest when there are more than the limit.
+        assert_eq!(
+            storage.resource_owners(0, 1).await.unwrap(),
+            vec![owner("cachedContents/c", None, 11 * day)]
+        );
+        // Newest first for the management API, filtered by client key, with its name.
+        let (rows, total) = storage
+            .resource_owner_rows(&ResourceFilter::default(), 0)
+            .await
+            .unwrap();
+        assert_eq!(total, 3);
+        let names: Vec<&str> = rows.iter().map(|row| row.resource.as_str()).collect();
+        assert_eq!(names, ["cachedContents/c", "files/a", "files/old"]);
+        let filter = ResourceFilter {
+            client_key_id: Some(1),
+            ..ResourceFilter::default()
+        };
+        let (rows, total) = storage.resource_owner_rows(&filter, 0).await.unwrap();
+        assert_eq!((rows.len(), total), (1, 1));
+        assert_eq!(rows[0].resource, "files/a");
+        assert_eq!(rows[0].created_at_ms, 10 * day);
+        let page_two = ResourceFilter {
+            page: Some(2),
+            per_page: Some(2),
+            ..ResourceFilter::default()
+        };
+        let (rows, total) = storage.resource_owner_rows(&page_two, 0).await.unwrap();
+        assert_eq!((rows.len(), total), (1, 3));
+        assert_eq!(rows[0].resource, "files/old");
+
+        assert_eq!(storage.prune_resource_owners(3 * day).await.unwrap(), 1);
         storage.delete_resource_owner("files/a").await.unwrap();
-        assert!(storage.resource_owners().await.unwrap().is_empty());
+        assert_eq!(
+            storage.resource_owners(0, 10).await.unwrap(),
+            vec![owner("cachedContents/c", None, 11 * day)]
+        );
     }
 
     async fn usage_round_trip(storage: Storage) {
@@ -2166,29 +2346,39 @@ mod tests {
             until_ms: Some(123),
             daily: true,
             detail: None,
+            client_key_id: None,
+        };
+        let owner = ClusterEvent {
+            kind: "owner".to_owned(),
+            model: None,
+            until_ms: None,
+            daily: false,
+            detail: Some("files/f".to_owned()),
+            client_key_id: Some(42),
+            ..cooldown.clone()
         };
         storage
-            .publish_events("a", std::slice::from_ref(&cooldown))
+            .publish_events("a", &[cooldown.clone(), owner.clone()])
             .await
             .unwrap();
         assert!(storage.events_after(start, "a").await.unwrap().is_empty());
         let seen = storage.events_after(start, "b").await.unwrap();
-        assert_eq!(seen.len(), 1);
-        assert_eq!(
-            ClusterEvent {
-                id: 0,
-                ..seen[0].clone()
-            },
-            cooldown
-        );
+        assert_eq!(seen.len(), 2);
+        let without_id = |event: &ClusterEvent| ClusterEvent {
+            id: 0,
+            ..event.clone()
+        };
+        assert_eq!(without_id(&seen[0]), cooldown);
+        // The owner's client key travels with the news.
+        assert_eq!(without_id(&seen[1]), owner);
         assert!(
             storage
-                .events_after(seen[0].id, "b")
+                .events_after(seen[1].id, "b")
                 .await
                 .unwrap()
                 .is_empty()
         );
         storage.prune_cluster_tables().await.unwrap();
-        assert_eq!(storage.last_event_id().await.unwrap(), seen[0].id);
+        assert_eq!(storage.last_event_id().await.unwrap(), seen[1].id);
     }
 }

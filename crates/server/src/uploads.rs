@@ -4,8 +4,9 @@
 //! metadata; the upstream answers with an `X-Goog-Upload-URL` holding an unguessable
 //! `upload_id`. That URL is rewritten to point at the gateway, and the upload id is bound to the
 //! key that started the session: the chunks that follow carry no API key, and must reach the
-//! same upstream key so the finished file lands in that key's project. When the final chunk's
-//! answer names the new file, its owner is remembered for affinity.
+//! same upstream key so the finished file lands in that key's project. The session also
+//! remembers the client key that started it: when the final chunk's answer names the new file,
+//! the file is recorded as that client's, in that key's project (see `ownership`).
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -16,7 +17,7 @@ use crate::accounting::RequestMeter;
 use crate::auth::query_value;
 use crate::error::{ApiError, Dialect};
 use crate::native::{
-    buffered_response, client_id, read_body, read_limited, relay_response, remember_owner_of,
+    buffered_response, client_id, read_body, read_limited, relay_response,
     upstream_failure_response, with_query,
 };
 use crate::state::{App, AppState};
@@ -56,6 +57,7 @@ async fn start_upload(
     request: Request,
     meter: &mut RequestMeter,
 ) -> Result<Response, ApiError> {
+    let client = client_id(&request);
     let (parts, body) = request.into_parts();
     let version = version_of(parts.uri.path());
     let origin = public_origin(&parts.headers)
@@ -103,9 +105,10 @@ async fn start_upload(
     let rewritten = HeaderValue::from_str(&rewritten).map_err(|_| {
         ApiError::Internal("the rewritten upload URL is not a header value".to_owned())
     })?;
+    // The file the session creates belongs to this client key: its chunks carry no key.
     app.pool
         .affinity()
-        .bind_upload(upload_id, committed.key.id());
+        .bind_upload(&upload_id, committed.key.id(), client);
     Ok(relay_response(
         committed.response,
         app.stream_ends(),
@@ -121,14 +124,11 @@ async fn relay_chunk(
     meter: &mut RequestMeter,
 ) -> Result<Response, ApiError> {
     let unknown = || ApiError::NotFound("Upload session not found.".to_owned());
-    let key_id = app
-        .pool
-        .affinity()
-        .upload_key(&upload_id)
-        .ok_or_else(unknown)?;
+    // Sessions end after a day (see `pool::Affinity`); an ended one is unknown here.
+    let session = app.pool.affinity().upload(&upload_id).ok_or_else(unknown)?;
     // The session belongs to this key even if it has since been disabled: another key's
     // project would not know the upload.
-    let key = app.pool.key(key_id).ok_or_else(unknown)?;
+    let key = app.pool.key(session.key).ok_or_else(unknown)?;
     meter.set_key(&key);
     let (parts, body) = request.into_parts();
     let version = version_of(parts.uri.path());
@@ -158,7 +158,7 @@ async fn relay_chunk(
     let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
     let body: Bytes = read_limited(response, FINAL_BODY_LIMIT).await?;
     if status == StatusCode::OK {
-        remember_owner_of(app, &body, &key);
+        crate::ownership::remember_owner_of(app, &body, &key, session.client);
     }
     Ok(buffered_response(status, headers, body))
 }

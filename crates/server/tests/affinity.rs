@@ -136,8 +136,8 @@ async fn an_uploaded_file_is_always_used_through_its_owner_project() {
     // routes the same way.
     let mut persisted = false;
     for _ in 0..200 {
-        let owners = gw.state.storage.resource_owners().await.unwrap();
-        if owners.iter().any(|(resource, _)| *resource == name) {
+        let owners = gw.state.storage.resource_owners(0, 1000).await.unwrap();
+        if owners.iter().any(|owner| owner.resource == name) {
             persisted = true;
             break;
         }
@@ -234,8 +234,8 @@ async fn unknown_upload_sessions_are_refused_without_reaching_the_upstream() {
 async fn a_request_naming_resources_of_two_projects_is_refused() {
     let gw = Harness::start(Setup::with_keys(&KEYS)).await;
     let affinity = gw.state.pool.affinity();
-    affinity.remember_resource("files/one".into(), "p1".into());
-    affinity.remember_resource("files/two".into(), "p2".into());
+    affinity.remember_resource("files/one", "p1".into(), None);
+    affinity.remember_resource("files/two", "p2".into(), None);
     let response = gw
         .generate(
             "gemini-2.5-flash",

@@ -378,3 +378,70 @@ async fn a_stored_response_is_shared_by_the_instances_and_deleted_on_both() {
     // The first instance held it in memory: the news reaches it within moments.
     assert!(within_seconds(async || get(&first).await.unwrap().status() == 404).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_contents_owning_client_key_reaches_the_other_instance() {
+    const OTHER_CLIENT_KEY: &str = "cluster-client-key-0002";
+    let (mock, mock_addr) = MockGemini::start(mock_config(1000)).await.unwrap();
+    let database = scratch_database().await;
+    let clients = format!("{CLIENT_KEY},{OTHER_CLIENT_KEY}");
+    let env = [
+        ("CLIENT_API_KEYS", clients.as_str()),
+        ("DEFAULT_RPM_LIMIT", "1000"),
+    ];
+    let (a, b) = tokio::join!(
+        Gateway::start(&database, mock_addr, &env),
+        Gateway::start(&database, mock_addr, &env)
+    );
+    let get = async |gateway: &Gateway, client_key: &str, path: &str| {
+        let response = gateway
+            .http
+            .get(format!("{}{path}", gateway.base))
+            .header("x-goog-api-key", client_key)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json::<Value>().await.unwrap_or_default())
+    };
+
+    // Created through `a` by the first client key.
+    let created: Value = a
+        .http
+        .post(format!("{}/v1beta/cachedContents", a.base))
+        .header("x-goog-api-key", CLIENT_KEY)
+        .json(&json!({"model": "models/gemini-2.5-flash", "contents": [{"parts": [{"text": "doc"}]}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = created["name"].as_str().unwrap().to_owned();
+    let id = name.strip_prefix("cachedContents/").unwrap();
+    let gateway_refusal =
+        format!("You do not have permission to access the CachedContent {id} or it may not exist.");
+
+    // `b` refuses it to the other client key in the gateway's own words once the news is in
+    // (the upstream words its refusal of another project differently).
+    assert!(
+        within_seconds(async || {
+            let (status, body) = get(&b, OTHER_CLIENT_KEY, &format!("/v1beta/{name}")).await;
+            status == 403 && body["error"]["message"] == gateway_refusal.as_str()
+        })
+        .await,
+        "the owning client key did not reach the other instance"
+    );
+    let upstream_calls = mock.requests().len();
+    for _ in 0..4 {
+        let (status, _) = get(&b, CLIENT_KEY, &format!("/v1beta/{name}")).await;
+        assert_eq!(status, 200, "the owner, through its project's keys");
+    }
+    let (status, _) = get(&b, OTHER_CLIENT_KEY, &format!("/v1beta/{name}")).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        mock.requests().len(),
+        upstream_calls + 4,
+        "the refusal reached the upstream"
+    );
+}

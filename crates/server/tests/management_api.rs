@@ -66,7 +66,7 @@ async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-const PROTECTED: [(&str, &str); 13] = [
+const PROTECTED: [(&str, &str); 14] = [
     ("GET", "/api/session"),
     ("GET", "/api/keys"),
     ("POST", "/api/keys"),
@@ -79,6 +79,7 @@ const PROTECTED: [(&str, &str); 13] = [
     ("DELETE", "/api/client-keys/1"),
     ("GET", "/api/stats"),
     ("GET", "/api/logs"),
+    ("GET", "/api/resources"),
     ("PATCH", "/api/settings"),
 ];
 
@@ -880,7 +881,7 @@ async fn log_retention_is_a_setting_applied_by_the_writer() {
 }
 
 /// Every field `/api/keys` (keys, their quota per model, the models overview), `/api/stats`'s
-/// pool and `/api/logs` rows answer is described in the OpenAPI file, and nothing described is
+/// pool, `/api/logs` rows and `/api/resources` answer is described in the OpenAPI file, and nothing described is
 /// missing from the answers: the description cannot drift from the code unnoticed.
 #[tokio::test]
 async fn the_openapi_schemas_match_what_the_api_answers() {
@@ -953,4 +954,28 @@ async fn the_openapi_schemas_match_what_the_api_answers() {
     for name in described(&schemas["LogPage"]["properties"]["items"]["items"]) {
         assert!(row.contains(&name), "log rows have no {name}");
     }
+    let created = gw
+        .native(Method::POST, "/v1beta/cachedContents")
+        .json(&json!({"model": "models/gemini-2.5-flash", "contents": [{"parts": [{"text": "doc"}]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 200);
+    // The owner is written behind the request.
+    assert!(
+        common::eventually_async(async || {
+            call(&gw, &token, Method::GET, "/api/resources", None)
+                .await
+                .1["total"]
+                == 1
+        })
+        .await
+    );
+    let (_, resources) = call(&gw, &token, Method::GET, "/api/resources", None).await;
+    assert_eq!(fields(&resources), described(&schemas["ResourcePage"]));
+    assert_eq!(
+        fields(&resources["items"][0]),
+        described(&schemas["ResourcePage"]["properties"]["items"]["items"]),
+        "ResourcePage items"
+    );
 }

@@ -1,11 +1,13 @@
-//! The management API (`/api/…`): login, upstream keys, client keys, statistics, the request log
-//! and runtime settings. Every route but login, logout and the OpenAPI description needs an admin
-//! session ([`auth::AdminSession`]). Upstream keys are only ever shown masked; a client key is
-//! shown whole once, in the answer that creates it.
+//! The management API (`/api/…`): login, upstream keys, client keys, statistics, the request log,
+//! the files and cached contents of each client key, and runtime settings. Every route but
+//! login, logout and the OpenAPI description needs an admin session ([`auth::AdminSession`]).
+//! Upstream keys are only ever shown masked; a client key is shown whole once, in the answer
+//! that creates it.
 
 pub mod auth;
 mod client_keys;
 mod keys;
+mod resources;
 mod settings;
 mod stats;
 mod throttle;
@@ -174,6 +176,7 @@ pub fn router() -> Router<AppState> {
         )
         .route("/api/stats", get(stats::stats))
         .route("/api/logs", get(stats::logs))
+        .route("/api/resources", get(resources::list_resources))
         .route(
             "/api/settings",
             get(settings::get_settings).patch(settings::update_settings),

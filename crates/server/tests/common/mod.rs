@@ -142,9 +142,19 @@ impl Harness {
 
     /// A request with the client key in `x-goog-api-key`, as the google-genai SDK sends it.
     pub fn native(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.native_as(CLIENT_KEY, method, path)
+    }
+
+    /// [`Harness::native`] with another client key (a second tenant).
+    pub fn native_as(
+        &self,
+        client_key: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
         self.http
             .request(method, self.url(path))
-            .header("x-goog-api-key", CLIENT_KEY)
+            .header("x-goog-api-key", client_key)
     }
 
     pub async fn generate(&self, model: &str, body: serde_json::Value) -> reqwest::Response {

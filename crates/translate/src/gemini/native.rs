@@ -6,6 +6,9 @@
 //! before it picks a key, which such resources a request refers to, whether in the path
 //! (`GET files/abc`) or in the body (`fileData.fileUri`, `cachedContent`).
 
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 
 /// The API versions a native path may start with.
@@ -112,6 +115,17 @@ impl NativePath {
     pub fn creates_owned_resource(&self, method: &str) -> bool {
         method == "POST" && OWNED_COLLECTIONS.contains(&self.path.as_str())
     }
+
+    /// The collection (`files`, `cachedContents`) a `method` call on this path lists; it is
+    /// also the name of the answer's array of entries.
+    pub fn lists_owned_resources(&self, method: &str) -> Option<&'static str> {
+        if method != "GET" {
+            return None;
+        }
+        OWNED_COLLECTIONS
+            .into_iter()
+            .find(|collection| *collection == self.path)
+    }
 }
 
 /// Characters of Gemini resource names and actions: `models/gemini-2.5-flash:generateContent`,
@@ -121,7 +135,8 @@ fn is_name_byte(byte: u8) -> bool {
 }
 
 /// Owned resources a native request body refers to: every `fileData.fileUri` that points at a
-/// Gemini file (`https://…/v1beta/files/abc` or `files/abc`) and a top-level `cachedContent`.
+/// Gemini file (`https://…/v1beta/files/abc` or `files/abc`), every `fileName` naming one (a
+/// batch's `inputConfig`, a file imported into a file search store) and a `cachedContent`.
 /// Google accepts snake_case field names too, so both spellings are read.
 pub fn referenced_resources(body: &Value) -> Vec<String> {
     let mut found = Vec::new();
@@ -135,12 +150,9 @@ fn collect_references(value: &Value, found: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             for (field, child) in map {
-                match (field.as_str(), child) {
-                    ("fileUri" | "file_uri", Value::String(uri)) => {
-                        found.extend(resource_from_reference(uri, "files"));
-                    }
-                    ("cachedContent" | "cached_content", Value::String(name)) => {
-                        found.extend(resource_from_reference(name, "cachedContents"));
+                match (referencing_field(field), child) {
+                    (Some(collection), Value::String(reference)) => {
+                        found.extend(resource_from_reference(reference, collection));
                     }
                     _ => collect_references(child, found),
                 }
@@ -150,6 +162,149 @@ fn collect_references(value: &Value, found: &mut Vec<String>) {
             .iter()
             .for_each(|item| collect_references(item, found)),
         _ => {}
+    }
+}
+
+/// [`referenced_resources`] read straight from a JSON body, in one pass that builds no tree.
+/// Every occurrence counts, also a field given twice in one object: a parser that keeps the
+/// first and one that keeps the last would otherwise disagree on which resource is named, and
+/// the gateway's check must see whatever the upstream might use. Escapes (`files\/x`,
+/// `\u0066ileUri`) are decoded as the upstream decodes them.
+pub fn referenced_resources_in(body: &[u8]) -> Result<Vec<String>, serde_json::Error> {
+    let mut found = Vec::new();
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    References(&mut found).deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    found.sort();
+    found.dedup();
+    Ok(found)
+}
+
+/// The collection whose resources a field names, for the fields that name one.
+fn referencing_field(field: &str) -> Option<&'static str> {
+    match field {
+        "fileUri" | "file_uri" | "fileName" | "file_name" => Some("files"),
+        "cachedContent" | "cached_content" => Some("cachedContents"),
+        _ => None,
+    }
+}
+
+/// Walks any JSON value, collecting references (see [`referenced_resources_in`]).
+struct References<'a>(&'a mut Vec<String>);
+
+impl<'de> DeserializeSeed<'de> for References<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for References<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let found = self.0;
+        while let Some(field) = map.next_key::<String>()? {
+            match referencing_field(&field) {
+                Some(collection) => map.next_value_seed(Reference {
+                    collection,
+                    found: &mut *found,
+                })?,
+                None => map.next_value_seed(References(&mut *found))?,
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let found = self.0;
+        while seq.next_element_seed(References(&mut *found))?.is_some() {}
+        Ok(())
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// The value of a referencing field: a string names a resource; anything else is walked on.
+struct Reference<'a> {
+    collection: &'static str,
+    found: &'a mut Vec<String>,
+}
+
+impl<'de> DeserializeSeed<'de> for Reference<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Reference<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("any JSON value")
+    }
+
+    fn visit_str<E>(self, reference: &str) -> Result<(), E> {
+        self.found
+            .extend(resource_from_reference(reference, self.collection));
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        References(self.found).visit_map(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        References(self.found).visit_seq(seq)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -230,6 +385,20 @@ mod tests {
             cached.owned_resource().as_deref(),
             Some("cachedContents/xyz")
         );
+        for (path, method, listed) in [
+            ("files", "GET", Some("files")),
+            ("cachedContents", "GET", Some("cachedContents")),
+            ("files", "POST", None),
+            ("files/abc", "GET", None),
+            ("models", "GET", None),
+        ] {
+            let path = NativePath::parse(path).unwrap();
+            assert_eq!(
+                path.lists_owned_resources(method),
+                listed,
+                "{path:?} {method}"
+            );
+        }
         let batch = NativePath::parse("models/gemini-2.5-flash:batchEmbedContents").unwrap();
         assert!(!batch.is_streaming());
     }
@@ -273,18 +442,52 @@ mod tests {
                 {"fileData": {"fileUri": "https://www.youtube.com/watch?v=x"}},
                 {"fileData": {"fileUri": "https://example.com/files/not-gemini"}},
                 {"fileData": {"fileUri": "http://127.0.0.1:9/v1beta/files/ghi"}},
-            ]}]
+            ]}],
+            "batch": {"input_config": {"file_name": "files/batch-in"}},
         });
         assert_eq!(
             referenced_resources(&body),
             vec![
                 "cachedContents/cache-1".to_owned(),
                 "files/abc-1".to_owned(),
+                "files/batch-in".to_owned(),
                 "files/def_2".to_owned(),
                 "files/ghi".to_owned(),
             ]
         );
         assert!(referenced_resources(&json!({"contents": []})).is_empty());
+        // The body read directly finds the same.
+        assert_eq!(
+            referenced_resources_in(body.to_string().as_bytes()).unwrap(),
+            referenced_resources(&body)
+        );
+    }
+
+    #[test]
+    fn references_hidden_by_escapes_or_duplicate_fields_are_found_in_the_body() {
+        let body = br#"{
+            "cachedContent": "cachedContents/first",
+            "cachedContent": "cachedContents/second",
+            "contents": [{"parts": [
+                {"fileData": {"fileUri": "files\/escaped-slash"}},
+                {"fileData": {"\u0066ileUri": "files/escaped-key", "fileUri": "files/twice"}},
+                {"fileData": {"fileUri": "\u0066iles\u002Funicode"}},
+                {"text": "files/only-text", "n": 1, "f": 1.5, "b": true, "z": null}
+            ]}]
+        }"#;
+        assert_eq!(
+            referenced_resources_in(body).unwrap(),
+            [
+                "cachedContents/first",
+                "cachedContents/second",
+                "files/escaped-key",
+                "files/escaped-slash",
+                "files/twice",
+                "files/unicode",
+            ]
+        );
+        assert!(referenced_resources_in(b"{").is_err());
+        assert!(referenced_resources_in(b"{} {}").is_err());
     }
 
     #[test]
