@@ -10,7 +10,8 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ "${#targets[@]}" -eq 0 ]; then
-  targets=(request_mapping response_mapping stream_translator sse_decoder upstream_error)
+  targets=(request_mapping response_mapping stream_translator sse_decoder upstream_error
+    responses_request responses_stream)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
@@ -31,12 +32,13 @@ seed() {
   case "$target" in
     request_mapping) cp "$fixtures"/requests/*.json "$corpus"/ ;;
     response_mapping) cp "$fixtures"/gemini/generate_*.json "$corpus"/ ;;
-    stream_translator)
+    stream_translator | responses_stream)
       for file in "$fixtures"/gemini/*.sse; do
         sed -n 's/^data: //p' "$file" >"$corpus/$(basename "$file")"
       done
       ;;
     sse_decoder) cp "$fixtures"/gemini/*.sse "$corpus"/ ;;
+    responses_request) cp "$fixtures"/responses/*.json "$corpus"/ ;;
     upstream_error)
       # A status byte, then the body.
       for file in "$fixtures"/gemini/errors/*.json; do

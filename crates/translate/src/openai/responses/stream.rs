@@ -49,6 +49,8 @@ pub struct ResponseStream {
     grounding: Option<GroundingMetadata>,
     remembered: Vec<(String, RememberedCall)>,
     ended: bool,
+    /// A stream must bring a finish reason before it ends; a whole answer need not.
+    expect_finish: bool,
 }
 
 /// New ids: `new_id("msg")` gives `msg_…`.
@@ -69,6 +71,7 @@ impl ResponseStream {
             grounding: None,
             remembered: Vec::new(),
             ended: false,
+            expect_finish: true,
         }
     }
 
@@ -480,6 +483,13 @@ impl ResponseStream {
     /// The end of the upstream stream: every item closed, then `response.completed` (or
     /// `response.incomplete` when the answer was cut or filtered).
     pub fn finish(&mut self, new_id: &mut NewId<'_>) -> Vec<Value> {
+        if self.expect_finish && self.finish.is_none() && !self.blocked {
+            // The upstream's stream ended without its finish reason: the answer may be cut.
+            return self.fail(
+                "server_error",
+                "The upstream stream ended before the answer was complete.",
+            );
+        }
         let mut events = Vec::new();
         if self.ended {
             return events;
@@ -605,6 +615,7 @@ pub fn response_from_answer(
     new_id: &mut NewId<'_>,
 ) -> (Response, Vec<(String, RememberedCall)>) {
     let mut machine = ResponseStream::new(frame, options);
+    machine.expect_finish = false;
     machine.on_event(answer, new_id);
     machine.finish(new_id);
     let remembered = machine.take_remembered();
