@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README: "Test"): the Rust test suite, then the end-to-end tests
-# that drive the built binaries with the real client SDKs (installed into ./.venv) and the
-# dashboard in Debian's headless Chromium (screenshots in artifacts/screenshots/).
+# that drive the built binaries with the real client SDKs and frameworks (Node packages in each
+# test folder's node_modules, Python ones in ./.venv and ./.venv-llamaindex) and the dashboard in
+# Debian's headless Chromium (screenshots in artifacts/screenshots/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,9 +53,20 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2
 fi
 (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 GEMINI_POOL_BIN_DIR="$PWD/target/debug" node --test tests/browser/
+# The Vercel AI SDK and the openai npm package (pinned in tests/clients-node/package-lock.json).
+(cd tests/clients-node && npm ci --no-audit --no-fund --loglevel=error)
+GEMINI_POOL_BIN_DIR="$PWD/target/debug" node --test tests/clients-node/
 
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
-GEMINI_POOL_BIN_DIR="$PWD/target/debug" .venv/bin/python -m pytest -q tests/python
+GEMINI_POOL_BIN_DIR="$PWD/target/debug" .venv/bin/python -m pytest -q tests/python \
+  --ignore=tests/python/test_frameworks_llamaindex.py
+# llama-index in a virtualenv of its own: llama-index-llms-openai requires openai<3, the SDK tests
+# above pin openai 3.
+if [ ! -x .venv-llamaindex/bin/python ]; then
+  python3 -m venv .venv-llamaindex
+fi
+.venv-llamaindex/bin/python -m pip install --quiet --disable-pip-version-check -r tests/python/requirements-llamaindex.txt
+GEMINI_POOL_BIN_DIR="$PWD/target/debug" .venv-llamaindex/bin/python -m pytest -q tests/python/test_frameworks_llamaindex.py
