@@ -24,7 +24,7 @@ use translate::gemini::UsageMetadata;
 use translate::gemini::sse::SseDecoder;
 
 use crate::state::AppState;
-use crate::storage::Storage;
+use store::Storage;
 
 /// How often the writer writes.
 pub const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
@@ -43,58 +43,17 @@ const QUEUE: usize = 10_000;
 /// The longest wait between two tries of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
-/// Tokens of one request, as the upstream reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tokens {
-    /// Prompt tokens (with tool-use prompt tokens).
-    pub prompt: u64,
-    /// Completion tokens, thinking included (as OpenAI counts reasoning).
-    pub completion: u64,
-    /// Thinking tokens (also inside `completion`).
-    pub thoughts: u64,
-    /// Cached prompt tokens (also inside `prompt`).
-    pub cached: u64,
-}
+pub use store::{RequestRecord, Tokens};
 
-impl From<&UsageMetadata> for Tokens {
-    fn from(usage: &UsageMetadata) -> Self {
-        Self {
-            prompt: usage.prompt_token_count + usage.tool_use_prompt_token_count,
-            completion: usage.candidates_token_count + usage.thoughts_token_count,
-            thoughts: usage.thoughts_token_count,
-            cached: usage.cached_content_token_count,
-        }
+/// The tokens of one request, as the upstream reported them: thinking counted in the completion
+/// (as OpenAI counts reasoning), tool-use prompt tokens in the prompt.
+pub fn tokens_of(usage: &UsageMetadata) -> Tokens {
+    Tokens {
+        prompt: usage.prompt_token_count + usage.tool_use_prompt_token_count,
+        completion: usage.candidates_token_count + usage.thoughts_token_count,
+        thoughts: usage.thoughts_token_count,
+        cached: usage.cached_content_token_count,
     }
-}
-
-/// One finished request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestRecord {
-    /// When it started (ms since the epoch).
-    pub at_ms: u64,
-    /// The client key.
-    pub client_key_id: Option<i64>,
-    /// The upstream key that served it (the last one tried).
-    pub upstream_key_id: Option<i64>,
-    /// That key's project.
-    pub project: Option<String>,
-    /// The model.
-    pub model: Option<String>,
-    /// The route template.
-    pub route: &'static str,
-    /// The HTTP status the client got.
-    pub status: u16,
-    /// From start to the end of the response body.
-    pub latency_ms: u64,
-    /// Tokens.
-    pub tokens: Tokens,
-    /// Whether the answer was streamed.
-    pub streamed: bool,
-    /// Upstream calls made for it (0 when none was, as for a refused request).
-    pub attempts: u8,
-    /// The last trouble met upstream (`capacity`, `quota`, `key_error`, `empty_answer`, …),
-    /// also when a later key succeeded.
-    pub upstream_error: Option<&'static str>,
 }
 
 enum Message {
@@ -397,7 +356,7 @@ impl RequestMeter {
 
     /// The upstream's latest (cumulative) usage snapshot.
     pub fn set_usage(&mut self, usage: &UsageMetadata) {
-        self.record.tokens = Tokens::from(usage);
+        self.record.tokens = tokens_of(usage);
     }
 }
 
@@ -602,7 +561,7 @@ mod tests {
             "{health:?}"
         );
         let (rows, total) = storage
-            .request_logs(&crate::storage::LogFilter::default())
+            .request_logs(&store::LogFilter::default())
             .await
             .unwrap();
         assert_eq!((total, rows.len()), (10, 10));
@@ -622,7 +581,7 @@ mod tests {
 }"#;
         let usage = usage_in_tail(answer).unwrap();
         assert_eq!(
-            Tokens::from(&usage),
+            tokens_of(&usage),
             Tokens {
                 prompt: 8,
                 completion: 32,

@@ -18,7 +18,8 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, Dialect};
 use crate::state::AppState;
-use crate::storage::ClientKeyRow;
+use secrecy::{ExposeSecret, SecretString};
+use store::ClientKeyRow;
 
 /// The hex SHA-256 digest under which a client key is stored.
 pub fn digest_hex(key: &str) -> String {
@@ -29,6 +30,32 @@ pub fn digest_hex(key: &str) -> String {
 pub fn display_prefix(key: &str) -> String {
     let head: String = key.chars().take(6).collect();
     format!("{head}…")
+}
+
+/// Makes the stored `env` client keys match `CLIENT_API_KEYS`: the store gets their digests and
+/// display prefixes, never the keys.
+pub async fn sync_configured_client_keys(
+    storage: &store::Storage,
+    keys: &[SecretString],
+) -> Result<store::SyncReport, store::StorageError> {
+    let digested: Vec<(String, String)> = keys
+        .iter()
+        .map(|key| {
+            (
+                digest_hex(key.expose_secret()),
+                display_prefix(key.expose_secret()),
+            )
+        })
+        .collect();
+    let new: Vec<store::NewClientKey<'_>> = digested
+        .iter()
+        .map(|(digest, prefix)| store::NewClientKey {
+            name: "from CLIENT_API_KEYS",
+            digest,
+            prefix,
+        })
+        .collect();
+    storage.sync_client_keys(&new).await
 }
 
 /// An authenticated client, added to the request extensions.
@@ -265,6 +292,28 @@ fn is_upload_chunk(request: &Request) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn configured_client_keys_are_stored_as_digests_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
+        let storage = store::Storage::open(&url).await.unwrap();
+        let secret = "client-secret-value-123";
+        sync_configured_client_keys(&storage, &[SecretString::from(secret)])
+            .await
+            .unwrap();
+        let rows = storage.client_keys().await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].digest, digest_hex(secret));
+        drop(storage);
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the client key is stored in clear"
+            );
+        }
+    }
     use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

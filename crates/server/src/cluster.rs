@@ -9,7 +9,7 @@
 //!   limits, keys taken out of service, resource owners and their client keys, management
 //!   changes) and applies what the others published. It runs at once when this instance
 //!   learns something, and at once when another instance announces news (PostgreSQL
-//!   `LISTEN`/`NOTIFY` on [`crate::storage::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as
+//!   `LISTEN`/`NOTIFY` on [`store::NEWS_CHANNEL`]); every [`NEWS_INTERVAL`] anyway, as
 //!   the fallback when the listening connection is down. So a 429 learned by one instance stops
 //!   the others within a few milliseconds.
 //!
@@ -24,7 +24,7 @@ use pool::{KeyId, Learned, Pool};
 use tokio::sync::{Notify, watch};
 
 use crate::state::App;
-use crate::storage::{ClusterEvent, LeaseGrant, Storage};
+use store::{ClusterEvent, LeaseGrant, Storage};
 
 /// How often news is published and read.
 pub const NEWS_INTERVAL: Duration = Duration::from_millis(500);
@@ -76,7 +76,7 @@ impl Cluster {
         storage: Storage,
         pool: Arc<Pool>,
         database_url: &str,
-    ) -> Result<Arc<Self>, crate::storage::StorageError> {
+    ) -> Result<Arc<Self>, store::StorageError> {
         pool.share_quota();
         let last_seen = storage.last_event_id().await?;
         let first_listener = match listener_for(database_url).await {
@@ -413,7 +413,7 @@ impl Cluster {
 /// A connection listening on the news channel.
 async fn listener_for(database_url: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
     let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
-    listener.listen(crate::storage::NEWS_CHANNEL).await?;
+    listener.listen(store::NEWS_CHANNEL).await?;
     Ok(listener)
 }
 
@@ -423,7 +423,7 @@ async fn reload(
     keys: bool,
     clients: bool,
     settings: bool,
-) -> Result<(), crate::storage::StorageError> {
+) -> Result<(), store::StorageError> {
     if keys {
         app.pool.replace_keys(app.storage.upstream_keys().await?);
     }

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use store::NewUpstreamKey;
 use url::Url;
 
 /// Every variable the configuration reads: name, default, meaning (for `--help`, `.env.example`
@@ -126,15 +127,6 @@ pub const VARIABLES: [(&str, &str, &str); 21] = [
     ("LOG_FORMAT", "text", "text, or json for JSON lines"),
 ];
 
-/// An upstream key from `GEMINI_API_KEYS`.
-#[derive(Debug, Clone)]
-pub struct UpstreamKeySpec {
-    /// The key.
-    pub key: SecretString,
-    /// Its Google Cloud project, when given as `KEY@PROJECT`.
-    pub project: Option<String>,
-}
-
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -152,7 +144,7 @@ pub struct Config {
     /// `DATABASE_URL`.
     pub database_url: String,
     /// `GEMINI_API_KEYS`, duplicates collapsed.
-    pub upstream_keys: Vec<UpstreamKeySpec>,
+    pub upstream_keys: Vec<NewUpstreamKey>,
     /// `GEMINI_BASE_URL`, without a trailing slash.
     pub upstream_base_url: Url,
     /// `CLIENT_API_KEYS`, duplicates collapsed.
@@ -225,7 +217,7 @@ impl Config {
 
         let database_url = get("DATABASE_URL")
             .unwrap_or_else(|| "sqlite://data/gemini-pool.db?mode=rwc".to_owned());
-        if crate::storage::Backend::of_url(&database_url).is_none() {
+        if store::Backend::of_url(&database_url).is_none() {
             return Err(error(
                 "DATABASE_URL",
                 "expected a sqlite:// or postgres:// URL",
@@ -482,8 +474,8 @@ pub fn is_valid_project(project: &str) -> bool {
 }
 
 /// Parses a list of upstream keys (`KEY` or `KEY@PROJECT`), as `GEMINI_API_KEYS` takes it.
-pub fn parse_upstream_keys(value: &str) -> Result<Vec<UpstreamKeySpec>, ConfigError> {
-    let mut keys: Vec<UpstreamKeySpec> = Vec::new();
+pub fn parse_upstream_keys(value: &str) -> Result<Vec<NewUpstreamKey>, ConfigError> {
+    let mut keys: Vec<NewUpstreamKey> = Vec::new();
     for (index, entry) in split_list(value).enumerate() {
         let position = index + 1;
         let (key, project) = match entry.split_once('@') {
@@ -514,7 +506,7 @@ pub fn parse_upstream_keys(value: &str) -> Result<Vec<UpstreamKeySpec>, ConfigEr
                     format!("entry {position} repeats a key with a different project"),
                 ));
             }
-            None => keys.push(UpstreamKeySpec {
+            None => keys.push(NewUpstreamKey {
                 key: SecretString::from(key),
                 project: project.map(str::to_owned),
             }),

@@ -25,7 +25,6 @@ pub mod response_store;
 pub mod responses;
 pub mod serving;
 pub mod state;
-pub mod storage;
 pub mod telemetry;
 pub mod uploads;
 pub mod upstream;

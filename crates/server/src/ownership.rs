@@ -120,7 +120,7 @@ pub fn remember_owner_of(app: &App, body: &[u8], key: &PoolKey, client: Option<i
     }
     let storage = app.storage.clone();
     let key_id = key.id();
-    let stored = crate::storage::StoredOwner {
+    let stored = store::StoredOwner {
         resource: name,
         project: project.to_string(),
         client_key_id: client,

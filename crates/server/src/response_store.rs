@@ -14,11 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::Row;
 use tokio::sync::mpsc;
 use translate::openai::responses::types::Response;
 
-use crate::storage::{Storage, StorageError};
+use store::{Storage, StorageError};
 
 /// Bytes of stored responses kept in memory.
 pub const MEMORY_BYTES: usize = 64 * 1024 * 1024;
@@ -149,7 +148,7 @@ impl ResponseStore {
         let writer = storage.clone();
         tokio::spawn(async move {
             while let Some(stored) = queue.recv().await {
-                if let Err(error) = writer.save_response(&stored).await {
+                if let Err(error) = save(&writer, &stored).await {
                     tracing::warn!(response = %stored.id, %error, "a stored response could not be written");
                 }
             }
@@ -191,10 +190,10 @@ impl ResponseStore {
         let stored = match remembered {
             Some(stored) => Some(stored),
             None => {
-                let mut found = self.storage.load_response(id).await?;
+                let mut found = load(&self.storage, id).await?;
                 if found.is_none() && self.shared && looks_like_ours(id, "resp_") {
                     tokio::time::sleep(CROSS_INSTANCE_WAIT).await;
-                    found = self.storage.load_response(id).await?;
+                    found = load(&self.storage, id).await?;
                 }
                 found.map(|stored| {
                     let stored = Arc::new(stored);
@@ -303,118 +302,51 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(rand::random::<[u8; 24]>()))
 }
 
-impl Storage {
-    /// Writes a stored response and indexes its output items.
-    pub async fn save_response(&self, stored: &StoredResponse) -> Result<(), StorageError> {
-        let response = serde_json::to_string(&stored.response).unwrap_or_default();
-        let input = serde_json::to_string(&stored.input_items).unwrap_or_default();
-        let mut tx = self.any_pool().begin().await?;
-        sqlx::query(
-            "INSERT INTO responses (id, client_key_id, created_at_ms, previous_response_id, response, input_items)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(&stored.id)
-        .bind(stored.owner)
-        .bind(i64::try_from(stored.created_at_ms).unwrap_or(i64::MAX))
-        .bind(stored.previous.as_deref())
-        .bind(response)
-        .bind(input)
-        .execute(&mut *tx)
-        .await?;
-        for item in &stored.response.output {
-            // An id already taken (by another response, whoever owns it) keeps its first owner.
-            sqlx::query(
-                "INSERT INTO response_items (id, response_id, client_key_id, item)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(item.id())
-            .bind(&stored.id)
-            .bind(stored.owner)
-            .bind(serde_json::to_string(item).unwrap_or_default())
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Reads a stored response.
-    pub async fn load_response(&self, id: &str) -> Result<Option<StoredResponse>, StorageError> {
-        let Some(row) = sqlx::query(
-            "SELECT client_key_id, created_at_ms, response, input_items FROM responses WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.any_pool())
-        .await?
-        else {
-            return Ok(None);
-        };
-        let response: String = row.try_get("response")?;
-        let input: String = row.try_get("input_items")?;
-        let (Ok(response), Ok(input_items)) = (
-            serde_json::from_str::<Response>(&response),
-            serde_json::from_str::<Vec<Value>>(&input),
-        ) else {
-            tracing::warn!(
-                response = id,
-                "a stored response could not be read; ignored"
-            );
-            return Ok(None);
-        };
-        let owner: Option<i64> = row.try_get("client_key_id")?;
-        let created: i64 = row.try_get("created_at_ms")?;
-        Ok(Some(StoredResponse::new(
-            owner,
-            u64::try_from(created).unwrap_or(0),
-            response,
-            input_items,
-        )))
-    }
-
-    /// The response holding the output item `id`.
-    pub async fn response_of_item(&self, id: &str) -> Result<Option<String>, StorageError> {
-        let row = sqlx::query("SELECT response_id FROM response_items WHERE id = $1")
-            .bind(id)
-            .fetch_optional(self.any_pool())
-            .await?;
-        Ok(match row {
-            Some(row) => Some(row.try_get("response_id")?),
-            None => None,
+/// Writes `stored` to the database.
+async fn save(storage: &Storage, stored: &StoredResponse) -> Result<(), StorageError> {
+    let response = serde_json::to_string(&stored.response).unwrap_or_default();
+    let input_items = serde_json::to_string(&stored.input_items).unwrap_or_default();
+    let output_items: Vec<(&str, String)> = stored
+        .response
+        .output
+        .iter()
+        .map(|item| (item.id(), serde_json::to_string(item).unwrap_or_default()))
+        .collect();
+    storage
+        .save_response(store::NewResponse {
+            id: &stored.id,
+            client_key_id: stored.owner,
+            created_at_ms: stored.created_at_ms,
+            previous_response_id: stored.previous.as_deref(),
+            response: &response,
+            input_items: &input_items,
+            output_items: &output_items,
         })
-    }
+        .await
+}
 
-    /// Deletes a stored response and its items.
-    pub async fn delete_response(&self, id: &str) -> Result<(), StorageError> {
-        let mut tx = self.any_pool().begin().await?;
-        sqlx::query("DELETE FROM response_items WHERE response_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("DELETE FROM responses WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Deletes the responses created before `cutoff_ms` and their items.
-    pub async fn prune_responses(&self, cutoff_ms: i64) -> Result<u64, StorageError> {
-        let mut tx = self.any_pool().begin().await?;
-        sqlx::query(
-            "DELETE FROM response_items WHERE response_id IN
-                (SELECT id FROM responses WHERE created_at_ms < $1)",
-        )
-        .bind(cutoff_ms)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query("DELETE FROM responses WHERE created_at_ms < $1")
-            .bind(cutoff_ms)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(done.rows_affected())
-    }
+/// Reads the stored response `id` from the database; one that cannot be read is logged and
+/// treated as absent.
+async fn load(storage: &Storage, id: &str) -> Result<Option<StoredResponse>, StorageError> {
+    let Some(row) = storage.load_response(id).await? else {
+        return Ok(None);
+    };
+    let (Ok(response), Ok(input_items)) = (
+        serde_json::from_str::<Response>(&row.response),
+        serde_json::from_str::<Vec<Value>>(&row.input_items),
+    ) else {
+        tracing::warn!(
+            response = id,
+            "a stored response could not be read; ignored"
+        );
+        return Ok(None);
+    };
+    Ok(Some(StoredResponse::new(
+        row.client_key_id,
+        row.created_at_ms,
+        response,
+        input_items,
+    )))
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ fn now_ms() -> u64 {
     unix_now().saturating_mul(1000)
 }
 
-fn storage_error(error: crate::storage::StorageError) -> ApiError {
+fn storage_error(error: store::StorageError) -> ApiError {
     ApiError::Internal(format!("stored responses: {error}"))
 }
 

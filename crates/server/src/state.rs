@@ -10,8 +10,8 @@ use crate::accounting::Accountant;
 use crate::auth::ClientKeys;
 use crate::call_memory::CallMemoryStore;
 use crate::config::Config;
-use crate::storage::{Storage, StorageError};
 use crate::upstream::Upstream;
+use store::{Storage, StorageError};
 
 /// A failure while starting the gateway.
 #[derive(Debug, thiserror::Error)]
@@ -92,7 +92,8 @@ impl AppState {
     pub async fn initialize(config: Config) -> Result<Self, StartError> {
         let storage = Storage::open(&config.database_url).await?;
         let upstream_sync = storage.sync_upstream_keys(&config.upstream_keys).await?;
-        let client_sync = storage.sync_client_keys(&config.client_keys).await?;
+        let client_sync =
+            crate::auth::sync_configured_client_keys(&storage, &config.client_keys).await?;
         tracing::info!(
             upstream_added = upstream_sync.added,
             upstream_retired = upstream_sync.retired,
@@ -157,8 +158,8 @@ impl AppState {
         let upstream = Upstream::new(&config)?;
         let admin = admin_auth(&config, &storage).await?;
         let cluster = match storage.backend() {
-            crate::storage::Backend::Sqlite => None,
-            crate::storage::Backend::Postgres => {
+            store::Backend::Sqlite => None,
+            store::Backend::Postgres => {
                 let cluster = crate::cluster::Cluster::join(
                     storage.clone(),
                     Arc::clone(&pool),

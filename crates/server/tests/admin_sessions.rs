@@ -190,7 +190,7 @@ async fn a_new_admin_password_revokes_every_session_at_restart() {
 async fn a_logout_on_one_instance_is_refused_by_another_on_postgres() {
     let server = std::env::var("GEMINI_POOL_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let database = server::storage::create_scratch_postgres(&server)
+    let database = store::testing::create_scratch_postgres(&server)
         .await
         .expect("PostgreSQL must run for this test (./scripts/test.sh starts it)");
     let a = gateway_on(Some(database)).await;

@@ -22,7 +22,7 @@ const PASSWORD: &str = "cluster-admin-password";
 async fn scratch_database() -> String {
     let server = std::env::var("GEMINI_POOL_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    server::storage::create_scratch_postgres(&server)
+    store::testing::create_scratch_postgres(&server)
         .await
         .expect("PostgreSQL must run for this test (./scripts/test.sh starts it)")
 }

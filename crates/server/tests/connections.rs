@@ -220,12 +220,11 @@ async fn on_sigterm_a_stream_still_open_after_the_grace_period_ends_with_an_erro
     assert!(status.success(), "{status:?}");
     // Both rows were written before the process exited.
     let database = dir.path().join("data/gemini-pool.db");
-    let storage =
-        server::storage::Storage::open(&format!("sqlite://{}?mode=rw", database.display()))
-            .await
-            .unwrap();
+    let storage = store::Storage::open(&format!("sqlite://{}?mode=rw", database.display()))
+        .await
+        .unwrap();
     let (logs, _) = storage
-        .request_logs(&server::storage::LogFilter::default())
+        .request_logs(&store::LogFilter::default())
         .await
         .unwrap();
     assert_eq!(

@@ -70,7 +70,7 @@ async fn load(base: String, stop: Arc<AtomicBool>) -> Vec<Instant> {
 /// Request rows in the database, read by a fresh gateway on it.
 async fn logged_rows(dir: &std::path::Path) -> i64 {
     let url = format!("sqlite://{}/data/gemini-pool.db?mode=rwc", dir.display());
-    server::storage::Storage::open(&url)
+    store::Storage::open(&url)
         .await
         .unwrap()
         .request_log_count()

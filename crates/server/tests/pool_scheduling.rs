@@ -7,7 +7,7 @@ mod common;
 use common::{CLIENT_KEY, Harness, Setup, eventually, text_request};
 use reqwest::Method;
 use serde_json::{Value, json};
-use server::storage::UsageDimension;
+use store::UsageDimension;
 
 /// Three projects, two keys sharing one: `A` (k1, k2), `B` (k3), `C` (k4).
 fn three_projects(upstream_rpm: u32, gateway_rpm: u32) -> Setup {

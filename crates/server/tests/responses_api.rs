@@ -97,7 +97,7 @@ async fn both_routes_are_accounted_with_their_tokens_and_in_the_metrics() {
     let (rows, _) = gw
         .state
         .storage
-        .request_logs(&server::storage::LogFilter::default())
+        .request_logs(&store::LogFilter::default())
         .await
         .unwrap();
     let row = |route: &str| rows.iter().find(|row| row.route == route).unwrap().clone();

@@ -14,7 +14,7 @@ use super::keys::present;
 use super::{AdminError, parse_body, parse_id};
 use crate::auth::{digest_hex, display_prefix};
 use crate::state::{App, AppState};
-use crate::storage::{ClientKeyAdminRow, UsageDimension, UsageTotals};
+use store::{ClientKeyAdminRow, UsageDimension, UsageTotals};
 
 async fn reload_clients(app: &App) -> Result<(), AdminError> {
     app.clients.replace(app.storage.client_keys().await?);
@@ -166,7 +166,14 @@ pub async fn create_client_key(
     let key = new_client_key();
     let id = app
         .storage
-        .create_client_key(&name, &digest_hex(&key), &display_prefix(&key), &limits)
+        .create_client_key(
+            store::NewClientKey {
+                name: &name,
+                digest: &digest_hex(&key),
+                prefix: &display_prefix(&key),
+            },
+            &limits,
+        )
         .await?;
     reload_clients(&app).await?;
     let mut item = all_clients(&app)

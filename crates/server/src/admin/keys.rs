@@ -11,9 +11,10 @@ use serde_json::{Value, json};
 
 use super::auth::AdminSession;
 use super::{AdminError, AdminQuery, parse_body, parse_id};
-use crate::config::{UpstreamKeySpec, is_valid_project, parse_upstream_keys};
+use crate::config::{is_valid_project, parse_upstream_keys};
 use crate::state::{App, AppState};
-use crate::storage::{UpstreamKeyRow, UsageDimension, UsageTotals};
+use store::NewUpstreamKey;
+use store::{UpstreamKeyRow, UsageDimension, UsageTotals};
 
 /// Reloads the pool from the database after a change.
 pub async fn reload_pool(app: &App) -> Result<(), AdminError> {
@@ -258,10 +259,10 @@ pub async fn add_keys(
             "project",
         ));
     }
-    let specs: Vec<UpstreamKeySpec> = parse_upstream_keys(&text)
+    let specs: Vec<NewUpstreamKey> = parse_upstream_keys(&text)
         .map_err(|error| AdminError::invalid(error.problem, field))?
         .into_iter()
-        .map(|spec| UpstreamKeySpec {
+        .map(|spec| NewUpstreamKey {
             project: spec.project.or_else(|| request.project.clone()),
             ..spec
         })

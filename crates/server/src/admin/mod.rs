@@ -79,8 +79,8 @@ impl AdminError {
     }
 }
 
-impl From<crate::storage::StorageError> for AdminError {
-    fn from(error: crate::storage::StorageError) -> Self {
+impl From<store::StorageError> for AdminError {
+    fn from(error: store::StorageError) -> Self {
         Self::Internal(error.to_string())
     }
 }

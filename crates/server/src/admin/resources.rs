@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::auth::AdminSession;
 use super::{AdminError, AdminQuery};
 use crate::state::AppState;
-use crate::storage::ResourceFilter;
+use store::ResourceFilter;
 
 /// `GET /api/resources`: remembered files and cached contents, newest first, paged, of one
 /// client key when asked (`client_key_id`). Expired owners (a week old) are not listed even

@@ -155,7 +155,7 @@ pub fn apply_runtime_settings(app: &App, settings: &RuntimeSettings) {
 }
 
 /// Loads saved settings at start, if any were saved.
-pub async fn load_runtime_settings(app: &App) -> Result<(), crate::storage::StorageError> {
+pub async fn load_runtime_settings(app: &App) -> Result<(), store::StorageError> {
     if let Some(saved) = app.storage.setting(SETTINGS_KEY).await?
         && let Ok(settings) = serde_json::from_str::<RuntimeSettings>(&saved)
     {

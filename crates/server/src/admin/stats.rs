@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::auth::AdminSession;
 use super::{AdminError, AdminQuery};
 use crate::state::AppState;
-use crate::storage::{Breakdown, BreakdownDimension, LogFilter, SeriesPoint, UsageFilter};
+use store::{Breakdown, BreakdownDimension, LogFilter, SeriesPoint, UsageFilter};
 
 /// `GET /api/stats` query.
 #[derive(Debug, Default, Deserialize)]
