@@ -3,32 +3,13 @@
 //! [`build_router`] assembles the HTTP application; [`serve`] runs it until SIGTERM or SIGINT.
 //! The binary (`main.rs`) only reads the configuration and calls them.
 
-pub mod accounting;
-pub mod admin;
-pub mod auth;
-pub mod auth_throttle;
-pub mod call_memory;
-pub mod classify;
 pub mod cli;
-pub mod cluster;
-pub mod completions;
 pub mod config;
-pub mod error;
-mod health;
-pub mod metrics;
-pub mod native;
-pub mod openai;
-pub mod ownership;
-pub mod probe;
-pub mod relay;
-pub mod response_store;
-pub mod responses;
+pub mod http;
+pub mod service;
 pub mod serving;
 pub mod state;
 pub mod telemetry;
-pub mod uploads;
-pub mod upstream;
-pub mod web;
 
 use axum::Router;
 use axum::extract::Request;
@@ -43,12 +24,13 @@ use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::error::{ApiError, Dialect};
+use crate::http::error::{ApiError, Dialect};
+use crate::http::{admin, auth, health, metrics, native, openai, uploads, web};
 pub use crate::state::AppState;
 
 /// The whole HTTP application.
 pub fn build_router(state: AppState) -> Router {
-    metrics::install();
+    crate::service::metrics::install();
     let api = Router::new()
         .route("/v1beta/{*path}", any(native::relay))
         .route("/v1/{*path}", any(dispatch_v1))
@@ -102,8 +84,9 @@ pub fn build_router(state: AppState) -> Router {
 /// `/v1/…` is shared: OpenAI routes go to the OpenAI handlers, Gemini paths to the passthrough.
 async fn dispatch_v1(state: axum::extract::State<AppState>, request: Request) -> Response {
     let rest = request.uri().path().trim_start_matches("/v1/");
-    let gemini_auth = auth::uses_gemini_auth(request.headers(), request.uri().query());
-    if openai::is_openai_path(rest, gemini_auth) {
+    let gemini_auth =
+        crate::http::dialect::uses_gemini_auth(request.headers(), request.uri().query());
+    if crate::http::dialect::is_openai_path(rest, gemini_auth) {
         openai::handle(state.0, request).await
     } else {
         native::relay(state, request).await
@@ -111,7 +94,7 @@ async fn dispatch_v1(state: axum::extract::State<AppState>, request: Request) ->
 }
 
 async fn not_found(request: Request) -> Response {
-    let dialect = auth::dialect_of(
+    let dialect = crate::http::dialect::dialect_of(
         request.uri().path(),
         request.headers(),
         request.uri().query(),
@@ -140,7 +123,7 @@ pub async fn serve(listener: TcpListener, router: Router, state: &AppState) -> s
         listener,
         router,
         limits,
-        state.cutoff.clone(),
+        state.relay.cutoff().clone(),
         serving::shutdown_signal(),
     )
     .await

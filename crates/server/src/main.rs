@@ -62,9 +62,9 @@ async fn main() -> ExitCode {
     if let Ok(addr) = listener.local_addr() {
         tracing::info!("listening on http://{addr}");
     }
-    server::probe::spawn(
-        state.clone(),
-        server::probe::Prober::gentle(),
+    server::service::probe::spawn(
+        std::sync::Arc::clone(&state.relay),
+        server::service::probe::Prober::gentle(),
         std::time::Duration::from_secs(30),
     );
     let served = server::serve(listener, server::build_router(state.clone()), &state).await;
@@ -108,7 +108,7 @@ fn hash_password() -> ExitCode {
     {
         return fail("hash-password: give the password on standard input");
     }
-    match server::admin::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
+    match server::service::admin_auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
         Ok(hash) => say(&hash),
         Err(error) => fail(&format!("hash-password: {error}")),
     }

@@ -120,7 +120,7 @@ pub async fn serve(
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            crate::metrics::record_refused_connection();
+            crate::service::metrics::record_refused_connection();
             tokio::spawn(refuse(stream));
             continue;
         };

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use pool::{Limits, LimitsTable, Pool, SystemClock};
 
-use crate::accounting::Accountant;
-use crate::auth::ClientKeys;
-use crate::call_memory::CallMemoryStore;
 use crate::config::Config;
-use crate::upstream::Upstream;
+use crate::service::accounting::Accountant;
+use crate::service::call_memory::CallMemoryStore;
+use crate::service::clients::ClientKeys;
+use crate::service::upstream::Upstream;
 use store::{Storage, StorageError};
 
 /// A failure while starting the gateway.
@@ -40,28 +40,32 @@ pub struct App {
     /// Accepted client keys.
     pub clients: ClientKeys,
     /// Per-client limits in force.
-    pub client_gate: pool::ClientGate,
+    pub client_gate: Arc<pool::ClientGate>,
+    /// Where request records go.
+    pub meter_sinks: crate::service::accounting::MeterSinks,
     /// The upstream client.
-    pub upstream: Upstream,
+    pub upstream: Arc<Upstream>,
     /// Tool calls returned to clients (thought signatures, upstream ids).
     pub calls: Arc<CallMemoryStore>,
     /// Admin credentials and session keys.
-    pub admin: crate::admin::auth::AdminAuth,
+    pub admin: crate::service::admin_auth::AdminAuth,
     /// The link to the other instances (PostgreSQL only).
-    pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Keys that met a key error, for the checker to probe (see `probe::check_keys`).
-    pub key_checks: tokio::sync::mpsc::Sender<(Arc<pool::PoolKey>, String)>,
-    /// Raised when the shutdown grace period is over: open streams end with an error event.
-    pub cutoff: tokio::sync::watch::Sender<bool>,
+    pub cluster: Option<Arc<crate::service::cluster::Cluster>>,
+    /// Settings changed at runtime.
+    pub settings: crate::service::settings::Runtime,
+    /// Who owns which file and cached content.
+    pub owners: crate::service::ownership::Owners,
+    /// The failover loop and the commit points every route uses.
+    pub relay: Arc<crate::service::relay::Relay>,
     /// Failed client authentications per address.
-    pub auth_throttle: crate::auth_throttle::AuthThrottle,
+    pub auth_throttle: crate::service::auth_throttle::AuthThrottle,
     /// Stored Responses (`/v1/responses` with `store`).
-    pub responses: crate::response_store::ResponseStore,
+    pub responses: crate::service::response_store::ResponseStore,
 }
 
 impl App {
     /// Tells the other instances (if any) about a change made here.
-    pub fn announce(&self, what: crate::cluster::Announcement) {
+    pub fn announce(&self, what: crate::service::cluster::Announcement) {
         if let Some(cluster) = &self.cluster {
             cluster.announce(what);
         }
@@ -72,6 +76,30 @@ impl App {
         if let Some(cluster) = &self.cluster {
             cluster.announce_response_deleted(id);
         }
+    }
+}
+
+impl crate::service::cluster::NewsFollower for App {
+    fn reload(
+        &self,
+        changed: crate::service::cluster::Changed,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            if changed.keys {
+                self.pool.replace_keys(self.storage.upstream_keys().await?);
+            }
+            if changed.clients {
+                self.clients.replace(self.storage.client_keys().await?);
+            }
+            if changed.settings {
+                self.settings.load().await?;
+            }
+            Ok(())
+        })
+    }
+
+    fn forget_response(&self, id: &str) {
+        self.responses.forget(id);
     }
 }
 
@@ -93,7 +121,8 @@ impl AppState {
         let storage = Storage::open(&config.database_url).await?;
         let upstream_sync = storage.sync_upstream_keys(&config.upstream_keys).await?;
         let client_sync =
-            crate::auth::sync_configured_client_keys(&storage, &config.client_keys).await?;
+            crate::service::clients::sync_configured_client_keys(&storage, &config.client_keys)
+                .await?;
         tracing::info!(
             upstream_added = upstream_sync.added,
             upstream_retired = upstream_sync.retired,
@@ -127,7 +156,7 @@ impl AppState {
         };
         // Owners of files and cached contents: the expired ones go, then the others are
         // loaded oldest first (the map evicts the oldest when full), no more than it holds.
-        let since = crate::ownership::expired_before_ms(pool.affinity(), pool.now_ms());
+        let since = crate::service::ownership::expired_before_ms(pool.affinity(), pool.now_ms());
         storage.prune_resource_owners(since).await?;
         let most = i64::try_from(pool.affinity().limits().max_resources).unwrap_or(i64::MAX);
         for owner in storage.resource_owners(since, most).await? {
@@ -160,7 +189,7 @@ impl AppState {
         let cluster = match storage.backend() {
             store::Backend::Sqlite => None,
             store::Backend::Postgres => {
-                let cluster = crate::cluster::Cluster::join(
+                let cluster = crate::service::cluster::Cluster::join(
                     storage.clone(),
                     Arc::clone(&pool),
                     &config.database_url,
@@ -176,33 +205,65 @@ impl AppState {
         let shared = cluster.is_some();
         let storage_for_responses = storage.clone();
         let (key_checks, key_check_queue) =
-            tokio::sync::mpsc::channel(crate::probe::KEY_CHECK_QUEUE);
+            tokio::sync::mpsc::channel(crate::service::probe::KEY_CHECK_QUEUE);
+        let upstream = Arc::new(upstream);
+        let client_gate = Arc::new(client_gate);
+        let meter_sinks = crate::service::accounting::MeterSinks {
+            accountant: accountant.clone(),
+            pool: Arc::clone(&pool),
+            client_gate: Arc::clone(&client_gate),
+        };
+        let relay = Arc::new(crate::service::relay::Relay::new(
+            Arc::clone(&pool),
+            Arc::clone(&upstream),
+            storage.clone(),
+            cluster.clone(),
+            key_checks,
+        ));
+        let settings = crate::service::settings::Runtime::new(
+            Arc::clone(&pool),
+            Arc::clone(&upstream),
+            accountant.clone(),
+            storage.clone(),
+        );
+        let owners = crate::service::ownership::Owners::new(
+            Arc::clone(&pool),
+            storage.clone(),
+            cluster.clone(),
+        );
         let state = Self(Arc::new(App {
             config,
             storage,
             pool,
             clients,
             client_gate,
+            meter_sinks,
             upstream,
             accountant,
             calls: Arc::default(),
             admin,
             cluster,
-            key_checks,
-            cutoff: tokio::sync::watch::channel(false).0,
-            auth_throttle: crate::auth_throttle::AuthThrottle::default(),
-            responses: crate::response_store::ResponseStore::start(storage_for_responses, shared),
+            relay,
+            owners,
+            settings,
+            auth_throttle: crate::service::auth_throttle::AuthThrottle::default(),
+            responses: crate::service::response_store::ResponseStore::start(
+                storage_for_responses,
+                shared,
+            ),
         }));
         if let Some(cluster) = &state.cluster {
-            cluster.spawn(Arc::downgrade(&state.0));
+            let follower: Arc<dyn crate::service::cluster::NewsFollower> = state.0.clone();
+            let follower = Arc::downgrade(&follower);
+            cluster.spawn(follower);
         }
-        crate::probe::check_keys(Arc::downgrade(&state.0), key_check_queue);
-        crate::ownership::spawn_pruner(Arc::downgrade(&state.0));
+        crate::service::probe::check_keys(Arc::downgrade(&state.relay), key_check_queue);
+        state.owners.spawn_pruner();
         // Limits learned from the upstream before a restart (the pool believes them for a day).
         for learned in state.storage.learned_limits().await? {
             state.pool.apply_learned_limits(&learned);
         }
-        crate::admin::load_runtime_settings(&state).await?;
+        state.settings.load().await?;
         Ok(state)
     }
 }
@@ -212,7 +273,7 @@ impl AppState {
 async fn admin_auth(
     config: &Config,
     storage: &Storage,
-) -> Result<crate::admin::auth::AdminAuth, StartError> {
+) -> Result<crate::service::admin_auth::AdminAuth, StartError> {
     use secrecy::{ExposeSecret, SecretString};
     let secret = match &config.jwt_secret {
         Some(secret) => secret.clone(),
@@ -234,7 +295,7 @@ async fn admin_auth(
                 .await?;
             end_admin_sessions(storage).await?;
         }
-        return Ok(crate::admin::auth::AdminAuth::new(
+        return Ok(crate::service::admin_auth::AdminAuth::new(
             config.admin_username.clone(),
             given.expose_secret().to_owned(),
             &secret,
@@ -245,7 +306,7 @@ async fn admin_auth(
             if {
                 let (password, saved) = (password.expose_secret().to_owned(), saved.clone());
                 tokio::task::spawn_blocking(move || {
-                    crate::admin::auth::verify_password(&password, &saved)
+                    crate::service::admin_auth::verify_password(&password, &saved)
                 })
                 .await
                 .unwrap_or(false)
@@ -255,11 +316,12 @@ async fn admin_auth(
         }
         (Some(password), _) => {
             let password = password.expose_secret().to_owned();
-            let hash =
-                tokio::task::spawn_blocking(move || crate::admin::auth::hash_password(&password))
-                    .await
-                    .map_err(|e| StartError::Admin(e.to_string()))?
-                    .map_err(StartError::Admin)?;
+            let hash = tokio::task::spawn_blocking(move || {
+                crate::service::admin_auth::hash_password(&password)
+            })
+            .await
+            .map_err(|e| StartError::Admin(e.to_string()))?
+            .map_err(StartError::Admin)?;
             storage.set_setting("admin_password_hash", &hash).await?;
             end_admin_sessions(storage).await?;
             hash
@@ -275,17 +337,18 @@ async fn admin_auth(
                     .collect()
             };
             let for_hash = password.clone();
-            let hash =
-                tokio::task::spawn_blocking(move || crate::admin::auth::hash_password(&for_hash))
-                    .await
-                    .map_err(|e| StartError::Admin(e.to_string()))?
-                    .map_err(StartError::Admin)?;
+            let hash = tokio::task::spawn_blocking(move || {
+                crate::service::admin_auth::hash_password(&for_hash)
+            })
+            .await
+            .map_err(|e| StartError::Admin(e.to_string()))?
+            .map_err(StartError::Admin)?;
             let kept = storage
                 .setting_or_init("admin_password_hash", &hash)
                 .await?;
             if kept != hash {
                 // Another instance on this database generated it first and showed it.
-                return Ok(crate::admin::auth::AdminAuth::new(
+                return Ok(crate::service::admin_auth::AdminAuth::new(
                     config.admin_username.clone(),
                     kept,
                     &secret,
@@ -305,7 +368,7 @@ async fn admin_auth(
             hash
         }
     };
-    Ok(crate::admin::auth::AdminAuth::new(
+    Ok(crate::service::admin_auth::AdminAuth::new(
         config.admin_username.clone(),
         hash,
         &secret,
@@ -316,7 +379,7 @@ async fn admin_auth(
 /// every instance sharing the database, since each checks the session at every admin call.
 async fn end_admin_sessions(storage: &Storage) -> Result<(), StartError> {
     let revoked = storage
-        .revoke_all_admin_sessions(crate::admin::auth::unix_millis())
+        .revoke_all_admin_sessions(crate::service::admin_auth::unix_millis())
         .await?;
     if revoked > 0 {
         tracing::info!(

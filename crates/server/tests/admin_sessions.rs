@@ -167,7 +167,7 @@ async fn a_new_admin_password_revokes_every_session_at_restart() {
     assert_eq!(session_status(&gw.http, &changed, &fresh).await, 200);
 
     // ADMIN_PASSWORD given as an argon2 hash: a new one revokes too, the same one again does not.
-    let hashed = server::admin::auth::hash_password("a third admin password").unwrap();
+    let hashed = server::service::admin_auth::hash_password("a third admin password").unwrap();
     let restart_hashed = async || {
         let (_, addr) = gw
             .restart_with(&[

@@ -836,7 +836,7 @@ async fn log_retention_is_a_setting_applied_by_the_writer() {
             .as_millis(),
     )
     .unwrap();
-    let row = |age_days: u64| server::accounting::RequestRecord {
+    let row = |age_days: u64| server::service::accounting::RequestRecord {
         at_ms: now_ms - age_days * 86_400_000,
         client_key_id: None,
         upstream_key_id: None,
@@ -845,7 +845,7 @@ async fn log_retention_is_a_setting_applied_by_the_writer() {
         route: "/v1/chat/completions",
         status: 200,
         latency_ms: 1,
-        tokens: server::accounting::Tokens::default(),
+        tokens: server::service::accounting::Tokens::default(),
         streamed: false,
         attempts: 1,
         upstream_error: None,

@@ -420,21 +420,21 @@ async fn a_key_out_of_service_is_probed_with_backoff_and_comes_back_when_healthy
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(persisted);
-    let prober = server::probe::Prober::new(
+    let prober = server::service::probe::Prober::new(
         std::time::Duration::ZERO,
         std::time::Duration::from_secs(3600),
     );
     // Still invalid: probed, not restored, and not probed again before its backoff.
     assert_eq!(
-        prober.round(&gw.state).await,
-        server::probe::ProbeRound {
+        prober.round(&gw.state.relay).await,
+        server::service::probe::ProbeRound {
             probed: 1,
             restored: 0
         }
     );
     assert_eq!(
-        prober.round(&gw.state).await,
-        server::probe::ProbeRound {
+        prober.round(&gw.state.relay).await,
+        server::service::probe::ProbeRound {
             probed: 0,
             restored: 0
         }
@@ -450,13 +450,13 @@ async fn a_key_out_of_service_is_probed_with_backoff_and_comes_back_when_healthy
 
     // The key works again upstream: the next due probe brings it back, persistently.
     gw.mock.add_key(mock_gemini::MockKey::new("flaky", "B"));
-    let due_now = server::probe::Prober::new(
+    let due_now = server::service::probe::Prober::new(
         std::time::Duration::ZERO,
         std::time::Duration::from_secs(3600),
     );
     assert_eq!(
-        due_now.round(&gw.state).await,
-        server::probe::ProbeRound {
+        due_now.round(&gw.state.relay).await,
+        server::service::probe::ProbeRound {
             probed: 1,
             restored: 1
         }

@@ -13,7 +13,7 @@ pub struct NewClientKey<'a> {
     pub prefix: &'a str,
 }
 
-use crate::{KeySource, Storage, StorageError, SyncReport, retire_missing, to_i64};
+use crate::db::{KeySource, Storage, StorageError, SyncReport, retire_missing, to_i64};
 
 /// A client key row, as the auth layer needs it.
 #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::{Storage, StorageError, to_i64};
+use crate::db::{Storage, StorageError, to_i64};
 
 /// The PostgreSQL channel on which instances announce news (`LISTEN`/`NOTIFY`).
 pub const NEWS_CHANNEL: &str = "gemini_pool_news";

@@ -2,7 +2,7 @@
 
 use sqlx::Row;
 
-use crate::{Storage, StorageError, to_i64};
+use crate::db::{Storage, StorageError, to_i64};
 
 impl Storage {
     /// The scheduler's counts saved for Pacific day `day`.

@@ -3,7 +3,7 @@
 use pool::KeyId;
 use sqlx::Row;
 
-use crate::{Storage, StorageError};
+use crate::db::{Storage, StorageError};
 
 impl Storage {
     /// The remembered owners created at or after `since_ms`: the newest `limit`, oldest first

@@ -4,7 +4,7 @@
 
 use sqlx::Row;
 
-use crate::{Storage, StorageError};
+use crate::db::{Storage, StorageError};
 
 /// A response to store.
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,6 @@
 //! Runtime settings and admin sessions.
 
-use crate::{Storage, StorageError};
+use crate::db::{Storage, StorageError};
 
 impl Storage {
     /// A setting, if set.

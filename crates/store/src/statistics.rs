@@ -3,7 +3,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use crate::{Storage, StorageError};
+use crate::db::{Storage, StorageError};
 
 /// Totals of one upstream or client key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

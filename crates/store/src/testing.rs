@@ -2,7 +2,7 @@
 
 use sqlx::Executor;
 
-use crate::StorageError;
+use crate::db::StorageError;
 
 /// Creates an empty database named `gp_test_…` on the PostgreSQL server of `server_url` and
 /// returns its URL: for the tests and the benchmark, which need a fresh database each. The

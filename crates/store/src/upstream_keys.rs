@@ -5,7 +5,7 @@ use pool::{KeyId, KeyRecord};
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::Row;
 
-use crate::{Storage, StorageError, SyncReport, retire_missing};
+use crate::db::{KeySource, Storage, StorageError, SyncReport, retire_missing};
 
 /// A key to store: from `GEMINI_API_KEYS` or the management API.
 #[derive(Debug, Clone)]
@@ -14,37 +14,6 @@ pub struct NewUpstreamKey {
     pub key: SecretString,
     /// Its Google Cloud project, when given as `KEY@PROJECT`.
     pub project: Option<String>,
-}
-
-/// Where a key came from (the `source` column of both key tables).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeySource {
-    /// `GEMINI_API_KEYS` or `CLIENT_API_KEYS`: kept in step with the variable at every start.
-    Env,
-    /// The management API: left alone by the variable.
-    Api,
-}
-
-impl KeySource {
-    /// The column's text.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Env => "env",
-            Self::Api => "api",
-        }
-    }
-
-    pub(crate) fn from_column(row: &sqlx::any::AnyRow) -> Result<Self, StorageError> {
-        match row.try_get::<String, _>("source")?.as_str() {
-            "env" => Ok(Self::Env),
-            "api" => Ok(Self::Api),
-            other => Err(StorageError::UnexpectedValue {
-                column: "source",
-                value: other.to_owned(),
-            }),
-        }
-    }
 }
 
 /// Whether an upstream key is in service, as persisted (the `status` column). The live state

@@ -1,6 +1,6 @@
 //! The accounting write: request log rows, daily totals and the scheduler's day counts.
 
-use crate::{Storage, StorageError, to_i64};
+use crate::db::{Storage, StorageError, to_i64};
 
 /// Tokens of one request.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

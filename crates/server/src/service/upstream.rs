@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use pool::PoolKey;
 
 use crate::config::Config;
-use crate::relay::UpstreamFailure;
 
 /// Request headers a client may send upstream. Everything else (credentials, cookies, proxy
 /// and forwarding headers, `accept-encoding`) stays at the gateway.
@@ -141,6 +140,47 @@ pub struct Upstream {
     base_path: String,
     timeout: Duration,
     max_retries: std::sync::atomic::AtomicU32,
+}
+
+/// Why no usable answer came back.
+#[derive(Debug)]
+pub enum UpstreamFailure {
+    /// No key could be picked; the message says why, truthfully.
+    NoUsableKey(String),
+    /// The last attempt could not connect.
+    Unreachable,
+    /// The last attempt timed out before the response head.
+    Timeout,
+    /// Every project that could serve is out of quota for the model.
+    Exhausted {
+        /// When the first one frees up.
+        retry_after: Duration,
+        /// Whether that is the Pacific-midnight reset.
+        daily: bool,
+        /// The last upstream 429 met on the way, if any (its message is passed on).
+        last_answer: Option<Bytes>,
+    },
+    /// Every project that could serve is cooling after capacity failures (the upstream is
+    /// overloaded or throttling); one probe per second goes through.
+    Capacity {
+        /// When the next probe may go.
+        retry_after: Duration,
+        /// What the upstream answered (429 or a 5xx).
+        status: u16,
+    },
+    /// Every answer was empty (a 200 with nothing in it).
+    Empty,
+    /// Every answer was cut short or malformed.
+    Malformed,
+    /// The upstream answered with an error that is relayed (after redaction).
+    Answered {
+        /// Its status.
+        status: axum::http::StatusCode,
+        /// Its allowlisted headers.
+        headers: HeaderMap,
+        /// Its body, with keys redacted.
+        body: Bytes,
+    },
 }
 
 /// A request to send upstream, with any key.
@@ -356,7 +396,10 @@ pub async fn read_error_body(response: reqwest::Response, key: &PoolKey) -> Byte
         }
     }
     let text = String::from_utf8_lossy(&body);
-    Bytes::from(crate::classify::redact_secrets(&text, &[key.secret()]))
+    Bytes::from(crate::service::classify::redact_secrets(
+        &text,
+        &[key.secret()],
+    ))
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use std::time::Duration;
 use pool::{KeyId, Learned, Pool};
 use tokio::sync::{Notify, watch};
 
-use crate::state::App;
 use store::{ClusterEvent, LeaseGrant, Storage};
 
 /// How often news is published and read.
@@ -42,6 +41,30 @@ pub enum Announcement {
     Clients,
     /// Runtime settings changed.
     Settings,
+}
+
+/// What another instance changed through the management API, for this one to reload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Changed {
+    /// Upstream keys.
+    pub keys: bool,
+    /// Client keys.
+    pub clients: bool,
+    /// Runtime settings.
+    pub settings: bool,
+}
+
+/// What news from the other instances makes this one do besides teaching its pool. The
+/// application implements it (`state.rs`), so the cluster needs nothing above the services; it
+/// holds it weakly and stops when the application is gone.
+pub trait NewsFollower: Send + Sync + 'static {
+    /// Reloads what changed from the database.
+    fn reload(
+        &self,
+        changed: Changed,
+    ) -> futures_util::future::BoxFuture<'_, Result<(), store::StorageError>>;
+    /// Forgets a stored response another instance deleted.
+    fn forget_response(&self, id: &str);
 }
 
 /// This instance's link to the others.
@@ -106,7 +129,7 @@ impl Cluster {
     }
 
     /// Starts the refiller and the news loop; they run as long as the process.
-    pub fn spawn(self: &Arc<Self>, app: std::sync::Weak<App>) {
+    pub fn spawn(self: &Arc<Self>, app: std::sync::Weak<dyn NewsFollower>) {
         let refiller = Arc::clone(self);
         tokio::spawn(async move {
             loop {
@@ -130,7 +153,7 @@ impl Cluster {
                     () = tokio::time::sleep(NEWS_INTERVAL) => {}
                 }
                 let Some(app) = app.upgrade() else { break };
-                news.exchange_news(&app).await;
+                news.exchange_news(&*app).await;
                 rounds += 1;
                 if rounds.is_multiple_of(120)
                     && let Err(error) = news.storage.prune_cluster_tables().await
@@ -149,7 +172,7 @@ impl Cluster {
     /// Listens for the other instances' announcements and runs the news loop on each, for as
     /// long as the gateway lives; reconnects after a second when the connection drops (polling
     /// carries on meanwhile).
-    async fn listen(self: Arc<Self>, app: std::sync::Weak<App>) {
+    async fn listen(self: Arc<Self>, app: std::sync::Weak<dyn NewsFollower>) {
         let mut ready = self
             .first_listener
             .lock()
@@ -179,7 +202,7 @@ impl Cluster {
     async fn relay_notifications(
         &self,
         listener: &mut sqlx::postgres::PgListener,
-        app: &std::sync::Weak<App>,
+        app: &std::sync::Weak<dyn NewsFollower>,
     ) {
         loop {
             tokio::select! {
@@ -281,7 +304,7 @@ impl Cluster {
         }
     }
 
-    async fn exchange_news(&self, app: &App) {
+    async fn exchange_news(&self, app: &dyn NewsFollower) {
         let mut outgoing: Vec<ClusterEvent> = self
             .pool
             .take_learned()
@@ -395,7 +418,7 @@ impl Cluster {
                 }
                 "response_deleted" => {
                     if let Some(id) = &news.detail {
-                        app.responses.forget(id);
+                        app.forget_response(id);
                     }
                 }
                 "keys" => keys = true,
@@ -404,7 +427,14 @@ impl Cluster {
                 other => tracing::debug!(kind = other, "unknown cluster news ignored"),
             }
         }
-        if let Err(error) = reload(app, keys, clients, settings).await {
+        let changed = Changed {
+            keys,
+            clients,
+            settings,
+        };
+        if changed != Changed::default()
+            && let Err(error) = app.reload(changed).await
+        {
             tracing::warn!(%error, "could not reload after news from another instance");
         }
     }
@@ -415,25 +445,6 @@ async fn listener_for(database_url: &str) -> Result<sqlx::postgres::PgListener, 
     let mut listener = sqlx::postgres::PgListener::connect(database_url).await?;
     listener.listen(store::NEWS_CHANNEL).await?;
     Ok(listener)
-}
-
-/// Reloads what another instance changed through the management API.
-async fn reload(
-    app: &App,
-    keys: bool,
-    clients: bool,
-    settings: bool,
-) -> Result<(), store::StorageError> {
-    if keys {
-        app.pool.replace_keys(app.storage.upstream_keys().await?);
-    }
-    if clients {
-        app.clients.replace(app.storage.client_keys().await?);
-    }
-    if settings {
-        crate::admin::load_runtime_settings(app).await?;
-    }
-    Ok(())
 }
 
 fn event(kind: &str) -> ClusterEvent {

@@ -22,8 +22,8 @@ use axum::http::{HeaderMap, Method};
 use pool::{KeyId, PoolKey};
 use tokio::sync::mpsc;
 
-use crate::classify::{About, classify};
-use crate::state::{App, AppState};
+use crate::service::classify::{About, classify};
+use crate::service::relay::Relay;
 
 /// Key checks waiting at most; past it a key error only holds the key back for a while.
 pub const KEY_CHECK_QUEUE: usize = 256;
@@ -40,18 +40,18 @@ enum ProbeResult {
 }
 
 /// One probe call with `key`.
-async fn probe(app: &App, key: &PoolKey) -> ProbeResult {
-    let request = app.upstream.request(
+async fn probe(relay: &Relay, key: &PoolKey) -> ProbeResult {
+    let request = relay.upstream().request(
         Method::GET,
         "v1beta/models?pageSize=1",
         HeaderMap::new(),
         key,
     );
-    match app.upstream.send(request, false).await {
+    match relay.upstream().send(request, false).await {
         Ok(response) if response.status().is_success() => ProbeResult::Healthy,
         Ok(response) => {
             let status = response.status().as_u16();
-            let body = crate::upstream::read_error_body(response, key).await;
+            let body = crate::service::upstream::read_error_body(response, key).await;
             match classify(status, &body) {
                 About::Key { reason } => ProbeResult::KeyError(reason),
                 _ => ProbeResult::Inconclusive,
@@ -62,26 +62,26 @@ async fn probe(app: &App, key: &PoolKey) -> ProbeResult {
 }
 
 /// Checks the keys that met a key error, one at a time, for as long as the gateway runs.
-pub fn check_keys(app: Weak<App>, mut queue: mpsc::Receiver<(Arc<PoolKey>, String)>) {
+pub fn check_keys(relay: Weak<Relay>, mut queue: mpsc::Receiver<(Arc<PoolKey>, String)>) {
     tokio::spawn(async move {
         while let Some((key, reason)) = queue.recv().await {
-            let Some(app) = app.upgrade() else { break };
-            confirm_key_error(&app, &key, &reason).await;
+            let Some(relay) = relay.upgrade() else { break };
+            confirm_key_error(&relay, &key, &reason).await;
         }
     });
 }
 
 /// Probes a key that met a key error on a client's request: out of service if the probe meets
 /// one too, back in the pick if it succeeds; otherwise it stays held back until the hold ends.
-async fn confirm_key_error(app: &App, key: &Arc<PoolKey>, reason: &str) {
-    match probe(app, key).await {
+async fn confirm_key_error(relay: &Relay, key: &Arc<PoolKey>, reason: &str) {
+    match probe(relay, key).await {
         ProbeResult::KeyError(confirmed) => {
             tracing::info!(key_id = %key.id(), %reason, %confirmed, "a probe confirmed the key error");
-            app.learn(key, None, &pool::Failure::KeyInvalid { reason: confirmed });
+            relay.learn(key, None, &pool::Failure::KeyInvalid { reason: confirmed });
         }
         ProbeResult::Healthy => {
             tracing::warn!(key_id = %key.id(), %reason, "a probe found the key healthy: the key error was about the request, the key stays in service");
-            app.pool.clear_suspect(key.id());
+            relay.pool().clear_suspect(key.id());
         }
         ProbeResult::Inconclusive => {
             tracing::info!(key_id = %key.id(), %reason, "the key check was inconclusive: the key is held back for a while");
@@ -127,13 +127,12 @@ impl Prober {
         Self::new(Duration::from_secs(600), Duration::from_secs(6 * 3600))
     }
 
-    fn due(&self, app: &App, now: u64) -> Vec<KeyId> {
+    fn due(&self, pool: &pool::Pool, now: u64) -> Vec<KeyId> {
         let mut schedule = self
             .schedule
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let out: Vec<KeyId> = app
-            .pool
+        let out: Vec<KeyId> = pool
             .keys()
             .iter()
             .filter(|key| !key.is_usable() && key.out_of_service_reason().is_some())
@@ -153,15 +152,16 @@ impl Prober {
     }
 
     /// Probes every key that is due; returns what it did.
-    pub async fn round(&self, app: &App) -> ProbeRound {
-        let now = app.pool.now_ms();
+    pub async fn round(&self, relay: &Relay) -> ProbeRound {
+        let pool = relay.pool();
+        let now = pool.now_ms();
         let mut round = ProbeRound::default();
-        for id in self.due(app, now) {
-            let Some(key) = app.pool.key(id) else {
+        for id in self.due(pool, now) {
+            let Some(key) = pool.key(id) else {
                 continue;
             };
             round.probed += 1;
-            let healthy = matches!(probe(app, &key).await, ProbeResult::Healthy);
+            let healthy = matches!(probe(relay, &key).await, ProbeResult::Healthy);
             {
                 let mut schedule = self
                     .schedule
@@ -182,7 +182,7 @@ impl Prober {
                 key.restore();
                 round.restored += 1;
                 tracing::info!(key_id = %id, key = %key.masked(), "upstream key back in service");
-                if let Err(error) = app.storage.mark_key_active(id).await {
+                if let Err(error) = relay.storage().mark_key_active(id).await {
                     tracing::error!(%error, "could not persist a key's state");
                 }
             }
@@ -192,13 +192,13 @@ impl Prober {
 }
 
 /// Runs probe rounds every `tick` for as long as the process lives.
-pub fn spawn(app: AppState, prober: Prober, tick: Duration) {
+pub fn spawn(relay: Arc<Relay>, prober: Prober, tick: Duration) {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            prober.round(&app).await;
+            prober.round(&relay).await;
         }
     });
 }

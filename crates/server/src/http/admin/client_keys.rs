@@ -10,15 +10,15 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::AdminSession;
+use super::common::{AdminError, parse_body, parse_id};
 use super::keys::present;
-use super::{AdminError, parse_body, parse_id};
-use crate::auth::{digest_hex, display_prefix};
+use crate::service::clients::{digest_hex, display_prefix};
 use crate::state::{App, AppState};
 use store::{ClientKeyAdminRow, UsageDimension, UsageTotals};
 
 async fn reload_clients(app: &App) -> Result<(), AdminError> {
     app.clients.replace(app.storage.client_keys().await?);
-    app.announce(crate::cluster::Announcement::Clients);
+    app.announce(crate::service::cluster::Announcement::Clients);
     Ok(())
 }
 

@@ -18,15 +18,15 @@ use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslato
 use translate::openai::completions::{CompletionChunks, CompletionRequest, plan};
 use translate::openai::errors::OpenAiError;
 
-use crate::accounting::RequestMeter;
-use crate::error::ApiError;
-use crate::openai::{
+use crate::http::error::ApiError;
+use crate::http::openai::common::{
     json_headers, new_call_id, open_stream, read_json, send_for_whole_answer, sse_response,
     stream_fault_error, unix_now, upstream_error,
 };
-use crate::relay::{Attempts, UpstreamEvent};
+use crate::service::accounting::RequestMeter;
+use crate::service::relay::{Attempts, UpstreamEvent};
+use crate::service::upstream::Outgoing;
 use crate::state::AppState;
-use crate::upstream::Outgoing;
 
 /// One prompt's request, translated.
 struct Prompt {
@@ -88,7 +88,7 @@ pub async fn create(
         ));
     };
     let model = first.translated.model.clone();
-    crate::auth::ensure_model_allowed(&extensions, &model)?;
+    crate::http::auth::ensure_model_allowed(&extensions, &model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&model);
     }
@@ -202,7 +202,7 @@ async fn stream(
                 created: unix_now(),
                 include_usage: true,
             });
-            let upstream = crate::relay::upstream_events(this, app.stream_ends());
+            let upstream = crate::service::relay::upstream_events(this, app.relay.stream_ends());
             futures_util::pin_mut!(upstream);
             while let Some(step) = upstream.next().await {
                 let items = match step {

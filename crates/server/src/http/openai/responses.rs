@@ -29,25 +29,20 @@ use translate::openai::responses::stream::{
 };
 use translate::openai::responses::types::{CreateResponse, Response as ResponseObject};
 
-use crate::accounting::RequestMeter;
-use crate::error::ApiError;
-use crate::native::client_id;
-use crate::openai::{
+use crate::http::error::ApiError;
+use crate::http::native::client_id;
+use crate::http::openai::common::{
     json_headers, open_stream, read_json, send_for_whole_answer, sse_response, unix_now,
     upstream_error,
 };
-use crate::relay::{Attempts, StreamFault, UpstreamEvent};
-use crate::response_store::{StoredResponse, new_id};
+use crate::service::accounting::RequestMeter;
+use crate::service::relay::{Attempts, StreamFault, UpstreamEvent};
+use crate::service::response_store::{StoredResponse, new_id};
+use crate::service::upstream::Outgoing;
 use crate::state::{App, AppState};
-use crate::upstream::Outgoing;
 
 /// Items `input_items` lists at most per page.
 const MAX_PAGE: usize = 100;
-
-/// Whether `rest` (the path below `/v1/`) is a Responses route.
-pub fn is_responses_path(rest: &str) -> bool {
-    rest == "responses" || rest.starts_with("responses/")
-}
 
 /// Dispatches a Responses route.
 pub async fn handle(
@@ -142,14 +137,13 @@ async fn create(
         }
     }
     let mut translated = translate_responses_request(&create, &history, &*app.calls)?;
-    crate::auth::ensure_model_allowed(&extensions, &translated.model)?;
+    crate::http::auth::ensure_model_allowed(&extensions, &translated.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
     // Files and cached contents only through their project's keys, and only their creator's.
-    let project = crate::ownership::project_for(
-        app,
-        crate::ownership::client_of(&extensions),
+    let project = app.owners.project_for(
+        crate::http::auth::client_of(&extensions),
         &referenced_resources(&translated.body),
     )?;
     let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
@@ -257,7 +251,7 @@ async fn stream(
         meter.set_status(200);
         meter
     });
-    let upstream = crate::relay::upstream_events(opened, app.stream_ends());
+    let upstream = crate::service::relay::upstream_events(opened, app.relay.stream_ends());
     let app = app.clone();
     let events = async_stream::stream! {
         let mut machine = ResponseStream::new(frame, options);

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::AdminSession;
-use super::{AdminError, AdminQuery};
+use super::common::{AdminError, AdminQuery};
 use crate::state::AppState;
 use store::{Breakdown, BreakdownDimension, LogFilter, SeriesPoint, UsageFilter};
 

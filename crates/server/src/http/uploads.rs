@@ -13,15 +13,17 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use bytes::Bytes;
 
-use crate::accounting::RequestMeter;
-use crate::auth::query_value;
-use crate::error::{ApiError, Dialect};
-use crate::native::{
+use crate::http::dialect::query_value;
+use crate::http::error::{ApiError, Dialect};
+use crate::http::native::{
     buffered_response, client_id, read_body, read_limited, relay_response,
     upstream_failure_response, with_query,
 };
+use crate::service::accounting::RequestMeter;
+use crate::service::upstream::{
+    FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted,
+};
 use crate::state::{App, AppState};
-use crate::upstream::{FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted};
 
 /// The largest metadata body of an upload's `start` request.
 const START_BODY_LIMIT: usize = 1024 * 1024;
@@ -30,7 +32,11 @@ const FINAL_BODY_LIMIT: usize = 1024 * 1024;
 
 /// Handler for both upload routes.
 pub async fn relay(State(state): State<AppState>, request: Request) -> Response {
-    let mut meter = RequestMeter::start(&state, "/upload/{version}/files", client_id(&request));
+    let mut meter = RequestMeter::start(
+        &state.meter_sinks,
+        "/upload/{version}/files",
+        client_id(&request),
+    );
     let upload_id = request
         .uri()
         .query()
@@ -71,7 +77,7 @@ async fn start_upload(
         model: None,
         project: None,
     };
-    let committed = match app.send_with_failover(&outgoing).await {
+    let committed = match app.relay.send_with_failover(&outgoing).await {
         Ok(committed) => committed,
         Err(failure) => return upstream_failure_response(failure, None),
     };
@@ -86,7 +92,7 @@ async fn start_upload(
         // Not a resumable start (or a non-protocol answer): relay it unchanged.
         return Ok(relay_response(
             committed.response,
-            app.stream_ends(),
+            app.relay.stream_ends(),
             None,
             None,
         ));
@@ -111,7 +117,7 @@ async fn start_upload(
         .bind_upload(&upload_id, committed.key.id(), client);
     Ok(relay_response(
         committed.response,
-        app.stream_ends(),
+        app.relay.stream_ends(),
         Some((rewritten.clone(), rewritten)),
         None,
     ))
@@ -151,14 +157,19 @@ async fn relay_chunk(
         .get("x-goog-upload-status")
         .is_some_and(|status| status.as_bytes().eq_ignore_ascii_case(b"final"));
     if !is_final {
-        return Ok(relay_response(response, app.stream_ends(), None, None));
+        return Ok(relay_response(
+            response,
+            app.relay.stream_ends(),
+            None,
+            None,
+        ));
     }
     app.pool.affinity().finish_upload(&upload_id);
     let status = response.status();
     let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
     let body: Bytes = read_limited(response, FINAL_BODY_LIMIT).await?;
     if status == StatusCode::OK {
-        crate::ownership::remember_owner_of(app, &body, &key, session.client);
+        app.owners.remember_owner_of(&body, &key, session.client);
     }
     Ok(buffered_response(status, headers, body))
 }

@@ -1,30 +1,12 @@
-//! The management API (`/api/…`): login, upstream keys, client keys, statistics, the request log,
-//! the files and cached contents of each client key, and runtime settings. Every route but
-//! login, logout and the OpenAPI description needs an admin session ([`auth::AdminSession`]).
-//! Upstream keys are only ever shown masked; a client key is shown whole once, in the answer
-//! that creates it.
-
-pub mod auth;
-mod client_keys;
-mod keys;
-mod resources;
-mod settings;
-mod stats;
-mod throttle;
+//! What every management route shares: its error shape, body and query parsing, and ids.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-
-pub use settings::{RuntimeSettings, apply_runtime_settings, load_runtime_settings};
-
-use crate::state::AppState;
 
 /// The management API's errors: `{"error": {"code", "message", "field"?}}`.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +57,16 @@ impl AdminError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+        }
+    }
+}
+
+impl From<crate::service::admin_auth::AdminAuthError> for AdminError {
+    fn from(error: crate::service::admin_auth::AdminAuthError) -> Self {
+        use crate::service::admin_auth::AdminAuthError;
+        match error {
+            AdminAuthError::Unauthorized => Self::Unauthorized,
+            AdminAuthError::Signing(message) => Self::Internal(message),
         }
     }
 }
@@ -152,42 +144,4 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for AdminQu
 pub fn parse_id(id: &str) -> Result<i64, AdminError> {
     id.parse()
         .map_err(|_| AdminError::invalid("The id must be a number.", "id"))
-}
-
-/// The management API's routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/login", post(auth::login))
-        .route("/api/auth/logout", post(auth::logout))
-        .route("/api/session", get(auth::session))
-        .route("/api/keys", get(keys::list_keys).post(keys::add_keys))
-        .route(
-            "/api/keys/{id}",
-            patch(keys::update_key).delete(keys::delete_key),
-        )
-        .route("/api/keys/{id}/test", post(keys::test_key))
-        .route(
-            "/api/client-keys",
-            get(client_keys::list_client_keys).post(client_keys::create_client_key),
-        )
-        .route(
-            "/api/client-keys/{id}",
-            patch(client_keys::update_client_key).delete(client_keys::delete_client_key),
-        )
-        .route("/api/stats", get(stats::stats))
-        .route("/api/logs", get(stats::logs))
-        .route("/api/resources", get(resources::list_resources))
-        .route(
-            "/api/settings",
-            get(settings::get_settings).patch(settings::update_settings),
-        )
-        .route("/api/openapi.json", get(openapi))
-}
-
-/// `GET /api/openapi.json`: the OpenAPI description of this API.
-async fn openapi() -> Response {
-    match crate::web::asset("openapi.json") {
-        Some(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        None => AdminError::NotFound("No API description is built in.".to_owned()).into_response(),
-    }
 }

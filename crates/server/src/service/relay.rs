@@ -5,9 +5,9 @@
 //! budget), and the pool learns what the failure was about (see `classify`). Two kinds of
 //! success still need a look before they are committed:
 //!
-//! - a one-JSON answer is read whole first ([`App::read_whole_answer`]): one cut short,
+//! - a one-JSON answer is read whole first ([`Relay::read_whole_answer`]): one cut short,
 //!   malformed or empty (Gemini's 200 with no parts) is retried like an error;
-//! - a stream is read up to its first event ([`App::open_first_event`]): Gemini puts 429s and
+//! - a stream is read up to its first event ([`Relay::open_first_event`]): Gemini puts 429s and
 //!   overloads in a 200 stream's first event, streams break before it, and an empty
 //!   first-and-last event is the same glitch as an empty answer.
 //!
@@ -23,52 +23,12 @@ use pool::{Failure, KeyId, PickError, PickRequest, PoolKey};
 use translate::gemini::AnswerShape;
 use translate::gemini::sse::SseDecoder;
 
-use crate::classify::{About, classify, redact_secrets};
-use crate::state::App;
-use crate::upstream::{
-    Committed, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted, read_error_body,
+use crate::service::classify::{About, classify, redact_secrets};
+use crate::service::cluster::Cluster;
+use crate::service::upstream::{
+    Committed, Outgoing, RELAYED_RESPONSE_HEADERS, Upstream, UpstreamFailure, allowlisted,
+    read_error_body,
 };
-
-/// Why no usable answer came back.
-#[derive(Debug)]
-pub enum UpstreamFailure {
-    /// No key could be picked; the message says why, truthfully.
-    NoUsableKey(String),
-    /// The last attempt could not connect.
-    Unreachable,
-    /// The last attempt timed out before the response head.
-    Timeout,
-    /// Every project that could serve is out of quota for the model.
-    Exhausted {
-        /// When the first one frees up.
-        retry_after: Duration,
-        /// Whether that is the Pacific-midnight reset.
-        daily: bool,
-        /// The last upstream 429 met on the way, if any (its message is passed on).
-        last_answer: Option<Bytes>,
-    },
-    /// Every project that could serve is cooling after capacity failures (the upstream is
-    /// overloaded or throttling); one probe per second goes through.
-    Capacity {
-        /// When the next probe may go.
-        retry_after: Duration,
-        /// What the upstream answered (429 or a 5xx).
-        status: u16,
-    },
-    /// Every answer was empty (a 200 with nothing in it).
-    Empty,
-    /// Every answer was cut short or malformed.
-    Malformed,
-    /// The upstream answered with an error that is relayed (after redaction).
-    Answered {
-        /// Its status.
-        status: StatusCode,
-        /// Its allowlisted headers.
-        headers: HeaderMap,
-        /// Its body, with keys redacted.
-        body: Bytes,
-    },
-}
 
 /// An error a 200 stream sent as its first event, as an error answer would have said it.
 struct EventError {
@@ -157,7 +117,57 @@ impl StreamEnds {
 /// An upstream body as the stream openers read it.
 pub type UpstreamBody = futures_util::stream::BoxStream<'static, reqwest::Result<Bytes>>;
 
-impl App {
+/// The failover loop and the commit points, with what they need: the pool to pick from and
+/// teach, the upstream client, the database (what a key error or a learned limit leaves
+/// behind), the other instances, the key checker's queue and the shutdown cutoff.
+pub struct Relay {
+    pool: Arc<pool::Pool>,
+    upstream: Arc<Upstream>,
+    storage: store::Storage,
+    cluster: Option<Arc<Cluster>>,
+    key_checks: tokio::sync::mpsc::Sender<(Arc<PoolKey>, String)>,
+    cutoff: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    /// A relay over these services; keys that meet a key error go to `key_checks`.
+    pub fn new(
+        pool: Arc<pool::Pool>,
+        upstream: Arc<Upstream>,
+        storage: store::Storage,
+        cluster: Option<Arc<Cluster>>,
+        key_checks: tokio::sync::mpsc::Sender<(Arc<PoolKey>, String)>,
+    ) -> Self {
+        Self {
+            pool,
+            upstream,
+            storage,
+            cluster,
+            key_checks,
+            cutoff: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// The key pool.
+    pub fn pool(&self) -> &Arc<pool::Pool> {
+        &self.pool
+    }
+
+    /// The upstream client.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The database.
+    pub fn storage(&self) -> &store::Storage {
+        &self.storage
+    }
+
+    /// Raised when the shutdown grace period is over: open streams end with an error event.
+    pub fn cutoff(&self) -> &tokio::sync::watch::Sender<bool> {
+        &self.cutoff
+    }
+
     /// How the streams relayed now end besides their own end.
     pub fn stream_ends(&self) -> StreamEnds {
         StreamEnds {
@@ -236,7 +246,7 @@ impl App {
             .await
     }
 
-    /// [`App::send_with_failover`] continuing after the keys in `tried` (which it extends), for
+    /// [`Relay::send_with_failover`] continuing after the keys in `tried` (which it extends), for
     /// a caller that found a committed answer unusable and moves on to another key.
     pub async fn send_with_failover_after(
         &self,
@@ -268,7 +278,7 @@ impl App {
                 Err(PickError::AwaitingLease)
                     if self.cluster.is_some()
                         && *lease_deadline.get_or_insert_with(|| {
-                            std::time::Instant::now() + crate::cluster::LEASE_WAIT
+                            std::time::Instant::now() + crate::service::cluster::LEASE_WAIT
                         }) > std::time::Instant::now() =>
                 {
                     if let Some(cluster) = &self.cluster {
@@ -327,7 +337,7 @@ impl App {
                 Ok(response) => response,
                 Err(failure) => {
                     attempts.trouble = Some("connection");
-                    crate::metrics::record_attempt("connection", None, is_retry);
+                    crate::service::metrics::record_attempt("connection", None, is_retry);
                     self.learn(&key, outgoing.model.as_deref(), &Failure::Connection);
                     last_failure = Some(failure);
                     continue;
@@ -336,7 +346,7 @@ impl App {
             let status = response.status();
             let response_time = Some(sent_at.elapsed());
             if status.is_success() {
-                crate::metrics::record_attempt("success", response_time, is_retry);
+                crate::service::metrics::record_attempt("success", response_time, is_retry);
                 self.pool
                     .record_success(key.id(), outgoing.model.as_deref());
                 return Ok(Committed { response, key });
@@ -345,7 +355,7 @@ impl App {
             let body = read_error_body(response, &key).await;
             let about = classify(status.as_u16(), &body);
             attempts.trouble = Some(about.outcome());
-            crate::metrics::record_attempt(about.outcome(), response_time, is_retry);
+            crate::service::metrics::record_attempt(about.outcome(), response_time, is_retry);
             self.learn_from(&key, outgoing.model.as_deref(), &about);
             tracing::info!(
                 key_id = %key.id(),
@@ -437,7 +447,7 @@ impl App {
             _ => "malformed_answer",
         };
         attempts.trouble = Some(outcome);
-        crate::metrics::record_attempt(outcome, None, false);
+        crate::service::metrics::record_attempt(outcome, None, false);
         if matches!(trouble, UpstreamFailure::Malformed) {
             // A cut connection is the upstream's trouble, not the request's.
             self.learn(key, outgoing.model.as_deref(), &Failure::Connection);
@@ -558,7 +568,7 @@ impl App {
         );
         let about = classify(status, body.as_bytes());
         attempts.trouble = Some(about.outcome());
-        crate::metrics::record_attempt(about.outcome(), None, false);
+        crate::service::metrics::record_attempt(about.outcome(), None, false);
         self.learn_from(key, model, &about);
         Some(EventError {
             status,

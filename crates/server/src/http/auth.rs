@@ -6,109 +6,22 @@
 //! never stored. Comparing digests leaks nothing useful through timing: finding a digest prefix
 //! does not help find a key.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
-use sha2::{Digest, Sha256};
 
-use crate::error::{ApiError, Dialect};
+use crate::http::dialect::{dialect_of, query_value};
+use crate::http::error::ApiError;
+use crate::service::clients::Client;
 use crate::state::AppState;
-use secrecy::{ExposeSecret, SecretString};
-use store::ClientKeyRow;
 
-/// The hex SHA-256 digest under which a client key is stored.
-pub fn digest_hex(key: &str) -> String {
-    hex::encode(Sha256::digest(key.as_bytes()))
-}
-
-/// The first characters of a key, enough to recognise it in a list.
-pub fn display_prefix(key: &str) -> String {
-    let head: String = key.chars().take(6).collect();
-    format!("{head}…")
-}
-
-/// Makes the stored `env` client keys match `CLIENT_API_KEYS`: the store gets their digests and
-/// display prefixes, never the keys.
-pub async fn sync_configured_client_keys(
-    storage: &store::Storage,
-    keys: &[SecretString],
-) -> Result<store::SyncReport, store::StorageError> {
-    let digested: Vec<(String, String)> = keys
-        .iter()
-        .map(|key| {
-            (
-                digest_hex(key.expose_secret()),
-                display_prefix(key.expose_secret()),
-            )
-        })
-        .collect();
-    let new: Vec<store::NewClientKey<'_>> = digested
-        .iter()
-        .map(|(digest, prefix)| store::NewClientKey {
-            name: "from CLIENT_API_KEYS",
-            digest,
-            prefix,
-        })
-        .collect();
-    storage.sync_client_keys(&new).await
-}
-
-/// An authenticated client, added to the request extensions.
-#[derive(Debug, Clone)]
-pub struct Client {
-    /// Database id of the client key.
-    pub id: i64,
-    /// Its display name.
-    pub name: String,
-    /// Its own limits.
-    pub limits: pool::ClientLimits,
-}
-
-/// The accepted client keys, by digest. Swapped whole when keys change.
-#[derive(Debug, Default)]
-pub struct ClientKeys {
-    by_digest: ArcSwap<HashMap<String, Arc<Client>>>,
-}
-
-impl ClientKeys {
-    /// Replaces the accepted keys with the enabled ones of `rows`.
-    pub fn replace(&self, rows: Vec<ClientKeyRow>) {
-        let map = rows
-            .into_iter()
-            .filter(|row| row.enabled)
-            .map(|row| {
-                (
-                    row.digest,
-                    Arc::new(Client {
-                        id: row.id,
-                        name: row.name,
-                        limits: row.limits,
-                    }),
-                )
-            })
-            .collect();
-        self.by_digest.store(Arc::new(map));
-    }
-
-    /// The client a presented key belongs to.
-    pub fn resolve(&self, key: &str) -> Option<Arc<Client>> {
-        self.by_digest.load().get(&digest_hex(key)).cloned()
-    }
-
-    /// How many keys are accepted.
-    pub fn len(&self) -> usize {
-        self.by_digest.load().len()
-    }
-
-    /// Whether no key is accepted.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
+/// The id of the client key that authenticated a request, from its extensions (set by the
+/// auth layer).
+pub fn client_of(extensions: &axum::http::Extensions) -> Option<i64> {
+    extensions.get::<Arc<Client>>().map(|client| client.id)
 }
 
 /// The client key presented with a request, from whichever place the client put it.
@@ -131,30 +44,6 @@ pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Opti
         .or_else(|| header("x-api-key"))
         .map(str::to_owned)
         .or_else(|| query_value(query?, "key"))
-}
-
-/// The decoded value of `name` in a raw query string.
-pub fn query_value(query: &str, name: &str) -> Option<String> {
-    url::form_urlencoded::parse(query.as_bytes())
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.into_owned())
-        .filter(|value| !value.is_empty())
-}
-
-/// Whether the request authenticates the way Gemini SDKs do (`x-goog-api-key` or `?key=`),
-/// which tells a native `GET /v1/models` from the OpenAI one.
-pub fn uses_gemini_auth(headers: &HeaderMap, query: Option<&str>) -> bool {
-    headers.contains_key("x-goog-api-key") || query.is_some_and(|q| query_value(q, "key").is_some())
-}
-
-/// The dialect of a request, from its path: OpenAI routes under `/v1`, Gemini everywhere else.
-pub fn dialect_of(path: &str, headers: &HeaderMap, query: Option<&str>) -> Dialect {
-    match path.strip_prefix("/v1/") {
-        Some(rest) if crate::openai::is_openai_path(rest, uses_gemini_auth(headers, query)) => {
-            Dialect::OpenAi
-        }
-        _ => Dialect::Gemini,
-    }
 }
 
 /// Refuses a model the client key may not use (a 403 in the route's dialect).
@@ -191,10 +80,9 @@ pub async fn require_client(
     let now = std::time::Instant::now();
     // An address that failed too often gets no verdict on unknown keys for a while.
     if let Some(address) = address
-        && let crate::auth_throttle::Verdict::BackOff(retry_after) =
-            state
-                .auth_throttle
-                .judge(address, client.as_ref().map(|client| client.id), now)
+        && let crate::service::auth_throttle::Verdict::BackOff(retry_after) = state
+            .auth_throttle
+            .judge(address, client.as_ref().map(|client| client.id), now)
         && !(presented.is_none() && is_upload_chunk(&request))
     {
         return ApiError::AuthBackOff { retry_after }.into_response_for(dialect);
@@ -293,27 +181,6 @@ fn is_upload_chunk(request: &Request) -> bool {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn configured_client_keys_are_stored_as_digests_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}/db.sqlite?mode=rwc", dir.path().display());
-        let storage = store::Storage::open(&url).await.unwrap();
-        let secret = "client-secret-value-123";
-        sync_configured_client_keys(&storage, &[SecretString::from(secret)])
-            .await
-            .unwrap();
-        let rows = storage.client_keys().await.unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].digest, digest_hex(secret));
-        drop(storage);
-        for entry in std::fs::read_dir(dir.path()).unwrap() {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            assert!(
-                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-                "the client key is stored in clear"
-            );
-        }
-    }
     use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -353,59 +220,5 @@ mod tests {
         for (headers, query, expected) in cases {
             assert_eq!(presented_key(&headers, query).as_deref(), expected);
         }
-    }
-
-    #[test]
-    fn lookups_go_through_the_digest_and_skip_disabled_keys() {
-        let keys = ClientKeys::default();
-        keys.replace(vec![
-            ClientKeyRow {
-                id: 1,
-                name: "alice".into(),
-                digest: digest_hex("alice-key-123"),
-                enabled: true,
-                limits: pool::ClientLimits::default(),
-            },
-            ClientKeyRow {
-                id: 2,
-                name: "bob".into(),
-                digest: digest_hex("bob-key-456"),
-                enabled: false,
-                limits: pool::ClientLimits::default(),
-            },
-        ]);
-        assert_eq!(keys.resolve("alice-key-123").map(|c| c.id), Some(1));
-        assert!(keys.resolve("bob-key-456").is_none());
-        assert!(keys.resolve("alice-key-12").is_none());
-        assert_eq!(keys.len(), 1);
-    }
-
-    #[test]
-    fn the_dialect_follows_the_route() {
-        let none = HeaderMap::new();
-        let goog = headers(&[("x-goog-api-key", "k")]);
-        assert_eq!(
-            dialect_of("/v1/chat/completions", &none, None),
-            Dialect::OpenAi
-        );
-        assert_eq!(dialect_of("/v1/models", &none, None), Dialect::OpenAi);
-        assert_eq!(dialect_of("/v1/models", &goog, None), Dialect::Gemini);
-        assert_eq!(
-            dialect_of("/v1/models", &none, Some("key=k")),
-            Dialect::Gemini
-        );
-        assert_eq!(
-            dialect_of("/v1/models/gemini-2.5-flash", &none, None),
-            Dialect::OpenAi
-        );
-        assert_eq!(
-            dialect_of("/v1/models/gemini-2.5-flash:generateContent", &none, None),
-            Dialect::Gemini
-        );
-        assert_eq!(dialect_of("/v1beta/models", &none, None), Dialect::Gemini);
-        assert_eq!(
-            dialect_of("/upload/v1beta/files", &none, None),
-            Dialect::Gemini
-        );
     }
 }

@@ -304,6 +304,20 @@ fn capacity_message(model: Option<&str>, status: u16, retry_after: std::time::Du
     )
 }
 
+impl From<crate::service::ownership::OwnershipError> for ApiError {
+    fn from(error: crate::service::ownership::OwnershipError) -> Self {
+        use crate::service::ownership::OwnershipError;
+        match error {
+            OwnershipError::Denied(resource) => Self::ResourceDenied(resource),
+            OwnershipError::BadRequest(message) => Self::BadRequest(message),
+            OwnershipError::UnreadableListing(collection) => {
+                Self::UpstreamInvalidResponse(format!("a {collection} listing"))
+            }
+            OwnershipError::Internal(message) => Self::Internal(message),
+        }
+    }
+}
+
 impl From<translate::TranslateError> for ApiError {
     fn from(error: translate::TranslateError) -> Self {
         match error {

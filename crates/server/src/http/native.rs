@@ -18,14 +18,16 @@ use serde::Deserialize;
 use translate::gemini::native::{NativePath, PathError};
 use translate::gemini::sse::MAX_EVENT_BYTES;
 
-use crate::accounting::{BodyKind, RequestMeter, UsageTap};
-use crate::error::{ApiError, Dialect};
-use crate::ownership;
-use crate::relay::{AnswerKind, Attempts, StreamEnds, UpstreamBody, UpstreamFailure, WholeAnswer};
-use crate::state::{App, AppState};
-use crate::upstream::{
+use crate::http::error::{ApiError, Dialect};
+use crate::service::accounting::{BodyKind, RequestMeter, UsageTap};
+
+use crate::service::ownership;
+use crate::service::relay::{AnswerKind, Attempts, StreamEnds, UpstreamBody, WholeAnswer};
+use crate::service::upstream::UpstreamFailure;
+use crate::service::upstream::{
     Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted,
 };
+use crate::state::{App, AppState};
 
 /// The largest request body the gateway reads (inline media may be up to 100 MB decoded,
 /// which base64 makes about 134 MB).
@@ -45,7 +47,11 @@ pub async fn relay(State(state): State<AppState>, request: Request) -> Response 
     } else {
         "/v1/{*path}"
     };
-    let mut meter = Some(RequestMeter::start(&state, route, client_id(&request)));
+    let mut meter = Some(RequestMeter::start(
+        &state.meter_sinks,
+        route,
+        client_id(&request),
+    ));
     let response = relay_native(&state, request, &mut meter)
         .await
         .unwrap_or_else(|error| error.into_response_for(Dialect::Gemini));
@@ -58,7 +64,7 @@ pub async fn relay(State(state): State<AppState>, request: Request) -> Response 
 
 /// The id of the client key that authenticated the request.
 pub fn client_id(request: &Request) -> Option<i64> {
-    ownership::client_of(request.extensions())
+    crate::http::auth::client_of(request.extensions())
 }
 
 async fn relay_native(
@@ -82,7 +88,7 @@ async fn relay_native(
         }
     })?;
     if let Some(model) = path.model() {
-        crate::auth::ensure_model_allowed(&parts.extensions, model)?;
+        crate::http::auth::ensure_model_allowed(&parts.extensions, model)?;
         if let Some(meter) = meter.as_mut() {
             meter.set_model(model);
         }
@@ -90,9 +96,8 @@ async fn relay_native(
     let body = read_body(body, REQUEST_BODY_LIMIT).await?;
     check_json_body(&path, &body)?;
     // Before any key is picked: a resource of another client key never reaches the upstream.
-    let project = ownership::project_for(
-        app,
-        ownership::client_of(&parts.extensions),
+    let project = app.owners.project_for(
+        crate::http::auth::client_of(&parts.extensions),
         &ownership::resources_named(&path, &body)?,
     )?;
     let outgoing = Outgoing {
@@ -137,7 +142,10 @@ async fn relay_answer(
     attempts: &mut Attempts,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Relayed, UpstreamFailure> {
-    let committed = app.send_with_failover_after(outgoing, attempts).await?;
+    let committed = app
+        .relay
+        .send_with_failover_after(outgoing, attempts)
+        .await?;
     let asked_sse = parts
         .uri
         .query()
@@ -156,6 +164,7 @@ async fn relay_answer(
             AnswerKind::Json
         };
         let whole = app
+            .relay
             .read_whole_answer(outgoing, committed, attempts, kind, ANSWER_LIMIT)
             .await?;
         if let Some(meter) = meter.as_mut() {
@@ -169,7 +178,10 @@ async fn relay_answer(
         return Ok(Relayed::Done(whole_response(whole, tap)));
     }
     if path.is_streaming() && upstream_sse && committed.response.status().is_success() {
-        let opened = app.open_first_event(outgoing, committed, attempts).await?;
+        let opened = app
+            .relay
+            .open_first_event(outgoing, committed, attempts)
+            .await?;
         let tap = meter.take().map(|mut meter| {
             meter.set_key(&opened.key);
             meter.set_attempts(attempts);
@@ -182,7 +194,7 @@ async fn relay_answer(
             opened.status,
             opened.headers,
             first.chain(opened.rest).boxed(),
-            app.stream_ends(),
+            app.relay.stream_ends(),
             tap,
         )));
     }
@@ -204,7 +216,7 @@ async fn relay_other(
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&committed.key);
     }
-    let client = ownership::client_of(&parts.extensions);
+    let client = crate::http::auth::client_of(&parts.extensions);
     if path.creates_owned_resource(parts.method.as_str()) {
         return remember_created(app, committed, client).await;
     }
@@ -214,7 +226,7 @@ async fn relay_other(
     if parts.method == Method::DELETE
         && let Some(resource) = path.owned_resource()
     {
-        ownership::forget_resource(app, resource);
+        app.owners.forget_resource(resource);
     }
     let kind = match path.action() {
         Some("streamGenerateContent") if asked_sse => BodyKind::Sse,
@@ -228,7 +240,7 @@ async fn relay_other(
         }
         UsageTap::new(kind, meter)
     });
-    relay_response(committed.response, app.stream_ends(), None, tap)
+    relay_response(committed.response, app.relay.stream_ends(), None, tap)
 }
 
 /// Whether the answer is one JSON document that the client can only use whole (the content
@@ -429,7 +441,7 @@ async fn remember_created(app: &App, committed: Committed, client: Option<i64>) 
         Ok(body) => body,
         Err(error) => return error.into_response_for(Dialect::Gemini),
     };
-    ownership::remember_owner_of(app, &body, &key, client);
+    app.owners.remember_owner_of(&body, &key, client);
     buffered_response(status, headers, body)
 }
 
@@ -445,7 +457,7 @@ async fn own_listing(
     let headers = allowlisted(response.headers(), &RELAYED_RESPONSE_HEADERS);
     let body = read_limited(response, ownership::LISTING_LIMIT)
         .await
-        .and_then(|body| ownership::own_entries_only(app, client, collection, &body));
+        .and_then(|body| Ok(app.owners.own_entries_only(client, collection, &body)?));
     match body {
         Ok(body) => buffered_response(status, headers, body),
         Err(error) => error.into_response_for(Dialect::Gemini),
@@ -494,7 +506,7 @@ pub fn upstream_failure_response(
                     .unwrap_or(Duration::from_secs(1));
                 headers.insert(
                     header::RETRY_AFTER,
-                    HeaderValue::from(crate::error::whole_seconds(wait)),
+                    HeaderValue::from(crate::http::error::whole_seconds(wait)),
                 );
             }
             Ok(buffered_response(status, headers, body))
@@ -504,14 +516,14 @@ pub fn upstream_failure_response(
             daily,
             last_answer,
         } => {
-            let seconds = crate::error::whole_seconds(retry_after);
+            let seconds = crate::http::error::whole_seconds(retry_after);
             // The last upstream 429 is Gemini's own words; without one, say it in its shape.
             let body = last_answer.unwrap_or_else(|| {
                 let scope = if daily { "daily" } else { "per-minute" };
                 let model = model.unwrap_or("this model");
                 let message = format!(
                     "Every project of {model} has used its {scope} quota until {}; retry in {seconds}s.",
-                    crate::error::utc_time_after(retry_after)
+                    crate::http::error::utc_time_after(retry_after)
                 );
                 Bytes::from(
                     serde_json::json!({"error": {"code": 429, "message": message, "status": "RESOURCE_EXHAUSTED"}})

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::auth::AdminSession;
-use super::{AdminError, AdminQuery, parse_body, parse_id};
+use super::common::{AdminError, AdminQuery, parse_body, parse_id};
 use crate::config::{is_valid_project, parse_upstream_keys};
 use crate::state::{App, AppState};
 use store::NewUpstreamKey;
@@ -19,7 +19,7 @@ use store::{UpstreamKeyRow, UsageDimension, UsageTotals};
 /// Reloads the pool from the database after a change.
 pub async fn reload_pool(app: &App) -> Result<(), AdminError> {
     app.pool.replace_keys(app.storage.upstream_keys().await?);
-    app.announce(crate::cluster::Announcement::Keys);
+    app.announce(crate::service::cluster::Announcement::Keys);
     Ok(())
 }
 
@@ -384,12 +384,12 @@ pub async fn test_key(
             if status.is_success() {
                 (true, status.as_u16(), "The key works.".to_owned())
             } else {
-                let body = crate::upstream::read_error_body(response, &key).await;
+                let body = crate::service::upstream::read_error_body(response, &key).await;
                 let error = translate::gemini::UpstreamError::parse(&body);
                 (
                     false,
                     status.as_u16(),
-                    crate::classify::redact_secrets(&error.message, &[key.secret()]),
+                    crate::service::classify::redact_secrets(&error.message, &[key.secret()]),
                 )
             }
         }

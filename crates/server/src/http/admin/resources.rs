@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::auth::AdminSession;
-use super::{AdminError, AdminQuery};
+use super::common::{AdminError, AdminQuery};
 use crate::state::AppState;
 use store::ResourceFilter;
 
@@ -19,7 +19,8 @@ pub async fn list_resources(
     State(app): State<AppState>,
     AdminQuery(filter): AdminQuery<ResourceFilter>,
 ) -> Result<Json<Value>, AdminError> {
-    let since = crate::ownership::expired_before_ms(app.pool.affinity(), app.pool.now_ms());
+    let since =
+        crate::service::ownership::expired_before_ms(app.pool.affinity(), app.pool.now_ms());
     let (rows, total) = app.storage.resource_owner_rows(&filter, since).await?;
     Ok(Json(json!({
         "items": rows,

@@ -1,4 +1,4 @@
-//! Prometheus metrics at `/metrics`. Labels stay low-cardinality: the route template (never the
+//! Prometheus metrics, recorded here and served at `/metrics` (`http::metrics`). Labels stay low-cardinality: the route template (never the
 //! raw path), a status class, an upstream key's id (never the key), and a model id only when it
 //! looks like a Google model and is among the first 64 seen (others are `other`), so a client
 //! sending random model names cannot grow the series without bound.
@@ -7,19 +7,13 @@ use std::collections::HashSet;
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::state::AppState;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 static MODELS: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
-const MAX_MODEL_LABELS: usize = 64;
-/// At most this many project-and-model quota series.
-const MAX_QUOTA_SERIES: usize = 500;
+/// At most this many model labels.
+pub(crate) const MAX_MODEL_LABELS: usize = 64;
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
@@ -192,115 +186,6 @@ pub fn record_attempt(outcome: &'static str, response_time: Option<Duration>, re
     if retry {
         counter!("gateway_retries_total").increment(1);
     }
-}
-
-/// Compares two secrets in time that depends on their lengths only.
-fn same_secret(given: &str, expected: &str) -> bool {
-    let (given, expected) = (given.as_bytes(), expected.as_bytes());
-    let mut difference = given.len() ^ expected.len();
-    for (index, byte) in expected.iter().enumerate() {
-        difference |= usize::from(byte ^ given.get(index).copied().unwrap_or(0));
-    }
-    difference == 0
-}
-
-/// `GET /metrics`: Prometheus text.
-pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    // With METRICS_TOKEN the metrics need it, and may name Google projects; without, they are
-    // public and name none (project names tell outsiders whose quota this is).
-    let named_projects = match &state.config.metrics_token {
-        Some(token) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !same_secret(given.trim(), secrecy::ExposeSecret::expose_secret(token)) {
-                return (
-                    axum::http::StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    "metrics need Authorization: Bearer <METRICS_TOKEN>\n",
-                )
-                    .into_response();
-            }
-            true
-        }
-        None => false,
-    };
-    let Some(handle) = install() else {
-        return (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            "metrics are unavailable",
-        )
-            .into_response();
-    };
-    let now = state.pool.now_ms();
-    let keys = state.pool.keys();
-    let cooling: HashSet<String> = state.pool.cooldowns().into_iter().map(|c| c.0).collect();
-    let usable = keys
-        .iter()
-        .filter(|k| k.is_available(now) && !cooling.contains(&**k.project()))
-        .count();
-    let cooling_keys = keys
-        .iter()
-        .filter(|k| k.is_usable() && cooling.contains(&**k.project()))
-        .count();
-    let out = keys
-        .iter()
-        .filter(|k| k.out_of_service_reason().is_some())
-        .count();
-    let disabled = keys
-        .iter()
-        .filter(|k| !k.is_usable() && k.out_of_service_reason().is_none())
-        .count();
-    gauge!("gateway_keys", "state" => "usable").set(usable as f64);
-    gauge!("gateway_keys", "state" => "cooling").set(cooling_keys as f64);
-    gauge!("gateway_keys", "state" => "out_of_service").set(out as f64);
-    gauge!("gateway_keys", "state" => "disabled").set(disabled as f64);
-    // Per model: how many projects can serve now, and how many cool for which reason.
-    for overview in state
-        .pool
-        .model_overview()
-        .into_iter()
-        .take(MAX_MODEL_LABELS)
-    {
-        let model = model_label(&overview.model);
-        gauge!("gateway_model_projects", "model" => model.clone(), "state" => "serving")
-            .set(overview.serving as f64);
-        gauge!("gateway_model_projects", "model" => model.clone(), "state" => "cooling_quota")
-            .set(overview.cooling_quota as f64);
-        gauge!("gateway_model_projects", "model" => model, "state" => "cooling_capacity")
-            .set(overview.cooling_capacity as f64);
-    }
-    let (connections, streams) = state.upstream.lanes_in_use();
-    gauge!("gateway_upstream_http2_connections").set(connections as f64);
-    gauge!("gateway_upstream_http2_streams").set(streams as f64);
-    // Named projects only (a key without a project is a project of its own: one series per key
-    // would be unbounded), at most a few hundred series.
-    for state in state
-        .pool
-        .project_states()
-        .into_iter()
-        .filter(|state| {
-            named_projects && !state.project.starts_with('~') && !state.model.is_empty()
-        })
-        .take(MAX_QUOTA_SERIES)
-    {
-        let model = model_label(&state.model);
-        if let Some(limit) = state.limits.rpm {
-            gauge!("gateway_quota_remaining", "project" => state.project.clone(), "model" => model.clone(), "window" => "minute")
-                .set(f64::from(limit.saturating_sub(state.minute_used)));
-        }
-        if let Some(limit) = state.limits.rpd {
-            gauge!("gateway_quota_remaining", "project" => state.project, "model" => model, "window" => "day")
-                .set(f64::from(limit.saturating_sub(state.day_used)));
-        }
-    }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        handle.render(),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

@@ -23,7 +23,6 @@ use tokio::sync::{mpsc, oneshot};
 use translate::gemini::UsageMetadata;
 use translate::gemini::sse::SseDecoder;
 
-use crate::state::AppState;
 use store::Storage;
 
 /// How often the writer writes.
@@ -156,7 +155,7 @@ impl Accountant {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.health.dropped.fetch_add(1, Ordering::Relaxed);
-                crate::metrics::record_accounting_dropped();
+                crate::service::metrics::record_accounting_dropped();
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
                 tracing::error!("the accounting writer has stopped: a request record is lost");
@@ -195,7 +194,7 @@ async fn write_behind(
             batch.push(record);
         } else {
             health.dropped.fetch_add(1, Ordering::Relaxed);
-            crate::metrics::record_accounting_dropped();
+            crate::service::metrics::record_accounting_dropped();
         }
     };
     loop {
@@ -293,10 +292,22 @@ async fn write(storage: &Storage, batch: &mut Vec<RequestRecord>, counts: &[DayC
     }
 }
 
+/// Where a finished request's record goes: the accounting writer, the pool's token counts (for
+/// its tokens-per-minute limits) and the per-client gate (for daily token limits).
+#[derive(Clone)]
+pub struct MeterSinks {
+    /// The accounting writer.
+    pub accountant: Accountant,
+    /// The key pool.
+    pub pool: Arc<pool::Pool>,
+    /// Per-client limits in force.
+    pub client_gate: Arc<pool::ClientGate>,
+}
+
 /// Measures one request; sends its record when dropped, whenever that is: after a whole
 /// answer, or in the middle of a stream whose client went away (with the usage seen so far).
 pub struct RequestMeter {
-    app: AppState,
+    sinks: MeterSinks,
     started: Instant,
     first_byte: Option<Duration>,
     record: RequestRecord,
@@ -304,13 +315,13 @@ pub struct RequestMeter {
 
 impl RequestMeter {
     /// Starts measuring a request of `client_key_id` on `route`.
-    pub fn start(app: &AppState, route: &'static str, client_key_id: Option<i64>) -> Self {
+    pub fn start(sinks: &MeterSinks, route: &'static str, client_key_id: Option<i64>) -> Self {
         Self {
-            app: app.clone(),
+            sinks: sinks.clone(),
             started: Instant::now(),
             first_byte: None,
             record: RequestRecord {
-                at_ms: app.pool.now_ms(),
+                at_ms: sinks.pool.now_ms(),
                 client_key_id,
                 upstream_key_id: None,
                 project: None,
@@ -349,7 +360,7 @@ impl RequestMeter {
     }
 
     /// What happened upstream: calls made and the last trouble met.
-    pub fn set_attempts(&mut self, attempts: &crate::relay::Attempts) {
+    pub fn set_attempts(&mut self, attempts: &crate::service::relay::Attempts) {
         self.record.attempts = u8::try_from(attempts.tried.len()).unwrap_or(u8::MAX);
         self.record.upstream_error = attempts.trouble;
     }
@@ -364,7 +375,7 @@ impl Drop for RequestMeter {
     fn drop(&mut self) {
         let elapsed = self.started.elapsed();
         self.record.latency_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-        crate::metrics::record_request(
+        crate::service::metrics::record_request(
             self.record.route,
             self.record.status,
             elapsed,
@@ -372,7 +383,7 @@ impl Drop for RequestMeter {
         );
         if let Some(model) = &self.record.model {
             let spent = self.record.tokens;
-            crate::metrics::record_tokens(
+            crate::service::metrics::record_tokens(
                 model,
                 self.record.upstream_key_id,
                 spent.prompt,
@@ -382,14 +393,16 @@ impl Drop for RequestMeter {
         }
         let tokens = self.record.tokens.prompt + self.record.tokens.completion;
         if let (Some(key), Some(model)) = (self.record.upstream_key_id, &self.record.model) {
-            self.app.pool.record_tokens(pool::KeyId(key), model, tokens);
+            self.sinks
+                .pool
+                .record_tokens(pool::KeyId(key), model, tokens);
         }
         if let Some(client) = self.record.client_key_id {
-            self.app
+            self.sinks
                 .client_gate
-                .add_tokens(client, tokens, self.app.pool.now_ms());
+                .add_tokens(client, tokens, self.sinks.pool.now_ms());
         }
-        self.app.accountant.record(self.record.clone());
+        self.sinks.accountant.record(self.record.clone());
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn asset_file(Path(file): Path<String>, headers: HeaderMap) -> Respons
 
 /// `GET /`: the dashboard for a logged-in admin, the login page otherwise.
 pub async fn root(State(state): State<AppState>, headers: HeaderMap) -> Redirect {
-    if crate::admin::auth::has_session(&state, &headers).await {
+    if crate::http::admin::auth::has_session(&state, &headers).await {
         Redirect::to("/management.html")
     } else {
         Redirect::to("/login.html")

@@ -1,0 +1,145 @@
+//! `POST /v1/chat/completions`, whole and streamed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::sse::Event;
+use axum::response::{IntoResponse, Response};
+use futures_util::StreamExt;
+use translate::gemini::GenerateContentResponse;
+use translate::gemini::native::referenced_resources;
+use translate::openai::chat::request::translate_chat_request;
+use translate::openai::chat::response::{ResponseContext, chat_completion};
+use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
+use translate::openai::chat::types::ChatCompletionRequest;
+
+use super::common::*;
+use crate::http::error::ApiError;
+use crate::service::accounting::RequestMeter;
+use crate::service::relay::{Attempts, UpstreamEvent};
+use crate::service::upstream::Outgoing;
+use crate::state::{App, AppState};
+
+pub(crate) async fn create_chat_completion(
+    app: &AppState,
+    request: Request,
+    meter: &mut Option<RequestMeter>,
+) -> Result<Response, ApiError> {
+    let extensions = request.extensions().clone();
+    let chat: ChatCompletionRequest = read_json(request).await?;
+    let mut translated = translate_chat_request(&chat, &*app.calls)?;
+    // A request may carry a hundred megabytes of inline media: each copy is freed as soon as
+    // the next exists (the OpenAI request once translated, the Gemini one once serialised), so
+    // at most two are held at any time.
+    drop(chat);
+    crate::http::auth::ensure_model_allowed(&extensions, &translated.model)?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_model(&translated.model);
+    }
+    // Cached contents and uploaded files can only be used through their own project's keys, and
+    // only by the client key that created them (checked before anything goes upstream).
+    let project = app.owners.project_for(
+        crate::http::auth::client_of(&extensions),
+        &referenced_resources(&translated.body),
+    )?;
+    let gemini_body = std::mem::take(&mut translated.body);
+    let body =
+        serde_json::to_vec(&gemini_body).map_err(|error| ApiError::Internal(error.to_string()))?;
+    drop(gemini_body);
+    let outgoing = Outgoing {
+        method: Method::POST,
+        path_and_query: translated.upstream_path(),
+        headers: json_headers(),
+        body: Bytes::from(body),
+        streaming: translated.stream,
+        model: Some(translated.model.clone()),
+        project,
+    };
+    if translated.stream {
+        let context = StreamContext {
+            model: translated.model,
+            created: unix_now(),
+            include_usage: translated.include_usage,
+        };
+        return stream_chat_completion(app, &outgoing, context, meter.take()).await;
+    }
+    let mut attempts = Attempts::default();
+    let whole = send_for_whole_answer(app, &outgoing, &mut attempts).await;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_attempts(&attempts);
+    }
+    let whole = whole.map_err(|failure| upstream_error(failure, &translated.model))?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_key(&whole.key);
+    }
+    let answer: GenerateContentResponse = serde_json::from_slice(&whole.body)
+        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+    if let (Some(meter), Some(usage)) = (meter.as_mut(), &answer.usage_metadata) {
+        meter.set_usage(usage);
+    }
+    let context = ResponseContext {
+        model: translated.model,
+        created: unix_now(),
+        logprobs: translated.logprobs,
+    };
+    let (completion, calls) = chat_completion(&answer, &context, &mut new_call_id)?;
+    app.calls.remember(calls);
+    Ok(axum::Json(completion).into_response())
+}
+
+pub(crate) async fn stream_chat_completion(
+    app: &App,
+    outgoing: &Outgoing,
+    context: StreamContext,
+    meter: Option<RequestMeter>,
+) -> Result<Response, ApiError> {
+    let mut attempts = Attempts::default();
+    let opened = open_stream(app, outgoing, &mut attempts).await;
+    let mut meter = meter.map(|mut meter| {
+        meter.set_attempts(&attempts);
+        meter
+    });
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(failure) => {
+            let error = upstream_error(failure, &context.model);
+            if let Some(meter) = meter.as_mut() {
+                meter.set_status(error.status().as_u16());
+            }
+            return Err(error);
+        }
+    };
+    let mut meter = meter.map(|mut meter| {
+        meter.set_key(&opened.key);
+        meter.set_streamed();
+        meter.set_status(200);
+        meter
+    });
+    let upstream = crate::service::relay::upstream_events(opened, app.relay.stream_ends());
+    let calls = Arc::clone(&app.calls);
+    let events = async_stream::stream! {
+        let mut translator = StreamTranslator::new(context);
+        futures_util::pin_mut!(upstream);
+        while let Some(step) = upstream.next().await {
+            let items = match step {
+                UpstreamEvent::Data(data) => translator.on_event(&data, &mut new_call_id),
+                UpstreamEvent::Finished => translator.finish(),
+                UpstreamEvent::Fault(fault) => vec![StreamItem::Error(stream_fault_error(fault))],
+            };
+            for item in &items {
+                yield Ok::<Event, Infallible>(sse_event(item));
+            }
+            calls.remember(translator.take_emitted_calls());
+            if let (Some(meter), Some(usage)) = (meter.as_mut(), translator.usage()) {
+                meter.set_usage(usage);
+            }
+            if translator.is_ended() || items.iter().any(|item| matches!(item, StreamItem::Error(_))) {
+                break;
+            }
+        }
+    };
+    Ok(sse_response(events))
+}

@@ -1,0 +1,187 @@
+//! What the OpenAI routes share: reading a JSON body, sending with failover, opening a
+//! stream, server-sent events, and the error a failed upstream call becomes.
+
+use std::convert::Infallible;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use translate::openai::chat::stream::StreamItem;
+use translate::openai::errors::{OpenAiError, from_upstream};
+
+use crate::http::error::ApiError;
+use crate::http::native::{ANSWER_LIMIT, REQUEST_BODY_LIMIT, read_body};
+use crate::service::relay::{AnswerKind, Attempts, OpenedStream, StreamFault};
+use crate::service::upstream::Outgoing;
+use crate::service::upstream::UpstreamFailure;
+use crate::state::App;
+
+/// Comment lines sent while a thinking model is silent, so proxies keep the stream open.
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Reads a JSON body into `T`; a malformed or mistyped body is a 400 naming the field.
+pub(crate) async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+    let body = read_body(request.into_body(), REQUEST_BODY_LIMIT).await?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::InvalidField {
+                message: format!("The request body is not valid JSON: {inner}."),
+                param: None,
+            }
+        } else {
+            ApiError::InvalidField {
+                message: format!("Invalid value for '{path}': {inner}."),
+                param: (path != ".").then_some(path),
+            }
+        }
+    })?;
+    // Nothing may follow the JSON value.
+    deserializer.end().map_err(|error| ApiError::InvalidField {
+        message: format!("The request body is not valid JSON: {error}."),
+        param: None,
+    })?;
+    Ok(value)
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
+/// `call_` and 24 random alphanumerics: the id of a tool call the upstream gave none.
+pub(crate) fn new_call_id() -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("call_{suffix}")
+}
+
+pub(crate) fn json_headers() -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
+/// The client's error for a failed upstream call about `model`.
+pub(crate) fn upstream_error(failure: UpstreamFailure, model: &str) -> ApiError {
+    match failure {
+        UpstreamFailure::Answered { status, body, .. } => {
+            ApiError::Upstream(from_upstream(status.as_u16(), &body, model))
+        }
+        UpstreamFailure::Exhausted {
+            retry_after,
+            daily,
+            last_answer,
+        } => ApiError::Upstream(translate::openai::errors::pool_exhausted(
+            crate::http::error::whole_seconds(retry_after),
+            daily,
+            model,
+            last_answer.as_deref(),
+        )),
+        UpstreamFailure::Capacity {
+            retry_after,
+            status,
+        } => ApiError::Capacity {
+            model: (!model.is_empty()).then(|| model.to_owned()),
+            status,
+            retry_after,
+        },
+        UpstreamFailure::Empty => ApiError::EmptyAnswer,
+        UpstreamFailure::Malformed => {
+            ApiError::UpstreamInvalidResponse("cut short or malformed".to_owned())
+        }
+        UpstreamFailure::NoUsableKey(message) => ApiError::NoUsableKey(message),
+        UpstreamFailure::Unreachable => ApiError::UpstreamUnreachable,
+        UpstreamFailure::Timeout => ApiError::UpstreamTimeout,
+    }
+}
+
+/// Sends a content request with failover and reads its answer whole: one cut short,
+/// malformed or empty is retried on another key (see `relay`).
+pub(crate) async fn send_for_whole_answer(
+    app: &App,
+    outgoing: &Outgoing,
+    attempts: &mut Attempts,
+) -> Result<crate::service::relay::WholeAnswer, UpstreamFailure> {
+    let committed = app
+        .relay
+        .send_with_failover_after(outgoing, attempts)
+        .await?;
+    app.relay
+        .read_whole_answer(
+            outgoing,
+            committed,
+            attempts,
+            AnswerKind::Content,
+            ANSWER_LIMIT,
+        )
+        .await
+}
+
+/// Sends a streamed request and reads it up to its first event (the commit point, see `relay`).
+pub(crate) async fn open_stream(
+    app: &App,
+    outgoing: &Outgoing,
+    attempts: &mut Attempts,
+) -> Result<OpenedStream, UpstreamFailure> {
+    let committed = app
+        .relay
+        .send_with_failover_after(outgoing, attempts)
+        .await?;
+    app.relay
+        .open_first_event(outgoing, committed, attempts)
+        .await
+}
+
+/// A downstream event stream: comment lines while the model is silent, no caching, and no
+/// buffering by nginx.
+pub(crate) fn sse_response<S>(events: S) -> Response
+where
+    S: futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+{
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The error event ending a stream that cannot go on.
+pub(crate) fn stream_fault_error(fault: StreamFault) -> OpenAiError {
+    match fault {
+        StreamFault::ShuttingDown => OpenAiError::new(
+            503,
+            "server_error",
+            Some("gateway_shutting_down"),
+            fault.message(),
+        ),
+        StreamFault::Oversized | StreamFault::Broken => {
+            OpenAiError::upstream_stream(&fault.message())
+        }
+    }
+}
+
+/// One downstream SSE event: a chunk, an error payload, or `[DONE]`.
+pub(crate) fn sse_event(item: &StreamItem) -> Event {
+    let data = match item {
+        StreamItem::Chunk(chunk) => serde_json::to_string(chunk).unwrap_or_default(),
+        StreamItem::Error(error) => error.body().to_string(),
+        StreamItem::Done => "[DONE]".to_owned(),
+    };
+    Event::default().data(data)
+}
