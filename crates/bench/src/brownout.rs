@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::load::Call;
 use crate::report::Row;
-use crate::scenarios::{gateway, openai};
+use crate::rig::{gateway, openai};
 
 /// How long every key is overloaded.
 pub(crate) const BROWNOUT: Duration = Duration::from_secs(30);

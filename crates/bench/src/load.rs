@@ -240,3 +240,35 @@ pub async fn stamped_stream(client: &reqwest::Client, call: &Call) -> (Vec<i64>,
     let good = ok_status && memchr_find(&body, call.expect.as_bytes());
     (lateness, good)
 }
+
+/// Added latency: percentile through the proxy minus the same percentile straight to the mock.
+pub(crate) fn added(through: &Sample, direct: &Sample, p: f64) -> f64 {
+    (through.percentile(p) - direct.percentile(p)).max(0.0)
+}
+
+pub(crate) fn checked(sample: &Sample, what: &str) -> Result<(), String> {
+    if sample.errors > 0 {
+        return Err(format!(
+            "{what}: {} of {} answers were wrong",
+            sample.errors,
+            sample.micros.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Runs `count` sequential calls of each of `calls`, a tenth at a time in turn.
+pub(crate) async fn interleaved<const N: usize>(
+    http: &reqwest::Client,
+    calls: &[Call; N],
+    count: usize,
+    first_byte_only: bool,
+) -> [Sample; N] {
+    let mut runs: [Vec<Sample>; N] = std::array::from_fn(|_| Vec::new());
+    for _ in 0..10 {
+        for (call, runs) in calls.iter().zip(runs.iter_mut()) {
+            runs.push(sequential(http, call, count / 10, first_byte_only).await);
+        }
+    }
+    runs.map(Sample::merged)
+}

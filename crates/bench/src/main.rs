@@ -10,6 +10,7 @@ mod load;
 mod peers;
 mod procs;
 mod report;
+mod rig;
 mod scenarios;
 mod streams;
 

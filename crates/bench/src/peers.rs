@@ -8,12 +8,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::load::{Call, Sample, client, closed_loop, sequential};
+use crate::load::{Call, Sample, added, checked, client, closed_loop, interleaved, sequential};
 use crate::procs::Server;
-use crate::report::environment;
-use crate::scenarios::{
-    MODEL, added, binaries, chat_body, checked, interleaved, native, openai, rig, us,
-};
+use crate::report::{environment, us};
+use crate::rig::{MODEL, binaries, chat_body, native, openai, rig};
 
 /// LiteLLM's admin key (it refuses to start without one).
 const LITELLM_MASTER_KEY: &str = "sk-bench-master-key-0123456789abcdef";

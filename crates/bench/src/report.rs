@@ -96,3 +96,21 @@ pub fn json_report(rows: &[Row], environment: &Value, raw: Value) -> Value {
         "raw": raw,
     })
 }
+
+pub(crate) fn us(value: f64) -> String {
+    if value.is_nan() {
+        "–".to_owned()
+    } else if value >= 1000.0 {
+        format!("{:.2} ms", value / 1000.0)
+    } else {
+        format!("{value:.0} µs")
+    }
+}
+
+pub(crate) fn ratio(ours: f64, floor: f64) -> String {
+    if floor > 0.0 && ours.is_finite() {
+        format!("{:.2}×", ours / floor)
+    } else {
+        "–".to_owned()
+    }
+}

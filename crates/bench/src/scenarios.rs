@@ -1,14 +1,18 @@
 //! The scenarios of the benchmark method (S1–S10), each bounded in time, each answer checked.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::load::{Call, Sample, client, closed_loop, sequential};
+use crate::load::{Sample, added, checked, client, closed_loop, interleaved, sequential};
 use crate::procs::Server;
-use crate::report::{Row, environment, json_report, markdown};
+use crate::report::{Row, environment, json_report, markdown, ratio, us};
+use crate::rig::{
+    CLIENT_KEY, FOUR_KEYS, MODEL, Rig, Servers, binaries, chat_body, gateway, native, openai, rig,
+    servers,
+};
 
 /// Which run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,221 +21,6 @@ pub enum Mode {
     All,
     /// S1 and S4, short, with a generous gate.
     Smoke,
-}
-
-pub(crate) const CLIENT_KEY: &str = "bench-client-key";
-pub(crate) const MODEL: &str = "gemini-2.5-flash";
-
-pub(crate) struct Rig {
-    pub(crate) bin: PathBuf,
-    pub(crate) data: PathBuf,
-    pub(crate) mock: Server,
-    pub(crate) floor: Server,
-    pub(crate) gateway: Server,
-}
-
-pub(crate) fn binaries() -> Result<PathBuf, String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let dir = exe.parent().ok_or("no binary folder")?.to_path_buf();
-    let release = dir.ends_with("release");
-    let mut build = std::process::Command::new("cargo");
-    build.args(["build", "--quiet", "-p", "gemini-pool", "-p", "mock-gemini"]);
-    if release {
-        build.arg("--release");
-    }
-    let status = build.status().map_err(|e| format!("cargo build: {e}"))?;
-    if !status.success() {
-        return Err("cargo build of the gateway and the mock failed".to_owned());
-    }
-    Ok(dir)
-}
-
-pub(crate) fn gateway(
-    bin: &Path,
-    data: &Path,
-    upstream: &str,
-    keys: &str,
-    name: &str,
-    extra: &[(&str, &str)],
-) -> Result<Server, String> {
-    let mut env = vec![
-        ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
-        (
-            "DATABASE_URL",
-            format!("sqlite://{}/{name}.db?mode=rwc", data.display()),
-        ),
-        ("GEMINI_API_KEYS", keys.to_owned()),
-        ("GEMINI_BASE_URL", upstream.to_owned()),
-        ("CLIENT_API_KEYS", CLIENT_KEY.to_owned()),
-        ("ADMIN_PASSWORD", "bench-admin-password".to_owned()),
-        ("DEFAULT_RPM_LIMIT", "1000000000".to_owned()),
-        ("DEFAULT_RPD_LIMIT", "1000000000".to_owned()),
-        ("RUST_LOG", "info".to_owned()),
-        ("PATH", std::env::var("PATH").unwrap_or_default()),
-    ];
-    env.extend(
-        extra
-            .iter()
-            .map(|(name, value)| (*name, (*value).to_owned())),
-    );
-    Server::start(&bin.join("gemini-pool"), &[], &env, Some(1))
-}
-
-/// Four keys in four projects.
-const FOUR_KEYS: &str = "bench-key-1@p1,bench-key-2@p2,bench-key-3@p3,bench-key-4@p4";
-
-/// A mock started with `mock_args` (on the load's core), and a floor and a gateway with `keys`
-/// in front of it (on the other).
-struct Servers {
-    mock: Server,
-    floor: Server,
-    gateway: Server,
-}
-
-fn servers(
-    bin: &Path,
-    data: &Path,
-    mock_args: &[&str],
-    keys: &str,
-    name: &str,
-) -> Result<Servers, String> {
-    let mock = Server::start(&bin.join("mock-gemini"), mock_args, &[], Some(0))?;
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    let floor = Server::start(
-        &me,
-        &["floor", "--listen", "127.0.0.1:0", "--upstream", &mock.url],
-        &[],
-        Some(1),
-    )?;
-    let gateway = gateway(bin, data, &mock.url, keys, name, &[])?;
-    Ok(Servers {
-        mock,
-        floor,
-        gateway,
-    })
-}
-
-pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
-    let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
-    let Servers {
-        mock,
-        floor,
-        gateway,
-    } = servers(
-        &bin,
-        &data,
-        &[
-            "--fast",
-            "--stream-events",
-            "8",
-            "--fail-key",
-            "bench-fail-key",
-        ],
-        FOUR_KEYS,
-        "main",
-    )?;
-    Ok(Rig {
-        bin,
-        data,
-        mock,
-        floor,
-        gateway,
-    })
-}
-
-fn generate_body(prompt_bytes: usize) -> bytes::Bytes {
-    let text = "x".repeat(prompt_bytes);
-    bytes::Bytes::from(
-        json!({"contents": [{"role": "user", "parts": [{"text": text}]}]}).to_string(),
-    )
-}
-
-pub(crate) fn chat_body(prompt_bytes: usize, stream: bool) -> bytes::Bytes {
-    let text = "x".repeat(prompt_bytes);
-    bytes::Bytes::from(
-        json!({"model": MODEL, "stream": stream, "messages": [{"role": "user", "content": text}]})
-            .to_string(),
-    )
-}
-
-pub(crate) fn native(base: &str, stream: bool, key: &str, prompt_bytes: usize) -> Call {
-    let action = if stream {
-        "streamGenerateContent?alt=sse"
-    } else {
-        "generateContent"
-    };
-    Call {
-        url: format!("{base}/v1beta/models/{MODEL}:{action}"),
-        body: generate_body(prompt_bytes),
-        headers: vec![
-            ("x-goog-api-key", key.to_owned()),
-            ("content-type", "application/json".to_owned()),
-        ],
-        expect: if stream { "STOP" } else { "candidates" },
-    }
-}
-
-pub(crate) fn openai(base: &str, stream: bool, prompt_bytes: usize) -> Call {
-    Call {
-        url: format!("{base}/v1/chat/completions"),
-        body: chat_body(prompt_bytes, stream),
-        headers: vec![
-            ("authorization", format!("Bearer {CLIENT_KEY}")),
-            ("content-type", "application/json".to_owned()),
-        ],
-        expect: if stream { "[DONE]" } else { "chat.completion" },
-    }
-}
-
-pub(crate) fn us(value: f64) -> String {
-    if value.is_nan() {
-        "–".to_owned()
-    } else if value >= 1000.0 {
-        format!("{:.2} ms", value / 1000.0)
-    } else {
-        format!("{value:.0} µs")
-    }
-}
-
-pub(crate) fn ratio(ours: f64, floor: f64) -> String {
-    if floor > 0.0 && ours.is_finite() {
-        format!("{:.2}×", ours / floor)
-    } else {
-        "–".to_owned()
-    }
-}
-
-/// Added latency: percentile through the proxy minus the same percentile straight to the mock.
-pub(crate) fn added(through: &Sample, direct: &Sample, p: f64) -> f64 {
-    (through.percentile(p) - direct.percentile(p)).max(0.0)
-}
-
-pub(crate) fn checked(sample: &Sample, what: &str) -> Result<(), String> {
-    if sample.errors > 0 {
-        return Err(format!(
-            "{what}: {} of {} answers were wrong",
-            sample.errors,
-            sample.micros.len()
-        ));
-    }
-    Ok(())
-}
-
-/// Runs `count` sequential calls of each of `calls`, a tenth at a time in turn.
-pub(crate) async fn interleaved<const N: usize>(
-    http: &reqwest::Client,
-    calls: &[Call; N],
-    count: usize,
-    first_byte_only: bool,
-) -> [Sample; N] {
-    let mut runs: [Vec<Sample>; N] = std::array::from_fn(|_| Vec::new());
-    for _ in 0..10 {
-        for (call, runs) in calls.iter().zip(runs.iter_mut()) {
-            runs.push(sequential(http, call, count / 10, first_byte_only).await);
-        }
-    }
-    runs.map(Sample::merged)
 }
 
 /// Runs the scenarios; `Ok(false)` when a gated figure is out of bounds.

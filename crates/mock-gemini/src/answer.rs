@@ -13,7 +13,7 @@
 use axum::response::Response;
 use serde_json::{Value, json};
 
-use crate::api::google_error;
+use crate::http::google_error;
 
 /// The signature the mock issues for a call of `name`, and accepts back.
 pub(crate) fn signature_for(name: &str) -> String {

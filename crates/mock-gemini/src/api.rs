@@ -1,4 +1,4 @@
-//! The mock's request handling: authentication, quotas, injected failures and the API calls.
+//! The mock's request handling: routing, quotas, injected failures and the generate calls.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,59 +6,28 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream;
 use serde_json::{Value, json};
 
 use crate::answer::{Answer, compose};
-use crate::{MockState, RecordedRequest, upload};
+use crate::config::{Fault, Outage};
+use crate::http::{Caller, Incoming, authenticate, google_error, json_response};
+use crate::models::{find_model, get_model, list_models, model_not_found};
+use crate::resources::{
+    check_references, create_cached_content, delete_cached_content, delete_file,
+    get_cached_content, get_file, list_cached_contents, list_files,
+};
+use crate::state::{MockState, RecordedRequest};
+use crate::tokens::{batch_embed_contents, count_tokens, embed_content};
+use crate::upload;
 
 /// Largest request body the mock reads (the real API takes 100 MB inline).
 const BODY_LIMIT: usize = 256 * 1024 * 1024;
-const BATCH_EMBED_LIMIT: usize = 100;
-const DEFAULT_EMBEDDING_SIZE: usize = 768;
 
 pub(crate) fn router(state: Arc<MockState>) -> Router {
     Router::new().fallback(handle).with_state(state)
-}
-
-/// Everything the handlers need to know about a request.
-pub(crate) struct Incoming {
-    pub method: Method,
-    pub path: String,
-    pub query: Vec<(String, String)>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-}
-
-impl Incoming {
-    pub fn query(&self, name: &str) -> Option<&str> {
-        self.query
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
-    }
-
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|value| value.to_str().ok())
-    }
-
-    /// The key, from the header or the `key` query parameter (both are accepted by Google).
-    pub fn api_key(&self) -> Option<&str> {
-        self.header("x-goog-api-key").or_else(|| self.query("key"))
-    }
-
-    pub fn json(&self) -> Result<Value, Response> {
-        serde_json::from_slice(&self.body).map_err(|error| {
-            google_error(
-                400,
-                &format!("Invalid JSON payload received. {error}"),
-                "INVALID_ARGUMENT",
-                Vec::new(),
-            )
-        })
-    }
 }
 
 async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Response {
@@ -120,11 +89,11 @@ async fn handle(State(state): State<Arc<MockState>>, request: Request) -> Respon
 fn set_outage(state: &MockState, mode: &str) -> Response {
     let outage = match mode {
         "off" => None,
-        "capacity_429" => Some(crate::Outage::Capacity429),
-        "overloaded" => Some(crate::Outage::Overloaded),
-        "empty" => Some(crate::Outage::EmptyAnswers),
+        "capacity_429" => Some(Outage::Capacity429),
+        "overloaded" => Some(Outage::Overloaded),
+        "empty" => Some(Outage::EmptyAnswers),
         other => match other.strip_prefix("retry_info:") {
-            Some(delay) => Some(crate::Outage::QuotaRetryInfo(delay.to_owned())),
+            Some(delay) => Some(Outage::QuotaRetryInfo(delay.to_owned())),
             None => return (StatusCode::BAD_REQUEST, "unknown outage mode").into_response(),
         },
     };
@@ -251,49 +220,6 @@ async fn route(state: &Arc<MockState>, incoming: &Incoming) -> Response {
     }
 }
 
-pub(crate) struct Caller {
-    pub key: String,
-    pub project: String,
-}
-
-/// Google's answers to a missing, unknown or suspended key.
-pub(crate) fn authenticate(state: &MockState, key: Option<&str>) -> Result<String, Response> {
-    let Some(key) = key else {
-        return Err(google_error(
-            403,
-            "Method doesn't allow unregistered callers (callers without established identity). Please use API Key or other form of API consumer identity to call this API.",
-            "PERMISSION_DENIED",
-            Vec::new(),
-        ));
-    };
-    if state.config.suspended_keys.iter().any(|k| k == key) {
-        return Err(google_error(
-            403,
-            &format!("Permission denied: Consumer 'api_key:{key}' has been suspended."),
-            "PERMISSION_DENIED",
-            vec![json!({
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "CONSUMER_SUSPENDED",
-                "domain": "googleapis.com",
-                "metadata": {"containerInfo": format!("api_key:{key}")}
-            })],
-        ));
-    }
-    state.project_of(key).ok_or_else(|| {
-        google_error(
-            400,
-            "API key not valid. Please pass a valid API key.",
-            "INVALID_ARGUMENT",
-            vec![json!({
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "API_KEY_INVALID",
-                "domain": "googleapis.com",
-                "metadata": {"service": "generativelanguage.googleapis.com"}
-            })],
-        )
-    })
-}
-
 /// What an injection makes of a request.
 enum Injected {
     /// This answer.
@@ -360,8 +286,7 @@ fn sse(body: Body) -> Response {
 }
 
 /// The answer of a fault; `None` for no answer at all.
-fn faulty_answer(fault: crate::Fault) -> Option<Response> {
-    use crate::Fault;
+fn faulty_answer(fault: Fault) -> Option<Response> {
     use futures_util::StreamExt;
     let silence = || tokio::time::sleep(Duration::from_secs(3600));
     let response = match fault {
@@ -418,117 +343,6 @@ fn faulty_answer(fault: crate::Fault) -> Option<Response> {
         )),
     };
     Some(response)
-}
-
-/// A Gemini error body: `{"error": {"code", "message", "status", "details"?}}`.
-pub(crate) fn google_error(
-    code: u16,
-    message: &str,
-    status: &str,
-    details: Vec<Value>,
-) -> Response {
-    let mut error = json!({"code": code, "message": message, "status": status});
-    if !details.is_empty() {
-        error["details"] = Value::Array(details);
-    }
-    let body = serde_json::to_string_pretty(&json!({ "error": error })).unwrap_or_default();
-    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        body,
-    )
-        .into_response()
-}
-
-pub(crate) fn json_response(value: &Value) -> Response {
-    let body = serde_json::to_string_pretty(value).unwrap_or_default();
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        body,
-    )
-        .into_response()
-}
-
-/// The models the mock serves: generation, embedding and a predict-only one (to test filtering).
-const MODELS: [(&str, &str, bool); 8] = [
-    ("gemini-2.5-flash", "generateContent", true),
-    ("gemini-2.5-pro", "generateContent", true),
-    ("gemini-2.5-flash-lite", "generateContent", true),
-    ("gemini-2.0-flash", "generateContent", false),
-    ("gemini-3-pro-preview", "generateContent", true),
-    ("gemini-3-flash-preview", "generateContent", true),
-    ("gemini-embedding-001", "embedContent", false),
-    ("imagen-4.0-generate-001", "predict", false),
-];
-
-fn model_entry(id: &str, method: &str, thinking: bool) -> Value {
-    let methods: Vec<&str> = match method {
-        "generateContent" => vec!["generateContent", "countTokens", "createCachedContent"],
-        "embedContent" => vec!["embedContent", "countTextTokens", "countTokens"],
-        other => vec![other],
-    };
-    let mut entry = json!({
-        "name": format!("models/{id}"),
-        "version": "001",
-        "displayName": id,
-        "description": format!("Mock of {id}"),
-        "inputTokenLimit": 1_048_576,
-        "outputTokenLimit": 65_536,
-        "supportedGenerationMethods": methods,
-    });
-    if thinking {
-        entry["thinking"] = Value::Bool(true);
-    }
-    entry
-}
-
-fn find_model(id: &str) -> Option<(&'static str, &'static str, bool)> {
-    MODELS.iter().copied().find(|(name, _, _)| *name == id)
-}
-
-fn list_models(state: &MockState, incoming: &Incoming) -> Response {
-    let page_size = incoming
-        .query("pageSize")
-        .and_then(|size| size.parse::<usize>().ok())
-        .filter(|size| *size > 0)
-        .unwrap_or(state.config.default_models_page_size)
-        .min(1000);
-    let offset = incoming
-        .query("pageToken")
-        .and_then(|token| token.strip_prefix("page-"))
-        .and_then(|offset| offset.parse::<usize>().ok())
-        .unwrap_or(0);
-    let models: Vec<Value> = MODELS
-        .iter()
-        .skip(offset)
-        .take(page_size)
-        .map(|(id, method, thinking)| model_entry(id, method, *thinking))
-        .collect();
-    let mut body = json!({ "models": models });
-    if offset + page_size < MODELS.len() {
-        body["nextPageToken"] = Value::String(format!("page-{}", offset + page_size));
-    }
-    json_response(&body)
-}
-
-fn get_model(id: &str) -> Response {
-    match find_model(id) {
-        Some((id, method, thinking)) => json_response(&model_entry(id, method, thinking)),
-        None => model_not_found(id, "get"),
-    }
-}
-
-fn model_not_found(model: &str, method: &str) -> Response {
-    google_error(
-        404,
-        &format!(
-            "models/{model} is not found for API version v1beta, or is not supported for {method}. Call ListModels to see the list of available models and their supported methods."
-        ),
-        "NOT_FOUND",
-        Vec::new(),
-    )
 }
 
 fn model_call(
@@ -655,25 +469,25 @@ fn outage_answer(state: &MockState, model: &str, action: &str, sse: bool) -> Opt
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .clone()?;
     Some(match outage {
-        crate::Outage::Capacity429 => google_error(
+        Outage::Capacity429 => google_error(
             429,
             "Resource has been exhausted (e.g. check quota).",
             "RESOURCE_EXHAUSTED",
             Vec::new(),
         ),
-        crate::Outage::Overloaded => google_error(
+        Outage::Overloaded => google_error(
             503,
             "The model is overloaded. Please try again later.",
             "UNAVAILABLE",
             Vec::new(),
         ),
-        crate::Outage::QuotaRetryInfo(delay) => quota_error_with_delay(
+        Outage::QuotaRetryInfo(delay) => quota_error_with_delay(
             model,
             10,
             "GenerateRequestsPerMinutePerProjectPerModel-FreeTier",
             &delay,
         ),
-        crate::Outage::EmptyAnswers => {
+        Outage::EmptyAnswers => {
             let empty = json!({
                 "candidates": [{"content": {"role": "model"}, "finishReason": "STOP", "index": 0}],
                 "usageMetadata": {"promptTokenCount": 4, "totalTokenCount": 4},
@@ -697,70 +511,6 @@ fn outage_answer(state: &MockState, model: &str, action: &str, sse: bool) -> Opt
             }
         }
     })
-}
-
-/// Files and cached contents named in a request must belong to the caller's project.
-fn check_references(state: &MockState, caller: &Caller, body: &Value) -> Result<(), Response> {
-    let ledger = state.ledger();
-    for reference in translate_references(body) {
-        let owner = if let Some(id) = reference.strip_prefix("files/") {
-            ledger
-                .files
-                .get(&format!("files/{id}"))
-                .map(|f| f.project.clone())
-        } else {
-            ledger
-                .cached_contents
-                .get(&reference)
-                .map(|(project, _)| project.clone())
-        };
-        if owner.as_deref() != Some(caller.project.as_str()) {
-            let kind = if reference.starts_with("files/") {
-                "File"
-            } else {
-                "CachedContent"
-            };
-            let id = reference.split_once('/').map_or("", |(_, id)| id);
-            return Err(google_error(
-                403,
-                &format!(
-                    "You do not have permission to access the {kind} {id} or it may not exist."
-                ),
-                "PERMISSION_DENIED",
-                Vec::new(),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Resource names in a request body (`fileData.fileUri`, `cachedContent`).
-fn translate_references(body: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    walk(body, &mut found);
-    found
-}
-
-fn walk(value: &Value, found: &mut Vec<String>) {
-    match value {
-        Value::Object(map) => {
-            for (field, child) in map {
-                match (field.as_str(), child) {
-                    ("fileUri" | "file_uri", Value::String(uri)) => {
-                        if let Some(at) = uri.find("files/") {
-                            found.push(uri[at..].to_owned());
-                        }
-                    }
-                    ("cachedContent" | "cached_content", Value::String(name)) => {
-                        found.push(name.clone());
-                    }
-                    _ => walk(child, found),
-                }
-            }
-        }
-        Value::Array(items) => items.iter().for_each(|item| walk(item, found)),
-        _ => {}
-    }
 }
 
 /// Counts a call against the project's per-minute and per-day limits for the model.
@@ -833,43 +583,6 @@ fn quota_error_with_delay(model: &str, limit: u32, quota_id: &str, delay: &str) 
             json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}),
         ],
     )
-}
-
-/// Every text part of the request, in order.
-fn request_texts(body: &Value) -> Vec<String> {
-    let contents = body
-        .get("contents")
-        .or_else(|| body.pointer("/generateContentRequest/contents"));
-    let mut texts = Vec::new();
-    match contents {
-        Some(Value::Array(contents)) => {
-            for content in contents {
-                collect_texts(content, &mut texts);
-            }
-        }
-        Some(Value::String(text)) => texts.push(text.clone()),
-        Some(other) => collect_texts(other, &mut texts),
-        None => {}
-    }
-    texts
-}
-
-fn collect_texts(content: &Value, texts: &mut Vec<String>) {
-    if let Some(parts) = content.get("parts").and_then(Value::as_array) {
-        texts.extend(
-            parts
-                .iter()
-                .filter_map(|part| part.get("text")?.as_str().map(str::to_owned)),
-        );
-    }
-}
-
-fn word_count(texts: &[String]) -> u64 {
-    texts
-        .iter()
-        .map(|text| text.split_whitespace().count() as u64)
-        .sum::<u64>()
-        .max(1)
 }
 
 /// Counts a stream as cancelled when it is dropped before its last event.
@@ -960,174 +673,4 @@ fn stream_response(state: &Arc<MockState>, model: &str, answer: &Answer, sse: bo
         Body::from_stream(body_stream),
     )
         .into_response()
-}
-
-fn count_tokens(body: &Value) -> Response {
-    let total = word_count(&request_texts(body));
-    json_response(&json!({
-        "totalTokens": total,
-        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": total}]
-    }))
-}
-
-fn embedding_of(content: &Value, size: usize) -> Value {
-    let mut texts = Vec::new();
-    collect_texts(content, &mut texts);
-    let seed = texts.join(" ").bytes().fold(7u64, |acc, byte| {
-        acc.wrapping_mul(31).wrapping_add(u64::from(byte))
-    });
-    let values: Vec<f64> = (0..size)
-        .map(|i| {
-            let x = seed
-                .wrapping_add(i as u64)
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                >> 40;
-            (x as f64 / (1u64 << 24) as f64) * 2.0 - 1.0
-        })
-        .collect();
-    json!({ "values": values })
-}
-
-fn dimension(request: &Value) -> usize {
-    request
-        .get("outputDimensionality")
-        .and_then(Value::as_u64)
-        .map_or(DEFAULT_EMBEDDING_SIZE, |size| size as usize)
-}
-
-fn embed_content(body: &Value) -> Response {
-    let content = body.get("content").cloned().unwrap_or(Value::Null);
-    json_response(&json!({ "embedding": embedding_of(&content, dimension(body)) }))
-}
-
-fn batch_embed_contents(body: &Value) -> Response {
-    let Some(requests) = body.get("requests").and_then(Value::as_array) else {
-        return google_error(
-            400,
-            "* BatchEmbedContentsRequest.requests: requests is required",
-            "INVALID_ARGUMENT",
-            Vec::new(),
-        );
-    };
-    if requests.len() > BATCH_EMBED_LIMIT {
-        return google_error(
-            400,
-            &format!(
-                "* BatchEmbedContentsRequest.requests: at most {BATCH_EMBED_LIMIT} requests can be in one batch"
-            ),
-            "INVALID_ARGUMENT",
-            Vec::new(),
-        );
-    }
-    let embeddings: Vec<Value> = requests
-        .iter()
-        .map(|request| {
-            let content = request.get("content").cloned().unwrap_or(Value::Null);
-            embedding_of(&content, dimension(request))
-        })
-        .collect();
-    json_response(&json!({ "embeddings": embeddings }))
-}
-
-fn create_cached_content(state: &MockState, incoming: &Incoming, caller: &Caller) -> Response {
-    let body = match incoming.json() {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let name = format!("cachedContents/{}", state.fresh_id("c"));
-    let tokens = word_count(&request_texts(&body));
-    let cached = json!({
-        "name": name,
-        "model": body.get("model").cloned().unwrap_or(Value::Null),
-        "createTime": "2026-11-24T00:00:00.000000Z",
-        "updateTime": "2026-11-24T00:00:00.000000Z",
-        "expireTime": "2026-11-24T01:00:00.000000Z",
-        "displayName": body.get("displayName").cloned().unwrap_or(json!("")),
-        "usageMetadata": {"totalTokenCount": tokens}
-    });
-    state
-        .ledger()
-        .cached_contents
-        .insert(name, (caller.project.clone(), cached.clone()));
-    json_response(&cached)
-}
-
-fn get_cached_content(state: &MockState, caller: &Caller, id: &str) -> Response {
-    let name = format!("cachedContents/{id}");
-    match state.ledger().cached_contents.get(&name) {
-        Some((project, cached)) if *project == caller.project => json_response(cached),
-        _ => google_error(
-            403,
-            &format!("CachedContent not found (or permission denied): {id}"),
-            "PERMISSION_DENIED",
-            Vec::new(),
-        ),
-    }
-}
-
-fn list_cached_contents(state: &MockState, caller: &Caller) -> Response {
-    let cached: Vec<Value> = state
-        .ledger()
-        .cached_contents
-        .values()
-        .filter(|(project, _)| *project == caller.project)
-        .map(|(_, cached)| cached.clone())
-        .collect();
-    json_response(&json!({ "cachedContents": cached }))
-}
-
-fn delete_cached_content(state: &MockState, caller: &Caller, id: &str) -> Response {
-    let name = format!("cachedContents/{id}");
-    let mut ledger = state.ledger();
-    match ledger.cached_contents.get(&name) {
-        Some((project, _)) if *project == caller.project => {
-            ledger.cached_contents.remove(&name);
-            json_response(&json!({}))
-        }
-        _ => google_error(
-            403,
-            &format!("CachedContent not found (or permission denied): {id}"),
-            "PERMISSION_DENIED",
-            Vec::new(),
-        ),
-    }
-}
-
-fn list_files(state: &MockState, caller: &Caller) -> Response {
-    let files: Vec<Value> = state
-        .ledger()
-        .files
-        .values()
-        .filter(|file| file.project == caller.project)
-        .map(|file| file.metadata.clone())
-        .collect();
-    json_response(&json!({ "files": files }))
-}
-
-fn file_permission_error(id: &str) -> Response {
-    google_error(
-        403,
-        &format!("You do not have permission to access the File {id} or it may not exist."),
-        "PERMISSION_DENIED",
-        Vec::new(),
-    )
-}
-
-fn get_file(state: &MockState, caller: &Caller, id: &str) -> Response {
-    match state.ledger().files.get(&format!("files/{id}")) {
-        Some(file) if file.project == caller.project => json_response(&file.metadata),
-        _ => file_permission_error(id),
-    }
-}
-
-fn delete_file(state: &MockState, caller: &Caller, id: &str) -> Response {
-    let name = format!("files/{id}");
-    let mut ledger = state.ledger();
-    match ledger.files.get(&name) {
-        Some(file) if file.project == caller.project => {
-            ledger.files.remove(&name);
-            json_response(&json!({}))
-        }
-        _ => file_permission_error(id),
-    }
 }

@@ -10,17 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::api::{Incoming, authenticate, google_error};
-use crate::{MockState, StoredFile};
-
-#[derive(Debug)]
-pub(crate) struct UploadSession {
-    key: String,
-    project: String,
-    display_name: Option<String>,
-    mime_type: String,
-    data: Vec<u8>,
-}
+use crate::http::{Incoming, authenticate, google_error};
+use crate::state::{MockState, StoredFile, UploadSession};
 
 pub(crate) fn handle(state: &MockState, incoming: &Incoming) -> Response {
     let command = incoming

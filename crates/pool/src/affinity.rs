@@ -24,7 +24,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
-use crate::{Clock, KeyId};
+use crate::clock::Clock;
+use crate::keys::KeyId;
 
 /// Who owns a file or cached content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -297,7 +298,7 @@ impl<V: Clone> Expiring<V> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ManualClock;
+    use crate::clock::ManualClock;
 
     const HOUR: u64 = 3_600_000;
     const NOW: u64 = 1_800_000_000_000;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 
-use crate::pacific::{next_pacific_midnight_ms, pacific_day};
+use crate::quota::pacific::{next_pacific_midnight_ms, pacific_day};
 
 const MINUTE_MS: u64 = 60_000;
 

@@ -91,3 +91,8 @@ impl CoolingReason {
         }
     }
 }
+
+/// Milliseconds of a duration, saturating (durations from the upstream can be absurd).
+pub(crate) fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}

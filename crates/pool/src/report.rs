@@ -1,9 +1,9 @@
 //! What the pool tells the operator and the other instances: plain structs, built on demand
 //! (never on the request path).
 
-use crate::KeyId;
 use crate::failure::CoolingReason;
-use crate::limits::Limits;
+use crate::keys::KeyId;
+use crate::quota::limits::Limits;
 
 /// One project's state for one model.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,4 +87,42 @@ pub struct Lesson {
     pub learned: Option<LearnedLimits>,
     /// The key taken out of service, if any.
     pub out_of_service: Option<KeyId>,
+}
+
+/// Today's count of requests for one project and model (for persistence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayCount {
+    /// The project.
+    pub project: String,
+    /// The model (empty for calls without model quota).
+    pub model: String,
+    /// The Pacific day number.
+    pub day: i32,
+    /// Requests counted.
+    pub count: u32,
+}
+
+/// What this instance learned that the other instances must hear.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Learned {
+    /// A project is cooling down for a model after a quota 429.
+    Cooldown {
+        /// The project.
+        project: String,
+        /// The model.
+        model: String,
+        /// Until when (ms since the epoch).
+        until_ms: u64,
+        /// Until the daily reset.
+        daily: bool,
+    },
+    /// The upstream named a project's limit for a model (`QuotaFailure.quotaValue`).
+    Limits(LearnedLimits),
+    /// A key was taken out of service (invalid, suspended, permission denied).
+    KeyOutOfService {
+        /// The key.
+        key: KeyId,
+        /// Why.
+        reason: String,
+    },
 }

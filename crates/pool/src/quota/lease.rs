@@ -18,8 +18,7 @@
 //! service) goes to an outbox that the server publishes; the others apply it with
 //! [`crate::Pool::apply_remote_cooldown`].
 
-use crate::KeyId;
-use crate::limits::Limits;
+use super::limits::Limits;
 
 /// How long a lease may be used.
 pub const LEASE_LIFETIME_MS: u64 = 10_000;
@@ -55,31 +54,6 @@ pub struct LeaseWant {
     pub model: String,
     /// The limits in force for that model.
     pub limits: Limits,
-}
-
-/// What this instance learned that the other instances must hear.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Learned {
-    /// A project is cooling down for a model after a quota 429.
-    Cooldown {
-        /// The project.
-        project: String,
-        /// The model.
-        model: String,
-        /// Until when (ms since the epoch).
-        until_ms: u64,
-        /// Until the daily reset.
-        daily: bool,
-    },
-    /// The upstream named a project's limit for a model (`QuotaFailure.quotaValue`).
-    Limits(crate::LearnedLimits),
-    /// A key was taken out of service (invalid, suspended, permission denied).
-    KeyOutOfService {
-        /// The key.
-        key: KeyId,
-        /// Why.
-        reason: String,
-    },
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The quota book of one model: for every project, its request windows, learned limits and
-//! cooldown, the set of projects that can take a request now, and the capacity gate.
+//! cooldown, the set of projects that can take a request now, and the capacity gate (see
+//! [`capacity`](super::capacity)).
 //!
 //! Projects that cannot (quota used up, cooling down after a 429 or an overload, or without a
 //! healthy key) are moved out of the available set into a heap ordered by when they free up, so
@@ -7,29 +8,18 @@
 //! same as with none. Entries of the heap may be stale (a project cooled again later, or was
 //! brought back early); they are checked against the project's own `cooling_until` when they
 //! come out.
-//!
-//! **The capacity gate.** Capacity failures (an overloaded model, a 429 without quota details)
-//! cool the project that met them for a second or a few, doubling while they go on. When every
-//! project of the model is cooling for capacity the model does not go dark: one request per
-//! [`PROBE_INTERVAL_MS`] is let through as a probe, the rest are answered at once with the
-//! upstream's status and a `Retry-After`, and the first success brings every project back.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 
-use crate::FastMap;
+use super::capacity::{self, CapacityGate, Gate};
+use super::lease;
+use super::limits::Limits;
 use crate::failure::CoolingReason;
-use crate::limits::Limits;
+use crate::maps::FastMap;
 
 const MINUTE_MS: u64 = 60_000;
-/// The first capacity backoff of a project; it doubles with each capacity failure in a row.
-const CAPACITY_BACKOFF_FIRST_MS: u64 = 1_000;
-/// The longest capacity backoff: overloads pass in seconds, and a project must not sit out a
-/// recovered upstream for minutes.
-pub(crate) const CAPACITY_BACKOFF_MAX_MS: u64 = 15_000;
-/// While every project of a model cools for capacity, one request per this interval goes through.
-pub(crate) const PROBE_INTERVAL_MS: u64 = 1_000;
 /// How long a learned limit is believed: after a day the operator's limits apply again until
 /// the upstream says otherwise (so a quota Google raised is found again).
 pub(crate) const LEARNED_LIMIT_LIFETIME_MS: u64 = 24 * 3600 * 1000;
@@ -115,17 +105,6 @@ pub(crate) enum Check {
     Closed { until: u64, cooling: CoolingReason },
 }
 
-/// What the capacity gate says to a request that found no project open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Gate {
-    /// No project is cooling for capacity: the gate has nothing to say.
-    NotCooling,
-    /// This request may go to a capacity-cooled project as the probe of this interval.
-    Probe,
-    /// Not now: the next probe may go at `until`; the upstream answered `status`.
-    Refuse { until: u64, status: u16 },
-}
-
 /// One project's state for this model, for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ProjectView {
@@ -153,14 +132,8 @@ pub(crate) struct ModelBook {
     position: FastMap<Arc<str>, usize>,
     cooling: BinaryHeap<Reverse<(u64, Arc<str>)>>,
     quota: FastMap<Arc<str>, ProjectQuota>,
-    /// Projects cooling for capacity now, and until when.
-    capacity_cooled: FastMap<Arc<str>, u64>,
-    /// Every project was found cooling for capacity (the gate is closed, probing).
-    storm: bool,
-    /// When the gate lets the next probe through.
-    next_probe_at: u64,
-    /// The status of the last capacity failure (what refused requests are answered).
-    capacity_status: u16,
+    /// Which projects cool for capacity, and the gate over them.
+    capacity: CapacityGate,
 }
 
 impl ModelBook {
@@ -174,10 +147,7 @@ impl ModelBook {
             position: FastMap::default(),
             cooling: BinaryHeap::new(),
             quota: FastMap::default(),
-            capacity_cooled: FastMap::default(),
-            storm: false,
-            next_probe_at: 0,
-            capacity_status: 503,
+            capacity: CapacityGate::default(),
         }
     }
 
@@ -235,7 +205,7 @@ impl ModelBook {
             };
             let current = self.quota.get(&project).map_or(0, |q| q.cooling_until);
             if current == until {
-                self.capacity_cooled.remove(&project);
+                self.capacity.forget(&project);
                 self.insert_available(project);
             }
         }
@@ -347,7 +317,7 @@ impl ModelBook {
         if needs_lease && (quota.lease_left == 0 || quota.lease_until <= now) {
             quota.lease_wanted = true;
             return Check::Closed {
-                until: now + crate::lease::LEASE_WAIT_MS,
+                until: now + lease::LEASE_WAIT_MS,
                 cooling: CoolingReason::Lease,
             };
         }
@@ -364,7 +334,7 @@ impl ModelBook {
     pub fn reserve(&mut self, project: &Arc<str>, now: u64, today: i32) {
         let limits = self.effective_limits(project, now);
         let leased = self.leased && (limits.rpm.is_some() || limits.rpd.is_some());
-        let refill_below = crate::lease::refill_below(limits);
+        let refill_below = lease::refill_below(limits);
         let quota = self.quota_mut(project, today);
         quota.roll(now, today);
         // The minute window is kept only under a per-minute limit: without one it would hold
@@ -385,7 +355,7 @@ impl ModelBook {
     /// Adds a lease of `count` requests until `until`, and brings the project back if it waited
     /// for it. What is left of the current lease is kept, and the sum lapses when the current
     /// one does: no request is ever sent after its own lease lapsed, which is what the bound of
-    /// [`crate::lease`] needs.
+    /// [`lease`] needs.
     pub fn grant_lease(
         &mut self,
         project: &Arc<str>,
@@ -452,17 +422,16 @@ impl ModelBook {
         quota.cooling_until = until;
         quota.cooling = cooling;
         if let CoolingReason::Capacity(status) = cooling {
-            self.capacity_cooled.insert(Arc::clone(project), until);
-            self.capacity_status = status;
+            self.capacity.cooling(project, until, status);
         } else {
-            self.capacity_cooled.remove(project);
+            self.capacity.forget(project);
         }
         self.remove_available(project);
         self.cooling.push(Reverse((until, Arc::clone(project))));
     }
 
     /// Cools `project` after a capacity failure: a second, doubling with each failure in a
-    /// row up to [`CAPACITY_BACKOFF_MAX_MS`], with jitter so that projects do not come back
+    /// row up to [`CAPACITY_BACKOFF_MAX_MS`](capacity::CAPACITY_BACKOFF_MAX_MS), with jitter so that projects do not come back
     /// (and fail) in lockstep. Returns when it ends.
     pub fn cool_for_capacity(
         &mut self,
@@ -472,9 +441,7 @@ impl ModelBook {
         today: i32,
     ) -> u64 {
         let quota = self.quota_mut(project, today);
-        let full = CAPACITY_BACKOFF_FIRST_MS
-            .saturating_mul(1u64 << quota.capacity_level.min(8))
-            .min(CAPACITY_BACKOFF_MAX_MS);
+        let full = capacity::backoff_ms(quota.capacity_level);
         quota.capacity_level = quota.capacity_level.saturating_add(1);
         // Between half and all of the backoff.
         let delay = full / 2 + fastrand::u64(..=full / 2);
@@ -483,30 +450,14 @@ impl ModelBook {
         until
     }
 
-    /// The capacity gate, for a request that found no open project: see the module docs.
+    /// The capacity gate, for a request that found no open project: see [`capacity`].
     pub fn capacity_gate(&mut self, now: u64) -> Gate {
-        self.capacity_cooled.retain(|_, until| *until > now);
-        if self.capacity_cooled.is_empty() {
-            self.storm = false;
-            return Gate::NotCooling;
-        }
-        self.storm = true;
-        if now >= self.next_probe_at {
-            self.next_probe_at = now.saturating_add(PROBE_INTERVAL_MS);
-            Gate::Probe
-        } else {
-            Gate::Refuse {
-                until: self.next_probe_at,
-                status: self.capacity_status,
-            }
-        }
+        self.capacity.gate(now)
     }
 
     /// The projects cooling for capacity, soonest back first: where a probe goes.
     pub fn capacity_cooled(&self) -> Vec<Arc<str>> {
-        let mut projects: Vec<(&Arc<str>, &u64)> = self.capacity_cooled.iter().collect();
-        projects.sort_by_key(|(_, until)| **until);
-        projects.into_iter().map(|(p, _)| Arc::clone(p)).collect()
+        self.capacity.cooled()
     }
 
     /// A success: the project's capacity backoff resets, and when the model was in a storm
@@ -516,15 +467,13 @@ impl ModelBook {
             quota.capacity_level = 0;
             if matches!(quota.cooling, CoolingReason::Capacity(_)) && quota.cooling_until > 0 {
                 quota.cooling_until = 0;
-                self.capacity_cooled.remove(project);
+                self.capacity.forget(project);
                 self.insert_available(Arc::clone(project));
             }
         }
-        if !self.storm {
+        let Some(cooled) = self.capacity.end_storm() else {
             return;
-        }
-        self.storm = false;
-        let cooled: Vec<Arc<str>> = self.capacity_cooled.drain().map(|(p, _)| p).collect();
+        };
         for project in cooled {
             if let Some(quota) = self.quota.get_mut(&project)
                 && matches!(quota.cooling, CoolingReason::Capacity(_))
@@ -612,7 +561,7 @@ impl ModelBook {
 
     /// Whether the gate is closed for capacity now, and when it probes next.
     pub fn storm(&self) -> Option<u64> {
-        self.storm.then_some(self.next_probe_at)
+        self.capacity.storm()
     }
 
     /// Today's request counts, by project.
@@ -636,6 +585,7 @@ impl ModelBook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quota::capacity::{CAPACITY_BACKOFF_MAX_MS, PROBE_INTERVAL_MS};
 
     const NOW: u64 = 1_795_636_800_000;
 
