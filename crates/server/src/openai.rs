@@ -15,7 +15,6 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use translate::gemini::GenerateContentResponse;
-use translate::gemini::native::referenced_resources;
 use translate::openai::chat::request::translate_chat_request;
 use translate::openai::chat::response::{ResponseContext, chat_completion};
 use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
@@ -204,7 +203,7 @@ async fn create_chat_completion(
     let project = crate::ownership::project_for(
         app,
         crate::ownership::client_of(&extensions),
-        &referenced_resources(&translated.body),
+        &translated.body.referenced_resources(),
     )?;
     let gemini_body = std::mem::take(&mut translated.body);
     let body =

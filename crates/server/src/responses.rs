@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use translate::gemini::GenerateContentResponse;
-use translate::gemini::native::referenced_resources;
 use translate::openai::responses::request::{
     History, items_to_store, referenced_ids, translate_responses_request,
 };
@@ -150,7 +149,7 @@ async fn create(
     let project = crate::ownership::project_for(
         app,
         crate::ownership::client_of(&extensions),
-        &referenced_resources(&translated.body),
+        &translated.body.referenced_resources(),
     )?;
     let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
         .map_err(|error| ApiError::Internal(error.to_string()))?;
