@@ -1,9 +1,8 @@
 //! Media given by reference in OpenAI requests (image URLs, data URLs, file ids) as Gemini
 //! parts: `inlineData` for data URLs, `fileData` for URLs Gemini fetches or files it holds.
 
-use serde_json::{Value, json};
-
 use crate::error::TranslateError;
+use crate::gemini::request::{Blob, FileData, Part, PartData};
 
 /// Inline media limit of the Gemini API, in decoded bytes.
 pub(crate) const MAX_INLINE_BYTES: usize = 100 * 1024 * 1024;
@@ -14,7 +13,7 @@ pub(crate) fn media_reference(
     url: &str,
     param: &str,
     inline_bytes: &mut usize,
-) -> Result<Value, TranslateError> {
+) -> Result<Part, TranslateError> {
     if let Some(rest) = url.strip_prefix("data:") {
         let (header, data) = rest.split_once(',').ok_or_else(|| {
             TranslateError::invalid("The data URL has no ',' before its data.", param)
@@ -39,14 +38,16 @@ pub(crate) fn media_reference(
             ));
         }
         *inline_bytes += data.len() / 4 * 3;
-        return Ok(json!({"inlineData": {"mimeType": mime, "data": data}}));
+        return Ok(Part::new(PartData::InlineData(Blob {
+            mime_type: mime.to_owned(),
+            data: data.to_owned(),
+        })));
     }
     if url.starts_with("https://") || url.starts_with("http://") {
-        let mut data = json!({ "fileUri": url });
-        if let Some(mime) = mime_from_extension(url) {
-            data["mimeType"] = json!(mime);
-        }
-        return Ok(json!({ "fileData": data }));
+        return Ok(Part::new(PartData::FileData(FileData {
+            file_uri: url.to_owned(),
+            mime_type: mime_from_extension(url).map(str::to_owned),
+        })));
     }
     Err(TranslateError::invalid(
         "Media must be a data URL or an http(s) URL.",

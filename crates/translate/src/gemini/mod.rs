@@ -1,4 +1,5 @@
-//! Gemini `v1beta` response wire types, read tolerantly.
+//! Gemini `v1beta` wire types: the request the translators send ([`request`]), and the answers,
+//! read tolerantly (here).
 //!
 //! Gemini follows proto3 JSON rules: fields equal to 0, false or empty may be left out (a
 //! candidate's `index` 0, `candidatesTokenCount` when nothing visible was produced), so every
@@ -416,6 +417,7 @@ impl AnswerShape {
 
 pub mod error;
 pub mod native;
+pub mod request;
 pub mod sse;
 
 pub use error::{UpstreamError, parse_duration};

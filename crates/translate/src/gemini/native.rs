@@ -141,27 +141,44 @@ fn is_name_byte(byte: u8) -> bool {
 pub fn referenced_resources(body: &Value) -> Vec<String> {
     let mut found = Vec::new();
     collect_references(body, &mut found);
+    sorted_unique(found)
+}
+
+/// The references found, each once, in order.
+pub(crate) fn sorted_unique(mut found: Vec<String>) -> Vec<String> {
     found.sort();
     found.dedup();
     found
 }
 
-fn collect_references(value: &Value, found: &mut Vec<String>) {
+/// Collects the references anywhere in `value`.
+pub(crate) fn collect_references(value: &Value, found: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
             for (field, child) in map {
-                match (referencing_field(field), child) {
-                    (Some(collection), Value::String(reference)) => {
-                        found.extend(resource_from_reference(reference, collection));
-                    }
-                    _ => collect_references(child, found),
-                }
+                collect_field_references(field, child, found);
             }
         }
         Value::Array(items) => items
             .iter()
             .for_each(|item| collect_references(item, found)),
         _ => {}
+    }
+}
+
+/// Collects the references of one field of an object: a referencing field's string names a
+/// resource; any other value is walked.
+pub(crate) fn collect_field_references(field: &str, value: &Value, found: &mut Vec<String>) {
+    match value {
+        Value::String(reference) => collect_string_field_references(field, reference, found),
+        _ => collect_references(value, found),
+    }
+}
+
+/// The reference a string field names, if it is a referencing field.
+pub(crate) fn collect_string_field_references(field: &str, value: &str, found: &mut Vec<String>) {
+    if let Some(collection) = referencing_field(field) {
+        found.extend(resource_from_reference(value, collection));
     }
 }
 
@@ -175,9 +192,7 @@ pub fn referenced_resources_in(body: &[u8]) -> Result<Vec<String>, serde_json::E
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     References(&mut found).deserialize(&mut deserializer)?;
     deserializer.end()?;
-    found.sort();
-    found.dedup();
-    Ok(found)
+    Ok(sorted_unique(found))
 }
 
 /// The collection whose resources a field names, for the fields that name one.

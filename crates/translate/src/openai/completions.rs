@@ -412,9 +412,8 @@ mod tests {
         .unwrap();
         assert_eq!(planned.len(), 2);
         assert_eq!(planned[1].echo.as_deref(), Some("Say bye"));
-        let body = translate_chat_request(&planned[0].chat, &NoMemory)
-            .unwrap()
-            .body;
+        let translated = translate_chat_request(&planned[0].chat, &NoMemory).unwrap();
+        let body = serde_json::to_value(translated.body).unwrap();
         assert_eq!(
             body["contents"],
             json!([{"role": "user", "parts": [{"text": "Say hi"}]}])
@@ -426,9 +425,8 @@ mod tests {
             json!({"model": "gemini-2.5-flash", "prompt": "x"}),
         ))
         .unwrap();
-        let body = translate_chat_request(&plain[0].chat, &NoMemory)
-            .unwrap()
-            .body;
+        let translated = translate_chat_request(&plain[0].chat, &NoMemory).unwrap();
+        let body = serde_json::to_value(translated.body).unwrap();
         assert!(
             body["generationConfig"].get("maxOutputTokens").is_none(),
             "{body}"

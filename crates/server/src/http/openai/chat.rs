@@ -10,7 +10,6 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use translate::gemini::GenerateContentResponse;
-use translate::gemini::native::referenced_resources;
 use translate::openai::chat::request::translate_chat_request;
 use translate::openai::chat::response::{ResponseContext, chat_completion};
 use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
@@ -43,7 +42,7 @@ pub(crate) async fn create_chat_completion(
     // only by the client key that created them (checked before anything goes upstream).
     let project = app.owners.project_for(
         crate::http::auth::client_of(&extensions),
-        &referenced_resources(&translated.body),
+        &translated.body.referenced_resources(),
     )?;
     let gemini_body = std::mem::take(&mut translated.body);
     let body =

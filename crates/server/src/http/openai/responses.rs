@@ -20,7 +20,6 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use translate::gemini::GenerateContentResponse;
-use translate::gemini::native::referenced_resources;
 use translate::openai::responses::request::{
     History, items_to_store, referenced_ids, translate_responses_request,
 };
@@ -144,7 +143,7 @@ async fn create(
     // Files and cached contents only through their project's keys, and only their creator's.
     let project = app.owners.project_for(
         crate::http::auth::client_of(&extensions),
-        &referenced_resources(&translated.body),
+        &translated.body.referenced_resources(),
     )?;
     let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
         .map_err(|error| ApiError::Internal(error.to_string()))?;

@@ -644,9 +644,9 @@ mod tests {
     }
 
     fn gemini(value: Value) -> Value {
-        translate_responses_request(&request(value), &History::default(), &NoMemory)
-            .unwrap()
-            .body
+        let translated =
+            translate_responses_request(&request(value), &History::default(), &NoMemory).unwrap();
+        serde_json::to_value(translated.body).unwrap()
     }
 
     fn refused(value: Value) -> String {
@@ -731,9 +731,8 @@ mod tests {
             {"role": "user", "content": "hello"}, {"type": "item_reference", "id": "msg_1"},
             {"role": "user", "content": "again"}]}));
         assert_eq!(referenced_ids(&request), vec!["msg_1".to_owned()]);
-        let body = translate_responses_request(&request, &history, &NoMemory)
-            .unwrap()
-            .body;
+        let translated = translate_responses_request(&request, &history, &NoMemory).unwrap();
+        let body = serde_json::to_value(translated.body).unwrap();
         assert_eq!(
             body["contents"][1],
             json!({"role": "model", "parts": [{"text": "Hi!"}]})

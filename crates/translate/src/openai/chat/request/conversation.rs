@@ -9,6 +9,9 @@ use crate::common::media::media_reference;
 use crate::common::model::ModelFamily;
 use crate::common::signatures::{CallMemory, SIGNATURE_SENTINEL};
 use crate::error::TranslateError;
+use crate::gemini::request::{
+    Blob, Content, FileData, FunctionCall, FunctionResponse, Part, PartData, Role as GeminiRole,
+};
 use crate::openai::chat::types::{ChatMessage, Role, ToolCall};
 
 /// Builds `systemInstruction` and `contents` from the messages.
@@ -16,9 +19,9 @@ pub(crate) fn assemble_conversation(
     messages: &[ChatMessage],
     family: ModelFamily,
     memory: &dyn CallMemory,
-) -> Result<(Option<Value>, Vec<Value>), TranslateError> {
+) -> Result<(Option<Content>, Vec<Content>), TranslateError> {
     let mut system_parts = Vec::new();
-    let mut contents: Vec<(&'static str, Vec<Value>)> = Vec::new();
+    let mut contents: Vec<Content> = Vec::new();
     let mut inline_bytes = 0usize;
     let mut leading = true;
     let mut index = 0;
@@ -29,26 +32,26 @@ pub(crate) fn assemble_conversation(
             Role::System | Role::Developer => {
                 let text = system_text(message, &param)?;
                 if leading {
-                    system_parts.push(json!({ "text": text }));
+                    system_parts.push(Part::text(text));
                 } else if !text.is_empty() {
                     // A later system message stays where it is, as user text: hoisting it would
                     // move it before the turns it was written after.
-                    push_parts(&mut contents, "user", vec![json!({ "text": text })]);
+                    push_parts(&mut contents, GeminiRole::User, vec![Part::text(text)]);
                 }
             }
             Role::User => {
                 leading = false;
                 let parts = user_parts(message, &param, &mut inline_bytes)?;
-                push_parts(&mut contents, "user", parts);
+                push_parts(&mut contents, GeminiRole::User, parts);
             }
             Role::Assistant => {
                 leading = false;
                 let parts = assistant_parts(message, &param, family, memory)?;
                 let calls = message.tool_calls.as_deref().unwrap_or_default();
-                push_parts(&mut contents, "model", parts);
+                push_parts(&mut contents, GeminiRole::Model, parts);
                 if !calls.is_empty() {
                     let (responses, next) = tool_responses(messages, index, calls)?;
-                    push_parts(&mut contents, "user", responses);
+                    push_parts(&mut contents, GeminiRole::User, responses);
                     index = next;
                     continue;
                 }
@@ -71,8 +74,8 @@ pub(crate) fn assemble_conversation(
                 let response = tool_response_value(message.content.as_ref());
                 push_parts(
                     &mut contents,
-                    "user",
-                    vec![json!({"functionResponse": {"name": name, "response": response}})],
+                    GeminiRole::User,
+                    vec![function_response(name, response)],
                 );
             }
         }
@@ -87,30 +90,38 @@ pub(crate) fn assemble_conversation(
     // A function-call turn must follow a user turn: a history that starts with the model (for
     // example truncated by the client) gets a placeholder user turn. Gemini also refuses an
     // empty `contents`, which OpenAI allows for a system-only request.
-    if contents.first().is_none_or(|(role, _)| *role == "model") {
-        contents.insert(0, ("user", vec![json!({"text": "."})]));
+    if contents
+        .first()
+        .is_none_or(|content| content.role == Some(GeminiRole::Model))
+    {
+        contents.insert(
+            0,
+            Content {
+                role: Some(GeminiRole::User),
+                parts: vec![Part::text(".")],
+            },
+        );
     }
-    let contents = contents
-        .into_iter()
-        .map(|(role, parts)| json!({"role": role, "parts": parts}))
-        .collect();
-    let system = (!system_parts.is_empty()).then(|| json!({ "parts": system_parts }));
+    // `systemInstruction` is a content without a role.
+    let system = (!system_parts.is_empty()).then_some(Content {
+        role: None,
+        parts: system_parts,
+    });
     Ok((system, contents))
 }
 
 /// Appends parts to the conversation, merging them into the previous content when it has the
 /// same role (Gemini wants alternating turns). Empty parts lists add nothing.
-pub(crate) fn push_parts(
-    contents: &mut Vec<(&'static str, Vec<Value>)>,
-    role: &'static str,
-    parts: Vec<Value>,
-) {
+pub(crate) fn push_parts(contents: &mut Vec<Content>, role: GeminiRole, parts: Vec<Part>) {
     if parts.is_empty() {
         return;
     }
     match contents.last_mut() {
-        Some((last_role, last_parts)) if *last_role == role => last_parts.extend(parts),
-        _ => contents.push((role, parts)),
+        Some(last) if last.role == Some(role) => last.parts.extend(parts),
+        _ => contents.push(Content {
+            role: Some(role),
+            parts,
+        }),
     }
 }
 
@@ -152,7 +163,7 @@ pub(crate) fn user_parts(
     message: &ChatMessage,
     param: &str,
     inline_bytes: &mut usize,
-) -> Result<Vec<Value>, TranslateError> {
+) -> Result<Vec<Part>, TranslateError> {
     match &message.content {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::String(text)) => Ok(text_part(text).into_iter().collect()),
@@ -174,15 +185,15 @@ pub(crate) fn user_parts(
 }
 
 /// A text part, or nothing for empty text (Gemini refuses empty parts).
-pub(crate) fn text_part(text: &str) -> Option<Value> {
-    (!text.is_empty()).then(|| json!({ "text": text }))
+pub(crate) fn text_part(text: &str) -> Option<Part> {
+    (!text.is_empty()).then(|| Part::text(text))
 }
 
 pub(crate) fn user_part(
     part: &Value,
     param: &str,
     inline_bytes: &mut usize,
-) -> Result<Option<Value>, TranslateError> {
+) -> Result<Option<Part>, TranslateError> {
     let missing = |what: &str| {
         TranslateError::invalid(
             format!("The content part needs '{what}'."),
@@ -211,9 +222,10 @@ pub(crate) fn user_part(
                 .ok_or_else(|| missing("input_audio.data"))?;
             let format = audio.get("format").and_then(Value::as_str).unwrap_or("wav");
             *inline_bytes += data.len() / 4 * 3;
-            Ok(Some(
-                json!({"inlineData": {"mimeType": format!("audio/{format}"), "data": data}}),
-            ))
+            Ok(Some(Part::new(PartData::InlineData(Blob {
+                mime_type: format!("audio/{format}"),
+                data: data.to_owned(),
+            }))))
         }
         Some("file") => {
             let file = part.get("file").ok_or_else(|| missing("file"))?;
@@ -226,15 +238,15 @@ pub(crate) fn user_part(
                 .and_then(Value::as_str)
                 .ok_or_else(|| missing("file.file_id"))?;
             let id = id.strip_prefix("files/").unwrap_or(id);
-            let mut data = json!({"fileUri": format!("https://generativelanguage.googleapis.com/v1beta/files/{id}")});
-            if let Some(mime) = file
+            let mime_type = file
                 .get("mime_type")
                 .or_else(|| file.get("format"))
                 .and_then(Value::as_str)
-            {
-                data["mimeType"] = json!(mime);
-            }
-            Ok(Some(json!({ "fileData": data })))
+                .map(str::to_owned);
+            Ok(Some(Part::new(PartData::FileData(FileData {
+                file_uri: format!("https://generativelanguage.googleapis.com/v1beta/files/{id}"),
+                mime_type,
+            }))))
         }
         Some(other) => Err(TranslateError::invalid(
             format!("Content parts of type '{other}' are not supported."),
@@ -253,7 +265,7 @@ pub(crate) fn assistant_parts(
     param: &str,
     family: ModelFamily,
     memory: &dyn CallMemory,
-) -> Result<Vec<Value>, TranslateError> {
+) -> Result<Vec<Part>, TranslateError> {
     let mut parts = Vec::new();
     match &message.content {
         None | Some(Value::Null) => {}
@@ -302,11 +314,16 @@ pub(crate) fn assistant_parts(
         let remembered = (!call.id.is_empty())
             .then(|| memory.recall(&call.id))
             .flatten();
-        let mut function_call = json!({"name": call.function.name, "args": args});
-        if remembered.as_ref().is_some_and(|r| r.upstream_id) {
-            function_call["id"] = json!(call.id);
-        }
-        let mut part = json!({ "functionCall": function_call });
+        // Only an id Gemini issued itself may go back as `functionCall.id`.
+        let id = remembered
+            .as_ref()
+            .is_some_and(|r| r.upstream_id)
+            .then(|| call.id.clone());
+        let mut part = Part::new(PartData::FunctionCall(FunctionCall {
+            name: call.function.name.clone(),
+            args,
+            id,
+        }));
         // The signature is a sibling of `functionCall` in the part: first what the client sent
         // back (Google's compat format), then what the gateway remembered.
         let signature = call
@@ -317,11 +334,11 @@ pub(crate) fn assistant_parts(
             .map(str::to_owned)
             .or_else(|| remembered.and_then(|r| r.signature));
         if let Some(signature) = signature {
-            part["thoughtSignature"] = json!(signature);
+            part.thought_signature = Some(signature);
             signed_first |= k == 0;
         } else if k == 0 && family.strict_signatures() && !signed_first {
             // Gemini 3 refuses a history whose first call of a turn has no signature.
-            part["thoughtSignature"] = json!(SIGNATURE_SENTINEL);
+            part.thought_signature = Some(SIGNATURE_SENTINEL.to_owned());
         }
         parts.push(part);
     }
@@ -358,7 +375,7 @@ pub(crate) fn tool_responses(
     messages: &[ChatMessage],
     assistant_index: usize,
     calls: &[ToolCall],
-) -> Result<(Vec<Value>, usize), TranslateError> {
+) -> Result<(Vec<Part>, usize), TranslateError> {
     let mut responses: HashMap<&str, Value> = HashMap::new();
     let mut index = assistant_index + 1;
     while let Some(message) = messages.get(index).filter(|m| m.role == Role::Tool) {
@@ -401,10 +418,18 @@ pub(crate) fn tool_responses(
         .iter()
         .map(|call| {
             let response = responses.remove(call.id.as_str()).unwrap_or(Value::Null);
-            json!({"functionResponse": {"name": call.function.name, "response": response}})
+            function_response(call.function.name.clone(), response)
         })
         .collect();
     Ok((parts, index))
+}
+
+/// A `functionResponse` part.
+fn function_response(name: String, response: Value) -> Part {
+    Part::new(PartData::FunctionResponse(FunctionResponse {
+        name,
+        response,
+    }))
 }
 
 /// A tool result as Gemini's `response` object: a JSON object as it is, anything else (a JSON

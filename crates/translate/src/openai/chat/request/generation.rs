@@ -1,17 +1,14 @@
 //! Sampling, length, stop, format and reasoning fields as Gemini `generationConfig`.
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::tools::schema_of;
 use super::validate::field;
 use crate::common::model::{BudgetVariant, ModelFamily};
 use crate::error::TranslateError;
+use crate::gemini::request::{GenerationConfig, ThinkingConfig};
 use crate::openai::chat::types::{ChatCompletionRequest, Stop};
 
-/// The most candidates the gateway asks for (Google documents no maximum; 8 is conservative).
-pub(crate) const MAX_CANDIDATES: u32 = 8;
-/// Gemini allows at most five stop sequences.
-pub(crate) const MAX_STOP_SEQUENCES: usize = 5;
 /// Model-id prefixes that reject presence/frequency penalties ("Penalty is not enabled").
 pub(crate) const DROP_PENALTIES_FOR: [&str; 1] = ["gemini-3"];
 
@@ -20,58 +17,40 @@ pub(crate) fn generation_config(
     model: &str,
     family: ModelFamily,
     google: Option<&Value>,
-) -> Result<Map<String, Value>, TranslateError> {
-    let mut config = Map::new();
-    let mut set = |name: &str, value: Value| {
-        config.insert(name.to_owned(), value);
-    };
+) -> Result<GenerationConfig, TranslateError> {
     // `max_completion_tokens` wins over the legacy `max_tokens`. Gemini counts thinking tokens
     // inside `maxOutputTokens`, as OpenAI counts reasoning tokens inside the completion limit.
-    if let Some(max) = request.max_completion_tokens.or(request.max_tokens) {
-        set("maxOutputTokens", json!(max));
-    }
-    if let Some(t) = request.temperature {
-        set("temperature", json!(t));
-    }
-    if let Some(p) = request.top_p {
-        set("topP", json!(p));
-    }
-    if let Some(k) = request.top_k {
-        set("topK", json!(k));
-    }
-    if let Some(n) = request.n.filter(|n| *n > 1) {
-        set("candidateCount", json!(n));
-    }
-    match &request.stop {
-        Some(Stop::One(stop)) => set("stopSequences", json!([stop])),
-        Some(Stop::Many(stops)) if !stops.is_empty() => set("stopSequences", json!(stops)),
-        _ => {}
-    }
-    if let Some(seed) = request.seed {
-        set("seed", json!(seed));
-    }
+    let mut config = GenerationConfig {
+        max_output_tokens: request.max_completion_tokens.or(request.max_tokens),
+        temperature: request.temperature,
+        top_p: request.top_p,
+        top_k: request.top_k,
+        // One candidate is Gemini's default: `n: 1` sends nothing.
+        candidate_count: request.n.filter(|n| *n > 1),
+        stop_sequences: match &request.stop {
+            Some(Stop::One(stop)) => Some(vec![stop.clone()]),
+            Some(Stop::Many(stops)) if !stops.is_empty() => Some(stops.clone()),
+            _ => None,
+        },
+        seed: request.seed,
+        ..GenerationConfig::default()
+    };
     // Some models answer 400 "Penalty is not enabled"; for those the penalties are dropped.
     let penalties_allowed = !DROP_PENALTIES_FOR
         .iter()
         .any(|prefix| model.starts_with(prefix));
     if penalties_allowed {
-        if let Some(p) = request.presence_penalty {
-            set("presencePenalty", json!(p));
-        }
-        if let Some(p) = request.frequency_penalty {
-            set("frequencyPenalty", json!(p));
-        }
+        config.presence_penalty = request.presence_penalty;
+        config.frequency_penalty = request.frequency_penalty;
     }
     if request.logprobs.unwrap_or(false) {
-        set("responseLogprobs", json!(true));
-        if let Some(top) = request.top_logprobs {
-            set("logprobs", json!(top));
-        }
+        config.response_logprobs = Some(true);
+        config.logprobs = request.top_logprobs;
     }
     if let Some(format) = &request.response_format {
         match format.get("type").and_then(Value::as_str) {
             Some("text") => {}
-            Some("json_object") => set("responseMimeType", json!("application/json")),
+            Some("json_object") => config.response_mime_type = Some("application/json".into()),
             Some("json_schema") => {
                 // OpenAI requires the `json_schema` object (with its `name`); its `schema` may
                 // be left out.
@@ -81,11 +60,10 @@ pub(crate) fn generation_config(
                         "response_format.json_schema",
                     ));
                 };
-                set("responseMimeType", json!("application/json"));
+                config.response_mime_type = Some("application/json".into());
                 let schema = json_schema.get("schema");
-                if let Some(schema) = schema_of(schema, "response_format.json_schema.schema")? {
-                    set("responseJsonSchema", schema);
-                }
+                config.response_json_schema =
+                    schema_of(schema, "response_format.json_schema.schema")?;
             }
             _ => {
                 return Err(TranslateError::invalid(
@@ -96,18 +74,11 @@ pub(crate) fn generation_config(
         }
     }
     if let Some(google) = google {
-        for (snake, camel) in [
-            ("response_modalities", "responseModalities"),
-            ("media_resolution", "mediaResolution"),
-        ] {
-            if let Some(value) = field(google, snake, camel) {
-                set(camel, value.clone());
-            }
-        }
+        config.response_modalities =
+            field(google, "response_modalities", "responseModalities").cloned();
+        config.media_resolution = field(google, "media_resolution", "mediaResolution").cloned();
     }
-    if let Some(thinking) = thinking_config(request, family, google)? {
-        set("thinkingConfig", thinking);
-    }
+    config.thinking_config = thinking_config(request, family, google)?;
     Ok(config)
 }
 
@@ -117,7 +88,7 @@ pub(crate) fn thinking_config(
     request: &ChatCompletionRequest,
     family: ModelFamily,
     google: Option<&Value>,
-) -> Result<Option<Value>, TranslateError> {
+) -> Result<Option<ThinkingConfig>, TranslateError> {
     let effort = request.reasoning_effort.clone().or_else(|| {
         request
             .reasoning
@@ -146,23 +117,20 @@ pub(crate) fn thinking_config(
     if let Some(explicit) = explicit {
         let budget = field(explicit, "thinking_budget", "thinkingBudget");
         let level = field(explicit, "thinking_level", "thinkingLevel");
-        let mut config = Map::new();
+        let mut config = ThinkingConfig {
+            include_thoughts: field(explicit, "include_thoughts", "includeThoughts").cloned(),
+            ..ThinkingConfig::default()
+        };
         match (family, budget, level) {
+            // Gemini's levels are upper-case enum values (clients write `high`); a level that is
+            // not a string is sent as null, for Gemini to refuse.
             (ModelFamily::LevelBased { .. }, _, Some(level)) | (_, None, Some(level)) => {
-                config.insert(
-                    "thinkingLevel".into(),
-                    json!(level.as_str().map(str::to_uppercase)),
-                );
+                config.thinking_level = Some(json!(level.as_str().map(str::to_uppercase)));
             }
-            (_, Some(budget), _) => {
-                config.insert("thinkingBudget".into(), budget.clone());
-            }
+            (_, Some(budget), _) => config.thinking_budget = Some(budget.clone()),
             (_, None, None) => {}
         }
-        if let Some(include) = field(explicit, "include_thoughts", "includeThoughts") {
-            config.insert("includeThoughts".into(), include.clone());
-        }
-        return Ok(Some(Value::Object(config)));
+        return Ok(Some(config));
     }
     let Some(effort) = effort else {
         return Ok(None);
@@ -180,7 +148,11 @@ pub(crate) fn thinking_config(
                 ("xhigh", BudgetVariant::Pro) => 32_768,
                 _ => 24_576,
             };
-            json!({"thinkingBudget": budget, "includeThoughts": include})
+            ThinkingConfig {
+                thinking_budget: Some(json!(budget)),
+                include_thoughts: Some(json!(include)),
+                ..ThinkingConfig::default()
+            }
         }
         ModelFamily::LevelBased { pro } => {
             // Gemini 3 cannot switch thinking off; Pro models support only LOW and HIGH.
@@ -190,7 +162,11 @@ pub(crate) fn thinking_config(
                 ("medium", false) => "MEDIUM",
                 _ => "HIGH",
             };
-            json!({"thinkingLevel": level, "includeThoughts": include})
+            ThinkingConfig {
+                thinking_level: Some(json!(level)),
+                include_thoughts: Some(json!(include)),
+                ..ThinkingConfig::default()
+            }
         }
         ModelFamily::NoThinking => return Ok(None),
     };

@@ -8,11 +8,10 @@ mod generation;
 mod tools;
 mod validate;
 
-use serde_json::{Map, Value};
-
 use crate::common::model::{ModelFamily, normalize_model};
 use crate::common::signatures::CallMemory;
 use crate::error::TranslateError;
+use crate::gemini::request::GenerateContentRequest;
 use crate::openai::chat::types::ChatCompletionRequest;
 use conversation::assemble_conversation;
 use generation::generation_config;
@@ -30,8 +29,8 @@ pub struct GeminiChatRequest {
     pub include_usage: bool,
     /// Whether the client asked for log probabilities.
     pub logprobs: bool,
-    /// The `GenerateContentRequest` body.
-    pub body: Value,
+    /// The `GenerateContentRequest` body, serialised by whoever sends it.
+    pub body: GenerateContentRequest,
 }
 
 impl GeminiChatRequest {
@@ -63,36 +62,30 @@ pub fn translate_chat_request(
     refuse_semantic_changes(request)?;
     let google = google_extensions(request);
 
-    let mut body = Map::new();
-    let (system, contents) = assemble_conversation(&request.messages, family, memory)?;
-    body.insert("contents".into(), Value::Array(contents));
-    if let Some(system) = system {
-        body.insert("systemInstruction".into(), system);
-    }
+    let (system_instruction, contents) = assemble_conversation(&request.messages, family, memory)?;
     let (tools, declared) = translate_tools(request)?;
-    let tool_config = translate_tool_choice(request, &declared)?;
-    let tools = match &tool_config {
+    let tool_choice = translate_tool_choice(request, &declared)?;
+    let tools = match &tool_choice {
         Some(ToolChoice::OnlyDeclared(names)) => keep_only(tools, names),
         _ => tools,
     };
-    if !tools.is_empty() {
-        body.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(config) = tool_config.and_then(ToolChoice::into_config) {
-        body.insert("toolConfig".into(), config);
-    }
-    let generation = generation_config(request, &model, family, google.as_ref())?;
-    if !generation.is_empty() {
-        body.insert("generationConfig".into(), Value::Object(generation));
-    }
-    if let Some(google) = &google {
-        if let Some(cached) = field(google, "cached_content", "cachedContent") {
-            body.insert("cachedContent".into(), cached.clone());
-        }
-        if let Some(safety) = field(google, "safety_settings", "safetySettings") {
-            body.insert("safetySettings".into(), safety.clone());
-        }
-    }
+    let generation_config = generation_config(request, &model, family, google.as_ref())?;
+    let extension = |snake, camel| {
+        google
+            .as_ref()
+            .and_then(|google| field(google, snake, camel))
+            .cloned()
+    };
+    let body = GenerateContentRequest {
+        contents,
+        system_instruction,
+        tools,
+        tool_config: tool_choice.map(ToolChoice::into_config),
+        generation_config,
+        cached_content: extension("cached_content", "cachedContent"),
+        safety_settings: extension("safety_settings", "safetySettings"),
+        extra: Default::default(),
+    };
     Ok(GeminiChatRequest {
         model,
         stream,
@@ -101,7 +94,7 @@ pub fn translate_chat_request(
             .as_ref()
             .is_some_and(|options| options.include_usage),
         logprobs: request.logprobs.unwrap_or(false),
-        body: Value::Object(body),
+        body,
     })
 }
 

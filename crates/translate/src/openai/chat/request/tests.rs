@@ -1,6 +1,6 @@
 //! The chat request translation, end to end.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use super::*;
 use crate::common::signatures::{NoMemory, RememberedCall, SIGNATURE_SENTINEL};
@@ -8,7 +8,7 @@ use crate::common::signatures::{NoMemory, RememberedCall, SIGNATURE_SENTINEL};
 fn translate_with(request: Value, memory: &dyn CallMemory) -> Result<Value, String> {
     let request: ChatCompletionRequest = serde_json::from_value(request).unwrap();
     match translate_chat_request(&request, memory) {
-        Ok(translated) => Ok(translated.body),
+        Ok(translated) => Ok(serde_json::to_value(translated.body).unwrap()),
         Err(TranslateError::InvalidRequest { param, .. }) => Err(param.unwrap_or_default()),
         Err(other) => panic!("{other}"),
     }
@@ -555,4 +555,44 @@ fn media_parts() {
             {"fileData": {"fileUri": "https://generativelanguage.googleapis.com/v1beta/files/abc"}}
         ])
     );
+}
+
+#[test]
+fn the_typed_body_keeps_the_key_order_and_names_what_its_json_names() {
+    let request: ChatCompletionRequest = serde_json::from_value(json!({
+        "model": "gemini-2.5-flash", "temperature": 0.5, "max_tokens": 9,
+        "messages": [
+            {"role": "system", "content": "s"},
+            {"role": "user", "content": [
+                {"type": "file", "file": {"file_id": "files/abc"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]},
+            {"role": "assistant", "tool_calls": [
+                {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c", "content": "{\"fileUri\": \"files/out\"}"}],
+        "tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "auto",
+        "google": {"cached_content": "cachedContents/c1", "safety_settings": []}
+    }))
+    .unwrap();
+    let body = translate_chat_request(&request, &NoMemory).unwrap().body;
+    // The bytes sent upstream: keys in the order the translation has always written them.
+    assert_eq!(
+        serde_json::to_string(&body).unwrap(),
+        concat!(
+            r#"{"contents":[{"role":"user","parts":[{"fileData":{"fileUri":"https://generativelanguage.googleapis.com/v1beta/files/abc"}},"#,
+            r#"{"fileData":{"fileUri":"https://example.com/a.png","mimeType":"image/png"}}]},"#,
+            r#"{"role":"model","parts":[{"functionCall":{"name":"f","args":{}}}]},"#,
+            r#"{"role":"user","parts":[{"functionResponse":{"name":"f","response":{"fileUri":"files/out"}}}]}],"#,
+            r#""systemInstruction":{"parts":[{"text":"s"}]},"#,
+            r#""tools":[{"functionDeclarations":[{"name":"f"}]}],"toolConfig":{"functionCallingConfig":{"mode":"AUTO"}},"#,
+            r#""generationConfig":{"maxOutputTokens":9,"temperature":0.5},"#,
+            r#""cachedContent":"cachedContents/c1","safetySettings":[]}"#
+        )
+    );
+    let names = body.referenced_resources();
+    assert_eq!(
+        names,
+        ["cachedContents/c1", "files/abc", "files/out"].map(str::to_owned)
+    );
+    let json = serde_json::to_value(&body).unwrap();
+    assert_eq!(names, crate::gemini::native::referenced_resources(&json));
 }

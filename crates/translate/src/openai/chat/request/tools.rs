@@ -3,6 +3,9 @@
 use serde_json::{Value, json};
 
 use crate::error::TranslateError;
+use crate::gemini::request::{
+    FunctionCallingConfig, FunctionCallingMode, FunctionDeclaration, Tool, ToolConfig,
+};
 use crate::openai::chat::types::ChatCompletionRequest;
 
 /// `tools` (and legacy `functions`) as Gemini tools: one tool with every function declaration,
@@ -10,7 +13,7 @@ use crate::openai::chat::types::ChatCompletionRequest;
 /// and the declared function names.
 pub(crate) fn translate_tools(
     request: &ChatCompletionRequest,
-) -> Result<(Vec<Value>, Vec<String>), TranslateError> {
+) -> Result<(Vec<Tool>, Vec<String>), TranslateError> {
     let mut declarations = Vec::new();
     let mut names: Vec<String> = Vec::new();
     let mut builtins = Vec::new();
@@ -28,14 +31,19 @@ pub(crate) fn translate_tools(
         let param = format!("{list}[{i}]");
         let kind = tool.get("type").and_then(Value::as_str);
         let builtin = match kind {
-            Some("google_search") => Some(json!({"googleSearch": {}})),
-            Some("code_execution") => Some(json!({"codeExecution": {}})),
-            Some("url_context") => Some(json!({"urlContext": {}})),
+            Some("google_search") => Some(Tool::GoogleSearch(json!({}))),
+            Some("code_execution") => Some(Tool::CodeExecution(json!({}))),
+            Some("url_context") => Some(Tool::UrlContext(json!({}))),
             Some("function") => None,
             None if list == "functions" => None,
-            None => ["googleSearch", "codeExecution", "urlContext"]
-                .iter()
-                .find_map(|name| tool.get(*name).map(|config| json!({ *name: config }))),
+            // A tool already in Gemini's shape, its configuration passed on as given.
+            None => [
+                ("googleSearch", Tool::GoogleSearch as fn(Value) -> Tool),
+                ("codeExecution", Tool::CodeExecution),
+                ("urlContext", Tool::UrlContext),
+            ]
+            .iter()
+            .find_map(|(name, tool_of)| tool.get(*name).map(|config| tool_of(config.clone()))),
             Some(other) => {
                 return Err(TranslateError::invalid(
                     format!("Tools of type '{other}' are not supported."),
@@ -79,23 +87,24 @@ pub(crate) fn translate_tools(
             ));
         }
         names.push(name.to_owned());
-        let mut declaration = json!({ "name": name });
-        if let Some(description) = function.get("description").and_then(Value::as_str) {
-            declaration["description"] = json!(description);
-        }
         // `parametersJsonSchema` takes real JSON Schema (`$ref`, `anyOf`, `additionalProperties`);
         // the legacy `parameters` field rejects those keywords with a 400.
-        if let Some(schema) = schema_of(
+        let parameters_json_schema = schema_of(
             function.get("parameters"),
             &format!("{param}.function.parameters"),
-        )? {
-            declaration["parametersJsonSchema"] = schema;
-        }
-        declarations.push(declaration);
+        )?;
+        declarations.push(FunctionDeclaration {
+            name: name.to_owned(),
+            description: function
+                .get("description")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            parameters_json_schema,
+        });
     }
     let mut tools = Vec::new();
     if !declarations.is_empty() {
-        tools.push(json!({ "functionDeclarations": declarations }));
+        tools.push(Tool::FunctionDeclarations(declarations));
     }
     tools.extend(builtins);
     Ok((tools, names))
@@ -122,32 +131,30 @@ pub(crate) fn schema_of(
 /// What `tool_choice` asks for.
 pub(crate) enum ToolChoice {
     /// A `functionCallingConfig`.
-    Config(Value),
+    Config(FunctionCallingConfig),
     /// `allowed_tools` in auto mode: only these declarations are sent, with mode AUTO
     /// (`allowedFunctionNames` is only valid with ANY).
     OnlyDeclared(Vec<String>),
 }
 
 impl ToolChoice {
-    pub(crate) fn into_config(self) -> Option<Value> {
-        let config = match self {
+    pub(crate) fn into_config(self) -> ToolConfig {
+        let function_calling_config = match self {
             Self::Config(config) => config,
-            Self::OnlyDeclared(_) => json!({"mode": "AUTO"}),
+            Self::OnlyDeclared(_) => FunctionCallingConfig::mode(FunctionCallingMode::Auto),
         };
-        Some(json!({ "functionCallingConfig": config }))
+        ToolConfig {
+            function_calling_config,
+        }
     }
 }
 
-pub(crate) fn keep_only(tools: Vec<Value>, names: &[String]) -> Vec<Value> {
+pub(crate) fn keep_only(tools: Vec<Tool>, names: &[String]) -> Vec<Tool> {
     tools
         .into_iter()
         .map(|mut tool| {
-            if let Some(Value::Array(declarations)) = tool.get_mut("functionDeclarations") {
-                declarations.retain(|d| {
-                    d.get("name")
-                        .and_then(Value::as_str)
-                        .is_some_and(|n| names.iter().any(|k| k == n))
-                });
+            if let Tool::FunctionDeclarations(declarations) = &mut tool {
+                declarations.retain(|d| names.contains(&d.name));
             }
             tool
         })
@@ -180,17 +187,18 @@ pub(crate) fn translate_tool_choice(
                 param,
             ));
         }
-        Ok(ToolChoice::Config(
-            json!({"mode": "ANY", "allowedFunctionNames": [name]}),
-        ))
+        Ok(ToolChoice::Config(FunctionCallingConfig {
+            mode: FunctionCallingMode::Any,
+            allowed_function_names: Some(vec![name.to_owned()]),
+        }))
     };
     let choice = match choice {
         Value::String(mode) => match mode.as_str() {
-            "auto" => ToolChoice::Config(json!({"mode": "AUTO"})),
-            "none" => ToolChoice::Config(json!({"mode": "NONE"})),
+            "auto" => ToolChoice::Config(FunctionCallingConfig::mode(FunctionCallingMode::Auto)),
+            "none" => ToolChoice::Config(FunctionCallingConfig::mode(FunctionCallingMode::None)),
             "required" | "any" => {
                 requires_tools(mode)?;
-                ToolChoice::Config(json!({"mode": "ANY"}))
+                ToolChoice::Config(FunctionCallingConfig::mode(FunctionCallingMode::Any))
             }
             other => {
                 return Err(TranslateError::invalid(
@@ -227,9 +235,10 @@ pub(crate) fn translate_tool_choice(
                     named(name)?;
                 }
                 match allowed.get("mode").and_then(Value::as_str) {
-                    Some("required") => {
-                        ToolChoice::Config(json!({"mode": "ANY", "allowedFunctionNames": names}))
-                    }
+                    Some("required") => ToolChoice::Config(FunctionCallingConfig {
+                        mode: FunctionCallingMode::Any,
+                        allowed_function_names: Some(names),
+                    }),
                     _ => ToolChoice::OnlyDeclared(names),
                 }
             } else {

@@ -3,9 +3,13 @@
 
 use serde_json::Value;
 
-use super::generation::{MAX_CANDIDATES, MAX_STOP_SEQUENCES};
 use crate::error::TranslateError;
 use crate::openai::chat::types::{ChatCompletionRequest, Stop};
+
+/// The most candidates the gateway asks for (Google documents no maximum; 8 is conservative).
+pub(crate) const MAX_CANDIDATES: u32 = 8;
+/// Gemini allows at most five stop sequences.
+pub(crate) const MAX_STOP_SEQUENCES: usize = 5;
 
 /// Parameters whose silent omission would change what the client gets, and values outside the
 /// ranges both APIs document (refused here, so they never cost an upstream call).
