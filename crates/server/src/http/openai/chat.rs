@@ -9,7 +9,6 @@ use axum::http::Method;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use translate::gemini::GenerateContentResponse;
 use translate::openai::chat::request::translate_chat_request;
 use translate::openai::chat::response::{ResponseContext, chat_completion};
 use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
@@ -18,7 +17,7 @@ use translate::openai::chat::types::ChatCompletionRequest;
 use super::common::*;
 use crate::http::error::ApiError;
 use crate::service::accounting::RequestMeter;
-use crate::service::relay::{Attempts, UpstreamEvent};
+use crate::service::relay::UpstreamEvent;
 use crate::service::upstream::Outgoing;
 use crate::state::{App, AppState};
 
@@ -65,17 +64,7 @@ pub(crate) async fn create_chat_completion(
         };
         return stream_chat_completion(app, &outgoing, context, meter.take()).await;
     }
-    let mut attempts = Attempts::default();
-    let whole = send_for_whole_answer(app, &outgoing, &mut attempts).await;
-    if let Some(meter) = meter.as_mut() {
-        meter.set_attempts(&attempts);
-    }
-    let whole = whole.map_err(|failure| upstream_error(failure, &translated.model))?;
-    if let Some(meter) = meter.as_mut() {
-        meter.set_key(&whole.key);
-    }
-    let answer: GenerateContentResponse = serde_json::from_slice(&whole.body)
-        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+    let answer = read_metered_answer(app, &outgoing, &translated.model, meter).await?;
     if let (Some(meter), Some(usage)) = (meter.as_mut(), &answer.usage_metadata) {
         meter.set_usage(usage);
     }
@@ -95,28 +84,7 @@ pub(crate) async fn stream_chat_completion(
     context: StreamContext,
     meter: Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let mut attempts = Attempts::default();
-    let opened = open_stream(app, outgoing, &mut attempts).await;
-    let mut meter = meter.map(|mut meter| {
-        meter.set_attempts(&attempts);
-        meter
-    });
-    let opened = match opened {
-        Ok(opened) => opened,
-        Err(failure) => {
-            let error = upstream_error(failure, &context.model);
-            if let Some(meter) = meter.as_mut() {
-                meter.set_status(error.status().as_u16());
-            }
-            return Err(error);
-        }
-    };
-    let mut meter = meter.map(|mut meter| {
-        meter.set_key(&opened.key);
-        meter.set_streamed();
-        meter.set_status(200);
-        meter
-    });
+    let (opened, mut meter) = open_metered_stream(app, outgoing, &context.model, meter).await?;
     let upstream = crate::service::relay::upstream_events(opened, app.relay.stream_ends());
     let calls = Arc::clone(&app.calls);
     let events = async_stream::stream! {

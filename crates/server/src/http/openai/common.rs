@@ -14,6 +14,9 @@ use translate::openai::errors::{OpenAiError, from_upstream};
 
 use crate::http::error::ApiError;
 use crate::http::native::{ANSWER_LIMIT, REQUEST_BODY_LIMIT, read_body};
+use translate::gemini::GenerateContentResponse;
+
+use crate::service::accounting::RequestMeter;
 use crate::service::relay::{AnswerKind, Attempts, OpenedStream, StreamFault};
 use crate::service::upstream::Outgoing;
 use crate::service::upstream::UpstreamFailure;
@@ -129,6 +132,64 @@ pub(crate) async fn send_for_whole_answer(
             ANSWER_LIMIT,
         )
         .await
+}
+
+/// Sends `outgoing` for a whole answer (see [`send_for_whole_answer`]) and meters it: the
+/// upstream calls it took and the key that served. A failure becomes the client's error about
+/// `model`; an answer that is not Gemini's JSON, a 502. Every non-streamed chat-shaped OpenAI
+/// route starts here.
+pub(crate) async fn read_metered_answer(
+    app: &App,
+    outgoing: &Outgoing,
+    model: &str,
+    meter: &mut Option<RequestMeter>,
+) -> Result<GenerateContentResponse, ApiError> {
+    let mut attempts = Attempts::default();
+    let whole = send_for_whole_answer(app, outgoing, &mut attempts).await;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_attempts(&attempts);
+    }
+    let whole = whole.map_err(|failure| upstream_error(failure, model))?;
+    if let Some(meter) = meter.as_mut() {
+        meter.set_key(&whole.key);
+    }
+    serde_json::from_slice(&whole.body)
+        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))
+}
+
+/// Opens a stream for `outgoing` (see [`open_stream`]) and meters it: the upstream calls it
+/// took, then either the client's error for a failure (its status recorded) or the key that
+/// serves, marked streamed with status 200. Every streamed OpenAI route starts here.
+pub(crate) async fn open_metered_stream(
+    app: &App,
+    outgoing: &Outgoing,
+    model: &str,
+    meter: Option<RequestMeter>,
+) -> Result<(OpenedStream, Option<RequestMeter>), ApiError> {
+    let mut attempts = Attempts::default();
+    let opened = open_stream(app, outgoing, &mut attempts).await;
+    let mut meter = meter.map(|mut meter| {
+        meter.set_attempts(&attempts);
+        meter
+    });
+    match opened {
+        Ok(opened) => {
+            let meter = meter.map(|mut meter| {
+                meter.set_key(&opened.key);
+                meter.set_streamed();
+                meter.set_status(200);
+                meter
+            });
+            Ok((opened, meter))
+        }
+        Err(failure) => {
+            let error = upstream_error(failure, model);
+            if let Some(meter) = meter.as_mut() {
+                meter.set_status(error.status().as_u16());
+            }
+            Err(error)
+        }
+    }
 }
 
 /// Sends a streamed request and reads it up to its first event (the commit point, see `relay`).

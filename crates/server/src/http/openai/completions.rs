@@ -11,7 +11,7 @@ use axum::http::Method;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use translate::gemini::{GenerateContentResponse, UsageMetadata};
+use translate::gemini::UsageMetadata;
 use translate::openai::chat::request::{GeminiChatRequest, translate_chat_request};
 use translate::openai::chat::response::{ResponseContext, chat_completion};
 use translate::openai::chat::stream::{StreamContext, StreamItem, StreamTranslator};
@@ -20,8 +20,8 @@ use translate::openai::errors::OpenAiError;
 
 use crate::http::error::ApiError;
 use crate::http::openai::common::{
-    json_headers, new_call_id, open_stream, read_json, send_for_whole_answer, sse_response,
-    stream_fault_error, unix_now, upstream_error,
+    json_headers, new_call_id, open_metered_stream, open_stream, read_json, read_metered_answer,
+    sse_response, stream_fault_error, unix_now, upstream_error,
 };
 use crate::service::accounting::RequestMeter;
 use crate::service::relay::{Attempts, UpstreamEvent};
@@ -100,17 +100,7 @@ pub async fn create(
     let mut usage = UsageMetadata::default();
     for prompt in prompts {
         let outgoing = prompt.outgoing()?;
-        let mut attempts = Attempts::default();
-        let whole = send_for_whole_answer(app, &outgoing, &mut attempts).await;
-        if let Some(meter) = meter.as_mut() {
-            meter.set_attempts(&attempts);
-        }
-        let whole = whole.map_err(|failure| upstream_error(failure, &model))?;
-        if let Some(meter) = meter.as_mut() {
-            meter.set_key(&whole.key);
-        }
-        let answer: GenerateContentResponse = serde_json::from_slice(&whole.body)
-            .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+        let answer = read_metered_answer(app, &outgoing, &model, meter).await?;
         if let Some(more) = &answer.usage_metadata {
             add_usage(&mut usage, more);
             if let Some(meter) = meter.as_mut() {
@@ -146,28 +136,7 @@ async fn stream(
     for prompt in &prompts {
         outgoing.push(prompt.outgoing()?);
     }
-    let mut attempts = Attempts::default();
-    let opened = open_stream(app, &outgoing[0], &mut attempts).await;
-    let mut meter = meter.map(|mut meter| {
-        meter.set_attempts(&attempts);
-        meter
-    });
-    let first = match opened {
-        Ok(opened) => opened,
-        Err(failure) => {
-            let error = upstream_error(failure, &model);
-            if let Some(meter) = meter.as_mut() {
-                meter.set_status(error.status().as_u16());
-            }
-            return Err(error);
-        }
-    };
-    let mut meter = meter.map(|mut meter| {
-        meter.set_key(&first.key);
-        meter.set_streamed();
-        meter.set_status(200);
-        meter
-    });
+    let (first, mut meter) = open_metered_stream(app, &outgoing[0], &model, meter).await?;
     let app = app.clone();
     let events = async_stream::stream! {
         let mut chunks = CompletionChunks::new(new_completion_id(), unix_now(), model.clone(), per_prompt);

@@ -19,7 +19,6 @@ use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use translate::gemini::GenerateContentResponse;
 use translate::openai::responses::request::{
     History, items_to_store, referenced_ids, translate_responses_request,
 };
@@ -31,11 +30,10 @@ use translate::openai::responses::types::{CreateResponse, Response as ResponseOb
 use crate::http::error::ApiError;
 use crate::http::native::client_id;
 use crate::http::openai::common::{
-    json_headers, open_stream, read_json, send_for_whole_answer, sse_response, unix_now,
-    upstream_error,
+    json_headers, open_metered_stream, read_json, read_metered_answer, sse_response, unix_now,
 };
 use crate::service::accounting::RequestMeter;
-use crate::service::relay::{Attempts, StreamFault, UpstreamEvent};
+use crate::service::relay::{StreamFault, UpstreamEvent};
 use crate::service::response_store::{StoredResponse, new_id};
 use crate::service::upstream::Outgoing;
 use crate::state::{App, AppState};
@@ -183,17 +181,7 @@ async fn create(
     if translated.stream {
         return stream(app, &outgoing, frame, options, keep, meter.take()).await;
     }
-    let mut attempts = Attempts::default();
-    let whole = send_for_whole_answer(app, &outgoing, &mut attempts).await;
-    if let Some(meter) = meter.as_mut() {
-        meter.set_attempts(&attempts);
-    }
-    let whole = whole.map_err(|failure| upstream_error(failure, &translated.model))?;
-    if let Some(meter) = meter.as_mut() {
-        meter.set_key(&whole.key);
-    }
-    let answer: GenerateContentResponse = serde_json::from_slice(&whole.body)
-        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))?;
+    let answer = read_metered_answer(app, &outgoing, &translated.model, meter).await?;
     if let (Some(meter), Some(usage)) = (meter.as_mut(), &answer.usage_metadata) {
         meter.set_usage(usage);
     }
@@ -228,28 +216,7 @@ async fn stream(
     keep: Option<Keep>,
     meter: Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let mut attempts = Attempts::default();
-    let opened = open_stream(app, outgoing, &mut attempts).await;
-    let mut meter = meter.map(|mut meter| {
-        meter.set_attempts(&attempts);
-        meter
-    });
-    let opened = match opened {
-        Ok(opened) => opened,
-        Err(failure) => {
-            let error = upstream_error(failure, &frame.model);
-            if let Some(meter) = meter.as_mut() {
-                meter.set_status(error.status().as_u16());
-            }
-            return Err(error);
-        }
-    };
-    let mut meter = meter.map(|mut meter| {
-        meter.set_key(&opened.key);
-        meter.set_streamed();
-        meter.set_status(200);
-        meter
-    });
+    let (opened, mut meter) = open_metered_stream(app, outgoing, &frame.model, meter).await?;
     let upstream = crate::service::relay::upstream_events(opened, app.relay.stream_ends());
     let app = app.clone();
     let events = async_stream::stream! {
