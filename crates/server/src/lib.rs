@@ -5,7 +5,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod http;
+pub(crate) mod http;
 pub mod service;
 pub mod serving;
 pub mod state;
