@@ -21,14 +21,68 @@ pub enum LeaseGrant {
     },
 }
 
+/// What a piece of news is about (the `kind` column of `cluster_events`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewsKind {
+    /// A project cools for a model.
+    Cooldown,
+    /// Limits learned from Google's quota errors.
+    Limits,
+    /// A key was taken out of service.
+    KeyOut,
+    /// The owner of a created file or cached content.
+    Owner,
+    /// A stored response was deleted.
+    ResponseDeleted,
+    /// Upstream keys changed through the management API.
+    Keys,
+    /// Client keys changed.
+    Clients,
+    /// Runtime settings changed.
+    Settings,
+    /// A kind this version does not know (written by a newer instance): ignored, not an error,
+    /// so that instances of two versions can share a database during an upgrade.
+    Unknown(String),
+}
+
+impl NewsKind {
+    /// The column's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Cooldown => "cooldown",
+            Self::Limits => "limits",
+            Self::KeyOut => "key_out",
+            Self::Owner => "owner",
+            Self::ResponseDeleted => "response_deleted",
+            Self::Keys => "keys",
+            Self::Clients => "clients",
+            Self::Settings => "settings",
+            Self::Unknown(other) => other,
+        }
+    }
+
+    fn from_column(text: String) -> Self {
+        match text.as_str() {
+            "cooldown" => Self::Cooldown,
+            "limits" => Self::Limits,
+            "key_out" => Self::KeyOut,
+            "owner" => Self::Owner,
+            "response_deleted" => Self::ResponseDeleted,
+            "keys" => Self::Keys,
+            "clients" => Self::Clients,
+            "settings" => Self::Settings,
+            _ => Self::Unknown(text),
+        }
+    }
+}
+
 /// One row of `cluster_events`: news from another instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterEvent {
     /// Row id (increasing).
     pub id: i64,
-    /// `cooldown`, `limits`, `key_out`, `owner`, `response_deleted`, `keys`, `clients` or
-    /// `settings`.
-    pub kind: String,
+    /// What it is about.
+    pub kind: NewsKind,
     /// The project (cooldown, owner).
     pub project: Option<String>,
     /// The model (cooldown).
@@ -140,7 +194,7 @@ impl Storage {
                  VALUES ({PG_NOW_MS}, $1, $2, $3, $4, $5, $6, $7, $8, $9)"
             ))
             .bind(instance)
-            .bind(&event.kind)
+            .bind(event.kind.as_str())
             .bind(event.project.as_deref())
             .bind(event.model.as_deref())
             .bind(event.key_id)
@@ -190,7 +244,7 @@ impl Storage {
             .map(|row| {
                 Ok(ClusterEvent {
                     id: row.try_get("id")?,
-                    kind: row.try_get("kind")?,
+                    kind: NewsKind::from_column(row.try_get("kind")?),
                     project: row.try_get("project")?,
                     model: row.try_get("model")?,
                     key_id: row.try_get("key_id")?,

@@ -25,7 +25,7 @@ mod upstream_keys;
 mod usage;
 
 pub use client_keys::{ClientKeyAdminRow, ClientKeyRow, NewClientKey};
-pub use cluster::{ClusterEvent, LeaseGrant, NEWS_CHANNEL};
+pub use cluster::{ClusterEvent, LeaseGrant, NEWS_CHANNEL, NewsKind};
 pub use db::{Backend, KeySource, Storage, StorageError, SyncReport};
 pub use resources::{ResourceFilter, ResourceOwnerRow, StoredOwner};
 pub use responses::{NewResponse, StoredResponseRow};

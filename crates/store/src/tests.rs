@@ -592,7 +592,7 @@ async fn news_reaches_the_other_instances_only() {
     let start = storage.last_event_id().await.unwrap();
     let cooldown = ClusterEvent {
         id: 0,
-        kind: "cooldown".to_owned(),
+        kind: NewsKind::Cooldown,
         project: Some("p".to_owned()),
         model: Some("m".to_owned()),
         key_id: None,
@@ -602,7 +602,7 @@ async fn news_reaches_the_other_instances_only() {
         client_key_id: None,
     };
     let owner = ClusterEvent {
-        kind: "owner".to_owned(),
+        kind: NewsKind::Owner,
         model: None,
         until_ms: None,
         daily: false,

@@ -23,7 +23,7 @@ use std::time::Duration;
 use pool::{KeyId, Learned, Pool};
 use tokio::sync::{Notify, watch};
 
-use store::{ClusterEvent, LeaseGrant, Storage};
+use store::{ClusterEvent, LeaseGrant, NewsKind, Storage};
 
 /// How often news is published and read.
 pub const NEWS_INTERVAL: Duration = Duration::from_millis(500);
@@ -267,9 +267,9 @@ impl Cluster {
     /// Queues news for the others (sent with the next exchange).
     pub fn announce(&self, what: Announcement) {
         let kind = match what {
-            Announcement::Keys => "keys",
-            Announcement::Clients => "clients",
-            Announcement::Settings => "settings",
+            Announcement::Keys => NewsKind::Keys,
+            Announcement::Clients => NewsKind::Clients,
+            Announcement::Settings => NewsKind::Settings,
         };
         self.queue(event(kind));
     }
@@ -283,7 +283,7 @@ impl Cluster {
             project: Some(project.to_owned()),
             detail: Some(resource.to_owned()),
             client_key_id: client,
-            ..event("owner")
+            ..event(NewsKind::Owner)
         });
         self.publish_soon();
     }
@@ -293,7 +293,7 @@ impl Cluster {
     pub fn announce_response_deleted(&self, id: &str) {
         self.queue(ClusterEvent {
             detail: Some(id.to_owned()),
-            ..event("response_deleted")
+            ..event(NewsKind::ResponseDeleted)
         });
         self.exchange_asked.notify_one();
     }
@@ -320,7 +320,7 @@ impl Cluster {
                     model: Some(model),
                     until_ms: Some(i64::try_from(until_ms).unwrap_or(i64::MAX)),
                     daily,
-                    ..event("cooldown")
+                    ..event(NewsKind::Cooldown)
                 },
                 Learned::Limits(learned) => ClusterEvent {
                     project: Some(learned.project),
@@ -334,12 +334,12 @@ impl Cluster {
                         })
                         .to_string(),
                     ),
-                    ..event("limits")
+                    ..event(NewsKind::Limits)
                 },
                 Learned::KeyOutOfService { key, reason } => ClusterEvent {
                     key_id: Some(key.0),
                     detail: Some(reason),
-                    ..event("key_out")
+                    ..event(NewsKind::KeyOut)
                 },
             })
             .collect();
@@ -362,8 +362,8 @@ impl Cluster {
         let (mut keys, mut clients, mut settings) = (false, false, false);
         for news in &incoming {
             self.last_seen.store(news.id, Ordering::Relaxed);
-            match news.kind.as_str() {
-                "cooldown" => {
+            match &news.kind {
+                NewsKind::Cooldown => {
                     if let (Some(project), Some(until)) = (&news.project, news.until_ms) {
                         self.pool.apply_remote_cooldown(
                             project,
@@ -373,7 +373,7 @@ impl Cluster {
                         );
                     }
                 }
-                "limits" => {
+                NewsKind::Limits => {
                     if let (Some(project), Some(at), Some(detail)) =
                         (&news.project, news.until_ms, &news.detail)
                     {
@@ -397,7 +397,7 @@ impl Cluster {
                         });
                     }
                 }
-                "key_out" => {
+                NewsKind::KeyOut => {
                     if let Some(id) = news.key_id {
                         self.pool.apply_remote_out_of_service(
                             KeyId(id),
@@ -405,7 +405,7 @@ impl Cluster {
                         );
                     }
                 }
-                "owner" => {
+                NewsKind::Owner => {
                     // Until this news arrives (milliseconds after the creation, see `listen`),
                     // this instance does not know the resource and would not refuse it.
                     if let (Some(project), Some(resource)) = (&news.project, &news.detail) {
@@ -416,15 +416,17 @@ impl Cluster {
                         );
                     }
                 }
-                "response_deleted" => {
+                NewsKind::ResponseDeleted => {
                     if let Some(id) = &news.detail {
                         app.forget_response(id);
                     }
                 }
-                "keys" => keys = true,
-                "clients" => clients = true,
-                "settings" => settings = true,
-                other => tracing::debug!(kind = other, "unknown cluster news ignored"),
+                NewsKind::Keys => keys = true,
+                NewsKind::Clients => clients = true,
+                NewsKind::Settings => settings = true,
+                NewsKind::Unknown(other) => {
+                    tracing::debug!(kind = %other, "unknown cluster news ignored");
+                }
             }
         }
         let changed = Changed {
@@ -447,10 +449,10 @@ async fn listener_for(database_url: &str) -> Result<sqlx::postgres::PgListener, 
     Ok(listener)
 }
 
-fn event(kind: &str) -> ClusterEvent {
+fn event(kind: NewsKind) -> ClusterEvent {
     ClusterEvent {
         id: 0,
-        kind: kind.to_owned(),
+        kind,
         project: None,
         model: None,
         key_id: None,
