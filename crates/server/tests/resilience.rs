@@ -191,7 +191,10 @@ async fn storm_then_recovery(outage: Outage, status: u16) {
     for (code, retry_after, body) in &during {
         assert_eq!(*code, status, "{body}");
         let retry_after = retry_after.unwrap_or_else(|| panic!("no Retry-After: {body}"));
-        assert!((1..=15).contains(&retry_after), "Retry-After {retry_after}");
+        assert!(
+            (1..=15).contains(&retry_after),
+            "Retry-After {retry_after} with {code}: {body}"
+        );
         assert!(!body.contains("No usable upstream key"), "{body}");
     }
     assert!(
