@@ -48,6 +48,7 @@ pub fn build_router(state: AppState) -> Router {
         .route("/login.html", get(web::login_page))
         .route("/management.html", get(web::management_page))
         .route("/assets/{*file}", get(web::asset_file))
+        .route("/api/openapi.json", get(web::openapi))
         .merge(admin::router());
     // Outermost first: hide credentials from everything below, trace with the route template
     // only, give every request an id, and turn a panic into a 500 instead of a dropped

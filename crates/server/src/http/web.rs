@@ -84,3 +84,14 @@ pub async fn root(State(state): State<AppState>, headers: HeaderMap) -> Redirect
         Redirect::to("/login.html")
     }
 }
+
+/// `GET /api/openapi.json`: the OpenAPI description of the management API (a built-in asset).
+pub async fn openapi() -> Response {
+    match asset("openapi.json") {
+        Some(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
+        None => {
+            crate::http::admin::AdminError::NotFound("No API description is built in.".to_owned())
+                .into_response()
+        }
+    }
+}

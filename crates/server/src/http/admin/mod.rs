@@ -13,8 +13,6 @@ mod settings;
 mod stats;
 
 use axum::Router;
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, patch, post};
 
 use crate::state::AppState;
@@ -47,13 +45,4 @@ pub fn router() -> Router<AppState> {
             "/api/settings",
             get(settings::get_settings).patch(settings::update_settings),
         )
-        .route("/api/openapi.json", get(openapi))
-}
-
-/// `GET /api/openapi.json`: the OpenAPI description of this API.
-async fn openapi() -> Response {
-    match crate::http::web::asset("openapi.json") {
-        Some(bytes) => ([(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        None => AdminError::NotFound("No API description is built in.".to_owned()).into_response(),
-    }
 }
