@@ -665,20 +665,62 @@ def test_deploy_explains_missing_docker_and_bad_ports(tmp_path):
     assert bad_port.returncode == 2 and "usage" in bad_port.stderr
 
 
+def configuration_table():
+    """The configuration variables as `--help` prints them from the code's one table
+    (config::VARIABLES): name -> default ("" for none)."""
+    help_text = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True, check=True).stdout
+    lines = help_text[help_text.index("CONFIGURATION"):].splitlines()[1:]
+    variables = {}
+    for line in lines:
+        # Every line of the section is one variable: a line this does not read fails, rather
+        # than a variable going unchecked.
+        match = re.fullmatch(r"  ([A-Z][A-Z0-9_]+) +.* \(default: (.*)\)", line)
+        assert match, f"not a variable line in --help: {line!r}"
+        name, default = match.groups()
+        variables[name] = "" if default == "none" else default
+    assert variables, "--help lists no variable"
+    return variables
+
+
+def readme_configuration_defaults(text):
+    """The configuration table of a README: name -> the default column as written (rows naming
+    two variables, `A` / `B` with defaults `x` / `y`, give one entry each)."""
+    defaults = {}
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        names = [name.strip().strip("`") for name in cells[0].split(" / ")]
+        values = [value.strip().strip("`") for value in cells[1].split(" / ")]
+        if not all(re.fullmatch(r"[A-Z][A-Z0-9_]+", name) for name in names):
+            continue
+        if len(values) != len(names):
+            values = [cells[1]] * len(names)
+        defaults.update(zip(names, values))
+    return defaults
+
+
 def test_help_the_example_and_both_readmes_list_the_same_variables():
     """The variables --help lists (from the code's one table) are exactly those of .env.example,
-    and both READMEs name every one: adding a setting without documenting it fails here."""
-    help_text = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True, check=True).stdout
-    configuration = help_text[help_text.index("CONFIGURATION"):]
-    in_help = set(re.findall(r"^  ([A-Z][A-Z0-9_]+) ", configuration, re.M))
+    with the same defaults, and both READMEs name every one in their configuration table with its
+    default: adding a setting or changing a default without documenting it fails here."""
+    variables = configuration_table()
     example = (REPO / ".env.example").read_text()
-    in_example = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", example, re.M))
-    assert len(in_help) >= 20, in_help
-    assert in_help == in_example, (in_help ^ in_example)
+    in_example = dict(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=(.*)$", example, re.M))
+    assert set(variables) == set(in_example), set(variables) ^ set(in_example)
+    wrong = {name: (value, variables[name]) for name, value in in_example.items() if value != variables[name]}
+    assert not wrong, f".env.example differs from the defaults (written, real): {wrong}"
     for readme in ("README.md", "README_zh.md"):
         text = (REPO / readme).read_text()
-        missing = sorted(v for v in in_help if f"`{v}`" not in text)
+        missing = sorted(name for name in variables if f"`{name}`" not in text)
         assert not missing, f"{readme} does not name {missing}"
+        table = readme_configuration_defaults(text)
+        absent = sorted(set(variables) - set(table))
+        assert not absent, f"{readme}'s configuration table has no row for {absent}"
+        wrong = {
+            name: (table[name], default) for name, default in variables.items() if default and table[name] != default
+        }
+        assert not wrong, f"{readme} gives other defaults (written, real): {wrong}"
 
 
 def test_check_config_reports_and_refuses(tmp_path):

@@ -57,13 +57,16 @@ pub fn help() -> String {
          CONFIGURATION (environment, or a .env file in the working directory):\n",
         env!("CARGO_PKG_VERSION")
     );
-    for (name, default, meaning) in VARIABLES {
-        let default = if default.is_empty() {
-            "none".to_owned()
+    for variable in VARIABLES {
+        let default = if variable.default.is_empty() {
+            "none"
         } else {
-            default.to_owned()
+            variable.default
         };
-        text.push_str(&format!("  {name:<23} {meaning} (default: {default})\n"));
+        text.push_str(&format!(
+            "  {:<23} {} (default: {default})\n",
+            variable.name, variable.meaning
+        ));
     }
     text
 }
@@ -85,8 +88,14 @@ mod tests {
         );
         assert!(parse(&args(&["--frobnicate"])).is_err());
         let help = help();
-        for (name, _, _) in VARIABLES {
-            assert!(help.contains(name), "{name}");
+        for variable in VARIABLES {
+            let line = format!("{} (default: ", variable.meaning);
+            assert!(
+                help.lines()
+                    .any(|l| l.trim_start().starts_with(variable.name) && l.contains(&line)),
+                "{}",
+                variable.name
+            );
         }
     }
 }

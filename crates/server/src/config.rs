@@ -1,26 +1,8 @@
 //! The gateway's configuration, read once at start from the environment and a `.env` file.
 //!
-//! | variable | default | meaning |
-//! |---|---|---|
-//! | `LISTEN_ADDR` | `0.0.0.0:8080` | where the gateway listens |
-//! | `DATABASE_URL` | `sqlite://data/gemini-pool.db?mode=rwc` | SQLite file (created with its folder), or `postgres://…` for several instances sharing one state |
-//! | `GEMINI_API_KEYS` | none | upstream keys, `KEY` or `KEY@PROJECT`, separated by commas, pipes, spaces or newlines |
-//! | `GEMINI_BASE_URL` | `https://generativelanguage.googleapis.com` | upstream origin |
-//! | `CLIENT_API_KEYS` | none | client keys accepted at start |
-//! | `ADMIN_USERNAME` / `ADMIN_PASSWORD` | `admin` / none | dashboard login |
-//! | `JWT_SECRET` | generated and kept in the database | HMAC secret for admin tokens, at least 32 bytes |
-//! | `DEFAULT_RPM_LIMIT` / `DEFAULT_RPD_LIMIT` | 10 / 250 | per project and model |
-//! | `MAX_RETRIES` | 3 | other keys tried for one request before giving up |
-//! | `UPSTREAM_TIMEOUT_SECS` | 300 | whole non-streaming upstream call; a stream's idle limit |
-//! | `OUTBOUND_PROXY` | none | `http://`, `https://` or `socks5://` proxy for upstream traffic |
-//! | `UPSTREAM_H2C` | `false` | HTTP/2 without TLS to an `http://` upstream |
-//! | `CLIENT_HEADER_TIMEOUT_SECS` | 30 | time a client has to send a request head |
-//! | `CLIENT_IDLE_TIMEOUT_SECS` | 330 | a client connection with no byte moving for this long closes |
-//! | `MAX_CONNECTIONS` | 10000 | client connections served at once |
-//! | `SHUTDOWN_GRACE_SECS` | 30 | on SIGTERM, time in-flight requests get before streams are cut |
-//! | `METRICS_TOKEN` | none | bearer token `/metrics` needs, when set |
-//! | `RUST_LOG` | `info` | log filter |
-//! | `LOG_FORMAT` | `text` | `json` for JSON lines |
+//! Every variable, its default and its meaning are in one table, [`VARIABLES`]: `--help` prints
+//! it, parsing takes its defaults from it, and tests check `.env.example` and both READMEs
+//! against it (`gemini-pool --help` shows it as text).
 //!
 //! Parsing takes a lookup function instead of reading the process environment, so tests build a
 //! `Config` from a map. Every error names the variable and never echoes a secret.
@@ -33,98 +15,149 @@ use secrecy::{ExposeSecret, SecretString};
 use store::NewUpstreamKey;
 use url::Url;
 
-/// Every variable the configuration reads: name, default, meaning (for `--help`, `.env.example`
-/// and its test).
-pub const VARIABLES: [(&str, &str, &str); 21] = [
-    ("LISTEN_ADDR", "0.0.0.0:8080", "where the gateway listens"),
-    (
-        "DATABASE_URL",
-        "sqlite://data/gemini-pool.db?mode=rwc",
-        "SQLite file (created with its folder), or postgres://… for several instances sharing one state",
-    ),
-    (
-        "GEMINI_API_KEYS",
-        "",
-        "upstream keys, KEY or KEY@PROJECT, separated by commas, pipes, spaces or newlines",
-    ),
-    (
-        "GEMINI_BASE_URL",
-        "https://generativelanguage.googleapis.com",
-        "upstream origin",
-    ),
-    (
-        "CLIENT_API_KEYS",
-        "",
-        "client keys accepted at start (more are created in the dashboard)",
-    ),
-    ("ADMIN_USERNAME", "admin", "dashboard login name"),
-    (
-        "ADMIN_PASSWORD",
-        "",
-        "dashboard password, or its argon2 hash (gemini-pool hash-password); generated and printed once when unset",
-    ),
-    (
-        "JWT_SECRET",
-        "",
-        "HMAC secret for admin sessions, at least 32 bytes; generated and kept in the database when unset",
-    ),
-    (
-        "DEFAULT_RPM_LIMIT",
-        "10",
-        "requests per minute per project and model",
-    ),
-    (
-        "DEFAULT_RPD_LIMIT",
-        "250",
-        "requests per Pacific day per project and model",
-    ),
-    (
-        "MAX_RETRIES",
-        "3",
-        "other keys tried for one request before giving up",
-    ),
-    (
-        "UPSTREAM_TIMEOUT_SECS",
-        "300",
-        "limit on a whole non-streaming upstream call; a stream's idle limit",
-    ),
-    (
-        "OUTBOUND_PROXY",
-        "",
-        "http://, https:// or socks5:// proxy for upstream traffic",
-    ),
-    (
-        "UPSTREAM_H2C",
-        "false",
-        "true to speak HTTP/2 without TLS to an http:// GEMINI_BASE_URL (a local stand-in or sidecar); https negotiates HTTP/2 either way",
-    ),
-    (
-        "CLIENT_HEADER_TIMEOUT_SECS",
-        "30",
-        "seconds a client connection has to send a whole request head, from opening or from its previous response (also the keep-alive idle limit)",
-    ),
-    (
-        "CLIENT_IDLE_TIMEOUT_SECS",
-        "330",
-        "a client connection with no byte moving either way for this many seconds is closed (never less than UPSTREAM_TIMEOUT_SECS + 30)",
-    ),
-    (
-        "MAX_CONNECTIONS",
-        "10000",
-        "client connections served at once; more are answered 503 (lowered to what the open-file limit allows)",
-    ),
-    (
-        "SHUTDOWN_GRACE_SECS",
-        "30",
-        "on SIGTERM, seconds in-flight requests get to finish; streams still open then end with an error event",
-    ),
-    (
-        "METRICS_TOKEN",
-        "",
-        "when set, /metrics needs 'Authorization: Bearer <token>' and names projects; unset, /metrics is public without project names",
-    ),
-    ("RUST_LOG", "info", "log filter"),
-    ("LOG_FORMAT", "text", "text, or json for JSON lines"),
+/// One configuration variable, as `--help`, `.env.example` and the parser know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Variable {
+    /// The environment variable's name.
+    pub name: &'static str,
+    /// The value used when the variable is unset or empty, as `.env.example` writes it; empty
+    /// for none.
+    pub default: &'static str,
+    /// What it sets, in one line.
+    pub meaning: &'static str,
+}
+
+// One constant per variable, so that the parser names a variable the compiler checks instead of
+// a string; `VARIABLES` lists them all.
+const LISTEN_ADDR: Variable = Variable {
+    name: "LISTEN_ADDR",
+    default: "0.0.0.0:8080",
+    meaning: "where the gateway listens",
+};
+const DATABASE_URL: Variable = Variable {
+    name: "DATABASE_URL",
+    default: "sqlite://data/gemini-pool.db?mode=rwc",
+    meaning: "SQLite file (created with its folder), or postgres://… for several instances sharing one state",
+};
+const GEMINI_API_KEYS: Variable = Variable {
+    name: "GEMINI_API_KEYS",
+    default: "",
+    meaning: "upstream keys, KEY or KEY@PROJECT, separated by commas, pipes, spaces or newlines",
+};
+const GEMINI_BASE_URL: Variable = Variable {
+    name: "GEMINI_BASE_URL",
+    default: "https://generativelanguage.googleapis.com",
+    meaning: "upstream origin",
+};
+const CLIENT_API_KEYS: Variable = Variable {
+    name: "CLIENT_API_KEYS",
+    default: "",
+    meaning: "client keys accepted at start (more are created in the dashboard)",
+};
+const ADMIN_USERNAME: Variable = Variable {
+    name: "ADMIN_USERNAME",
+    default: "admin",
+    meaning: "dashboard login name",
+};
+const ADMIN_PASSWORD: Variable = Variable {
+    name: "ADMIN_PASSWORD",
+    default: "",
+    meaning: "dashboard password, or its argon2 hash (gemini-pool hash-password); generated and printed once when unset",
+};
+const JWT_SECRET: Variable = Variable {
+    name: "JWT_SECRET",
+    default: "",
+    meaning: "HMAC secret for admin sessions, at least 32 bytes; generated and kept in the database when unset",
+};
+const DEFAULT_RPM_LIMIT: Variable = Variable {
+    name: "DEFAULT_RPM_LIMIT",
+    default: "10",
+    meaning: "requests per minute per project and model",
+};
+const DEFAULT_RPD_LIMIT: Variable = Variable {
+    name: "DEFAULT_RPD_LIMIT",
+    default: "250",
+    meaning: "requests per Pacific day per project and model",
+};
+const MAX_RETRIES: Variable = Variable {
+    name: "MAX_RETRIES",
+    default: "3",
+    meaning: "other keys tried for one request before giving up",
+};
+const UPSTREAM_TIMEOUT_SECS: Variable = Variable {
+    name: "UPSTREAM_TIMEOUT_SECS",
+    default: "300",
+    meaning: "limit on a whole non-streaming upstream call; a stream's idle limit",
+};
+const OUTBOUND_PROXY: Variable = Variable {
+    name: "OUTBOUND_PROXY",
+    default: "",
+    meaning: "http://, https:// or socks5:// proxy for upstream traffic",
+};
+const UPSTREAM_H2C: Variable = Variable {
+    name: "UPSTREAM_H2C",
+    default: "false",
+    meaning: "true to speak HTTP/2 without TLS to an http:// GEMINI_BASE_URL (a local stand-in or sidecar); https negotiates HTTP/2 either way",
+};
+const CLIENT_HEADER_TIMEOUT_SECS: Variable = Variable {
+    name: "CLIENT_HEADER_TIMEOUT_SECS",
+    default: "30",
+    meaning: "seconds a client connection has to send a whole request head, from opening or from its previous response (also the keep-alive idle limit)",
+};
+const CLIENT_IDLE_TIMEOUT_SECS: Variable = Variable {
+    name: "CLIENT_IDLE_TIMEOUT_SECS",
+    default: "330",
+    meaning: "a client connection with no byte moving either way for this many seconds is closed (never less than UPSTREAM_TIMEOUT_SECS + 30)",
+};
+const MAX_CONNECTIONS: Variable = Variable {
+    name: "MAX_CONNECTIONS",
+    default: "10000",
+    meaning: "client connections served at once; more are answered 503 (lowered to what the open-file limit allows)",
+};
+const SHUTDOWN_GRACE_SECS: Variable = Variable {
+    name: "SHUTDOWN_GRACE_SECS",
+    default: "30",
+    meaning: "on SIGTERM, seconds in-flight requests get to finish; streams still open then end with an error event",
+};
+const METRICS_TOKEN: Variable = Variable {
+    name: "METRICS_TOKEN",
+    default: "",
+    meaning: "when set, /metrics needs 'Authorization: Bearer <token>' and names projects; unset, /metrics is public without project names",
+};
+const RUST_LOG: Variable = Variable {
+    name: "RUST_LOG",
+    default: "info",
+    meaning: "log filter",
+};
+const LOG_FORMAT: Variable = Variable {
+    name: "LOG_FORMAT",
+    default: "text",
+    meaning: "text, or json for JSON lines",
+};
+
+/// Every variable the configuration reads, in the order `--help` and `.env.example` list them.
+pub const VARIABLES: &[Variable] = &[
+    LISTEN_ADDR,
+    DATABASE_URL,
+    GEMINI_API_KEYS,
+    GEMINI_BASE_URL,
+    CLIENT_API_KEYS,
+    ADMIN_USERNAME,
+    ADMIN_PASSWORD,
+    JWT_SECRET,
+    DEFAULT_RPM_LIMIT,
+    DEFAULT_RPD_LIMIT,
+    MAX_RETRIES,
+    UPSTREAM_TIMEOUT_SECS,
+    OUTBOUND_PROXY,
+    UPSTREAM_H2C,
+    CLIENT_HEADER_TIMEOUT_SECS,
+    CLIENT_IDLE_TIMEOUT_SECS,
+    MAX_CONNECTIONS,
+    SHUTDOWN_GRACE_SECS,
+    METRICS_TOKEN,
+    RUST_LOG,
+    LOG_FORMAT,
 ];
 
 /// Log line format.
@@ -204,88 +237,89 @@ impl Config {
     /// Parses the configuration from `lookup` (the environment, then `.env`, in `main`).
     /// Empty values count as unset.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |name: &str| {
-            lookup(name)
+        // The value set, or else the table's default; `None` when both are empty.
+        let value = |variable: &Variable| {
+            lookup(variable.name)
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
+                .or_else(|| (!variable.default.is_empty()).then(|| variable.default.to_owned()))
+        };
+        let number = |variable: &Variable, minimum: u32| {
+            parse_number(variable.name, value(variable).unwrap_or_default(), minimum)
+        };
+        let seconds = |variable: &Variable, minimum: u32| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(u64::from(number(variable, minimum)?)))
         };
 
-        let listen_addr = get("LISTEN_ADDR")
-            .unwrap_or_else(|| "0.0.0.0:8080".to_owned())
+        let listen_addr = value(&LISTEN_ADDR)
+            .unwrap_or_default()
             .parse()
-            .map_err(|_| error("LISTEN_ADDR", "expected an address such as 0.0.0.0:8080"))?;
+            .map_err(|_| {
+                error(
+                    LISTEN_ADDR.name,
+                    format!("expected an address such as {}", LISTEN_ADDR.default),
+                )
+            })?;
 
-        let database_url = get("DATABASE_URL")
-            .unwrap_or_else(|| "sqlite://data/gemini-pool.db?mode=rwc".to_owned());
+        let database_url = value(&DATABASE_URL).unwrap_or_default();
         if store::Backend::of_url(&database_url).is_none() {
             return Err(error(
-                "DATABASE_URL",
+                DATABASE_URL.name,
                 "expected a sqlite:// or postgres:// URL",
             ));
         }
 
         let upstream_base_url = parse_url(
-            "GEMINI_BASE_URL",
-            &get("GEMINI_BASE_URL")
-                .unwrap_or_else(|| "https://generativelanguage.googleapis.com".to_owned()),
+            GEMINI_BASE_URL.name,
+            &value(&GEMINI_BASE_URL).unwrap_or_default(),
             &["http", "https"],
         )?;
-        let outbound_proxy = get("OUTBOUND_PROXY")
+        let outbound_proxy = value(&OUTBOUND_PROXY)
             .map(|proxy| {
                 parse_url(
-                    "OUTBOUND_PROXY",
+                    OUTBOUND_PROXY.name,
                     &proxy,
                     &["http", "https", "socks5", "socks5h"],
                 )
             })
             .transpose()?;
 
-        let jwt_secret = get("JWT_SECRET").map(SecretString::from);
+        let jwt_secret = value(&JWT_SECRET).map(SecretString::from);
         if let Some(secret) = &jwt_secret
             && secret.expose_secret().len() < 32
         {
             return Err(error(
-                "JWT_SECRET",
+                JWT_SECRET.name,
                 "must be at least 32 bytes long (try: openssl rand -hex 32)",
             ));
         }
 
-        let upstream_h2c = match get("UPSTREAM_H2C")
+        let upstream_h2c = match value(&UPSTREAM_H2C)
             .map(|v| v.to_ascii_lowercase())
             .as_deref()
         {
-            None | Some("false" | "0" | "no") => false,
+            Some("false" | "0" | "no") => false,
             Some("true" | "1" | "yes") => true,
-            Some(_) => return Err(error("UPSTREAM_H2C", "expected true or false")),
+            _ => return Err(error(UPSTREAM_H2C.name, "expected true or false")),
         };
 
-        let log_format = match get("LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
+        let log_format = match value(&LOG_FORMAT).as_deref() {
+            Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
-            Some(_) => return Err(error("LOG_FORMAT", "expected text or json")),
+            _ => return Err(error(LOG_FORMAT.name, "expected text or json")),
         };
 
-        let upstream_timeout = Duration::from_secs(u64::from(parse_number(
-            "UPSTREAM_TIMEOUT_SECS",
-            get("UPSTREAM_TIMEOUT_SECS"),
-            300,
-            1,
-        )?));
-        let client_idle_timeout = Duration::from_secs(u64::from(parse_number(
-            "CLIENT_IDLE_TIMEOUT_SECS",
-            get("CLIENT_IDLE_TIMEOUT_SECS"),
-            330,
-            1,
-        )?))
+        let upstream_timeout = seconds(&UPSTREAM_TIMEOUT_SECS, 1)?;
         // A native stream may stay silent while a model thinks, up to the upstream timeout:
         // the idle limit must not cut it first.
-        .max(upstream_timeout + Duration::from_secs(30));
-        let metrics_token = get("METRICS_TOKEN").map(SecretString::from);
+        let client_idle_timeout =
+            seconds(&CLIENT_IDLE_TIMEOUT_SECS, 1)?.max(upstream_timeout + Duration::from_secs(30));
+        let metrics_token = value(&METRICS_TOKEN).map(SecretString::from);
         if let Some(token) = &metrics_token
             && token.expose_secret().len() < 16
         {
             return Err(error(
-                "METRICS_TOKEN",
+                METRICS_TOKEN.name,
                 "must be at least 16 characters long",
             ));
         }
@@ -293,34 +327,24 @@ impl Config {
         Ok(Self {
             listen_addr,
             database_url,
-            upstream_keys: parse_upstream_keys(get("GEMINI_API_KEYS").as_deref().unwrap_or(""))?,
+            upstream_keys: parse_upstream_keys(&value(&GEMINI_API_KEYS).unwrap_or_default())?,
             upstream_base_url,
-            client_keys: parse_client_keys(get("CLIENT_API_KEYS").as_deref().unwrap_or(""))?,
-            admin_username: get("ADMIN_USERNAME").unwrap_or_else(|| "admin".to_owned()),
-            admin_password: get("ADMIN_PASSWORD").map(SecretString::from),
+            client_keys: parse_client_keys(&value(&CLIENT_API_KEYS).unwrap_or_default())?,
+            admin_username: value(&ADMIN_USERNAME).unwrap_or_default(),
+            admin_password: value(&ADMIN_PASSWORD).map(SecretString::from),
             jwt_secret,
-            default_rpm_limit: parse_number("DEFAULT_RPM_LIMIT", get("DEFAULT_RPM_LIMIT"), 10, 1)?,
-            default_rpd_limit: parse_number("DEFAULT_RPD_LIMIT", get("DEFAULT_RPD_LIMIT"), 250, 1)?,
-            max_retries: parse_number("MAX_RETRIES", get("MAX_RETRIES"), 3, 0)?,
+            default_rpm_limit: number(&DEFAULT_RPM_LIMIT, 1)?,
+            default_rpd_limit: number(&DEFAULT_RPD_LIMIT, 1)?,
+            max_retries: number(&MAX_RETRIES, 0)?,
             upstream_timeout,
             outbound_proxy,
             upstream_h2c,
-            client_header_timeout: Duration::from_secs(u64::from(parse_number(
-                "CLIENT_HEADER_TIMEOUT_SECS",
-                get("CLIENT_HEADER_TIMEOUT_SECS"),
-                30,
-                1,
-            )?)),
+            client_header_timeout: seconds(&CLIENT_HEADER_TIMEOUT_SECS, 1)?,
             client_idle_timeout,
-            max_connections: parse_number("MAX_CONNECTIONS", get("MAX_CONNECTIONS"), 10_000, 1)?,
-            shutdown_grace: Duration::from_secs(u64::from(parse_number(
-                "SHUTDOWN_GRACE_SECS",
-                get("SHUTDOWN_GRACE_SECS"),
-                30,
-                0,
-            )?)),
+            max_connections: number(&MAX_CONNECTIONS, 1)?,
+            shutdown_grace: seconds(&SHUTDOWN_GRACE_SECS, 0)?,
             metrics_token,
-            log_filter: get("RUST_LOG").unwrap_or_else(|| "info".to_owned()),
+            log_filter: value(&RUST_LOG).unwrap_or_default(),
             log_format,
         })
     }
@@ -422,15 +446,7 @@ pub fn redacted_url(text: &str) -> String {
     url.to_string()
 }
 
-fn parse_number(
-    variable: &'static str,
-    value: Option<String>,
-    default: u32,
-    minimum: u32,
-) -> Result<u32, ConfigError> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
+fn parse_number(variable: &'static str, value: String, minimum: u32) -> Result<u32, ConfigError> {
     match value.parse::<u32>() {
         Ok(number) if number >= minimum => Ok(number),
         _ => Err(error(
@@ -684,7 +700,7 @@ mod tests {
             .collect();
         listed.sort_unstable();
         listed.dedup();
-        let mut expected: Vec<&str> = VARIABLES.iter().map(|(name, _, _)| *name).collect();
+        let mut expected: Vec<&str> = VARIABLES.iter().map(|variable| variable.name).collect();
         expected.sort_unstable();
         assert_eq!(listed, expected);
         // The example parses into a valid configuration, and its defaults are the real ones.
@@ -695,9 +711,9 @@ mod tests {
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
         Config::from_lookup(|name| values.get(name).cloned()).unwrap();
-        for (name, default, _) in VARIABLES {
-            if let Some(value) = values.get(name).filter(|v| !v.is_empty()) {
-                assert_eq!(value, default, "{name}");
+        for variable in VARIABLES {
+            if let Some(value) = values.get(variable.name).filter(|v| !v.is_empty()) {
+                assert_eq!(value, variable.default, "{}", variable.name);
             }
         }
     }

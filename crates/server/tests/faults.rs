@@ -1,8 +1,10 @@
 //! The real `gemini-pool` binary against a misbehaving upstream: hangs before headers and in
 //! the middle of a stream, reset connections, malformed JSON, truncated SSE, a slow drip, and
 //! storms of 429s and 5xx. Every client request ends within the configured timeout with a
-//! success or a well-formed error in its dialect; retries stay within the retry budget; and
-//! after the storm the process is back near idle (memory, open descriptors, upstream streams).
+//! success or a well-formed error in its dialect; one fault with a healthy second key ends in
+//! the answer failover gives (or, past a stream's commit point, the first key's answer cut with
+//! an error event); retries stay within the retry budget; and after the storm the process is
+//! back near idle (memory, open descriptors, upstream streams).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -197,6 +199,120 @@ fn problem(mode: Mode, outcome: &Outcome) -> Option<String> {
     })
 }
 
+/// Waits (up to 30 s) until `/metrics` shows no project cooling for any model.
+async fn wait_until_every_project_serves(http: &reqwest::Client, base: &str) {
+    for _ in 0..600 {
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let cooling = metrics.lines().any(|line| {
+            line.starts_with("gateway_model_projects{")
+                && line.contains("state=\"cooling_")
+                && line.split_whitespace().last() != Some("0")
+        });
+        if !cooling {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("a project is still cooling after 30 s");
+}
+
+/// What a client asking "hi" gets when one upstream answer has `fault` and the other key is
+/// healthy.
+struct Expected {
+    /// The answer's text, put together from every event of a stream.
+    text: &'static str,
+    /// The stream broke after its first event reached the client (the commit point), so it
+    /// ends with an error event instead of moving to the other key.
+    cut_after_commit: bool,
+}
+
+fn single_fault_answer(fault: Fault, mode: Mode) -> Expected {
+    let streamed = matches!(mode, Mode::OpenAiStream | Mode::NativeStream);
+    // The mock's own answer to "hi", which the healthy key gives.
+    let failover = Expected {
+        text: "Echo: hi",
+        cut_after_commit: false,
+    };
+    match fault {
+        // Broken or stalled after the mock's first event ("Hello"): a stream has relayed it.
+        Fault::HangMidStream | Fault::TruncatedSse if streamed => Expected {
+            text: "Hello",
+            cut_after_commit: true,
+        },
+        // A slow but whole stream ("Hello there") is a success of the first key.
+        Fault::SlowDrip if streamed => Expected {
+            text: "Hello there",
+            cut_after_commit: false,
+        },
+        // Everything else fails before the commit point: hangs, resets and cut bodies, and for
+        // one-JSON requests any answer that is not whole JSON (an event stream included).
+        _ => failover,
+    }
+}
+
+/// The data of every event of an SSE body.
+fn sse_events(body: &str) -> Vec<Value> {
+    body.replace("\r\n", "\n")
+        .split("\n\n")
+        .filter_map(|event| {
+            event
+                .lines()
+                .find_map(|line| line.strip_prefix("data:"))
+                .and_then(|data| serde_json::from_str(data.trim()).ok())
+        })
+        .collect()
+}
+
+/// The answer's text: every text part (or content delta) of the body, in order.
+fn answer_text(mode: Mode, body: &str) -> String {
+    let native_text = |answer: &Value| -> String {
+        answer["candidates"][0]["content"]["parts"]
+            .as_array()
+            .map(|parts| {
+                parts
+                    .iter()
+                    .filter_map(|part| part["text"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match mode {
+        Mode::OpenAi => serde_json::from_str::<Value>(body)
+            .ok()
+            .and_then(|v| {
+                v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .unwrap_or_default(),
+        Mode::Native => serde_json::from_str::<Value>(body)
+            .map(|v| native_text(&v))
+            .unwrap_or_default(),
+        Mode::OpenAiStream => sse_events(body)
+            .iter()
+            .filter_map(|event| event["choices"][0]["delta"]["content"].as_str())
+            .collect(),
+        Mode::NativeStream => sse_events(body).iter().map(native_text).collect(),
+    }
+}
+
+/// Whether a stream's last event is an error.
+fn ends_with_error_event(mode: Mode, body: &str) -> bool {
+    match mode {
+        Mode::OpenAiStream | Mode::NativeStream => sse_events(body)
+            .last()
+            .is_some_and(|event| event.get("error").is_some()),
+        Mode::OpenAi | Mode::Native => false,
+    }
+}
+
 fn keys(n: usize) -> (Vec<MockKey>, String) {
     let keys: Vec<MockKey> = (0..n)
         .map(|i| MockKey::new(format!("AIzaFault-key-{i:02}"), format!("proj-{i:02}")))
@@ -260,10 +376,31 @@ async fn every_request_ends_well_whatever_the_upstream_does_and_nothing_leaks() 
     let mut problems = Vec::new();
     for fault in faults {
         for mode in MODES {
+            // A fault cools its project for a moment: the next case starts once both are back,
+            // so that there is a healthy second key to fail over to.
+            wait_until_every_project_serves(&http, &gateway.base).await;
             mock.inject(Injection::fault(fault, 1));
             let outcome = ask(&http, &gateway.base, mode).await;
             if let Some(problem) = problem(mode, &outcome) {
                 problems.push(format!("{fault:?} {problem}"));
+            }
+            // One fault and a healthy second key: a well-formed error is not enough, the
+            // answer is the one failover (or, past the commit point, the first key) gives.
+            let expected = single_fault_answer(fault, mode);
+            let text = answer_text(mode, &outcome.body);
+            if outcome.status != 200 || text != expected.text {
+                problems.push(format!(
+                    "{fault:?} {mode:?}: expected 200 {:?}, got {} {text:?}: {}",
+                    expected.text,
+                    outcome.status,
+                    outcome.body.chars().take(300).collect::<String>()
+                ));
+            }
+            if ends_with_error_event(mode, &outcome.body) != expected.cut_after_commit {
+                problems.push(format!(
+                    "{fault:?} {mode:?}: an error event at the end is expected: {}",
+                    expected.cut_after_commit
+                ));
             }
             if outcome.took > deadline {
                 problems.push(format!("{fault:?} {mode:?}: took {:?}", outcome.took));

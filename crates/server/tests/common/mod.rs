@@ -14,6 +14,8 @@ use server::AppState;
 use server::config::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+pub mod admin;
+
 /// The client key every test uses.
 pub const CLIENT_KEY: &str = "test-client-key-0001";
 
