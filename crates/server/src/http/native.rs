@@ -142,7 +142,7 @@ async fn relay_answer(
     attempts: &mut Attempts,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Relayed, UpstreamFailure> {
-    let committed = app
+    let mut committed = app
         .relay
         .send_with_failover_after(outgoing, attempts)
         .await?;
@@ -150,7 +150,34 @@ async fn relay_answer(
         .uri
         .query()
         .is_some_and(|query| query.contains("alt=sse"));
-    let upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
+    // A stream asked for that came back as one JSON (the upstream's choice for this key) is read
+    // whole; if it is unusable, the next key's answer is judged afresh, since that one may
+    // stream.
+    let mut upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
+    while path.is_streaming()
+        && answers_in_one_json(
+            path,
+            &parts.method,
+            asked_sse,
+            upstream_sse,
+            &committed.response,
+        )
+    {
+        match app
+            .relay
+            .read_one_answer(committed, AnswerKind::Json, ANSWER_LIMIT)
+            .await
+        {
+            Ok(whole) => return Ok(Relayed::Done(whole_json(whole, attempts, meter))),
+            Err(unusable) => {
+                committed = app
+                    .relay
+                    .after_unusable_answer(outgoing, &unusable.key, attempts, unusable.trouble)
+                    .await?;
+                upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
+            }
+        }
+    }
     if answers_in_one_json(
         path,
         &parts.method,
@@ -167,15 +194,7 @@ async fn relay_answer(
             .relay
             .read_whole_answer(outgoing, committed, attempts, kind, ANSWER_LIMIT)
             .await?;
-        if let Some(meter) = meter.as_mut() {
-            meter.set_key(&whole.key);
-        }
-        let tap = meter.take().map(|mut meter| {
-            meter.set_attempts(attempts);
-            meter.set_status(whole.status.as_u16());
-            UsageTap::new(BodyKind::Json, meter)
-        });
-        return Ok(Relayed::Done(whole_response(whole, tap)));
+        return Ok(Relayed::Done(whole_json(whole, attempts, meter)));
     }
     if path.is_streaming() && upstream_sse && committed.response.status().is_success() {
         let opened = app
@@ -199,6 +218,21 @@ async fn relay_answer(
         )));
     }
     Ok(Relayed::Other(committed))
+}
+
+/// The response for a one-JSON answer read whole, metered.
+fn whole_json(
+    whole: WholeAnswer,
+    attempts: &Attempts,
+    meter: &mut Option<RequestMeter>,
+) -> Response {
+    let tap = meter.take().map(|mut meter| {
+        meter.set_key(&whole.key);
+        meter.set_attempts(attempts);
+        meter.set_status(whole.status.as_u16());
+        UsageTap::new(BodyKind::Json, meter)
+    });
+    whole_response(whole, tap)
 }
 
 /// Relays any other success (lists, files, operations, uploads' metadata) as it comes.

@@ -389,47 +389,32 @@ impl Relay {
         limit: usize,
     ) -> Result<WholeAnswer, UpstreamFailure> {
         loop {
-            let key = Arc::clone(&committed.key);
-            let status = committed.response.status();
-            let headers = allowlisted(committed.response.headers(), &RELAYED_RESPONSE_HEADERS);
-            let read = read_limited(committed.response, limit).await;
-            let trouble = match &read {
-                Err(()) => UpstreamFailure::Malformed,
-                Ok(body) => match kind {
-                    AnswerKind::Json
-                        if serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok() =>
-                    {
-                        return Ok(WholeAnswer {
-                            status,
-                            headers,
-                            body: read.unwrap_or_default(),
-                            key,
-                        });
-                    }
-                    AnswerKind::Content => match AnswerShape::read(body) {
-                        Some(shape) if !shape.is_empty() => {
-                            return Ok(WholeAnswer {
-                                status,
-                                headers,
-                                body: read.unwrap_or_default(),
-                                key,
-                            });
-                        }
-                        Some(_) => UpstreamFailure::Empty,
-                        None => UpstreamFailure::Malformed,
-                    },
-                    AnswerKind::Json => UpstreamFailure::Malformed,
-                },
-            };
-            committed = self
-                .after_unusable_answer(outgoing, &key, attempts, trouble)
-                .await?;
+            match read_answer(committed, kind, limit).await {
+                Ok(whole) => return Ok(whole),
+                Err(Unusable { key, trouble }) => {
+                    committed = self
+                        .after_unusable_answer(outgoing, &key, attempts, trouble)
+                        .await?;
+                }
+            }
         }
+    }
+
+    /// Reads one committed one-JSON answer whole, for a caller that judges each key's answer
+    /// afresh (a stream request whose first key answered in JSON: the next key may stream). On
+    /// an unusable answer, [`Relay::after_unusable_answer`] moves on.
+    pub async fn read_one_answer(
+        &self,
+        committed: Committed,
+        kind: AnswerKind,
+        limit: usize,
+    ) -> Result<WholeAnswer, Unusable> {
+        read_answer(committed, kind, limit).await
     }
 
     /// A committed answer turned out unusable (`trouble`: empty or malformed): notes it on the
     /// key, and moves on to another key; when none is left, `trouble` is the answer.
-    async fn after_unusable_answer(
+    pub async fn after_unusable_answer(
         &self,
         outgoing: &Outgoing,
         key: &Arc<PoolKey>,
@@ -599,6 +584,52 @@ impl Relay {
             ),
         };
         UpstreamFailure::NoUsableKey(message)
+    }
+}
+
+/// An answer that cannot be relayed, and the key that gave it.
+pub struct Unusable {
+    /// The key that gave it.
+    pub key: Arc<PoolKey>,
+    /// Empty or malformed.
+    pub trouble: UpstreamFailure,
+}
+
+/// Reads `committed` whole (at most `limit` bytes) and checks it is `kind`.
+async fn read_answer(
+    committed: Committed,
+    kind: AnswerKind,
+    limit: usize,
+) -> Result<WholeAnswer, Unusable> {
+    let key = Arc::clone(&committed.key);
+    let status = committed.response.status();
+    let headers = allowlisted(committed.response.headers(), &RELAYED_RESPONSE_HEADERS);
+    let body = match read_limited(committed.response, limit).await {
+        Ok(body) => body,
+        Err(()) => {
+            return Err(Unusable {
+                key,
+                trouble: UpstreamFailure::Malformed,
+            });
+        }
+    };
+    let trouble = match kind {
+        AnswerKind::Json if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_ok() => None,
+        AnswerKind::Json => Some(UpstreamFailure::Malformed),
+        AnswerKind::Content => match AnswerShape::read(&body) {
+            Some(shape) if !shape.is_empty() => None,
+            Some(_) => Some(UpstreamFailure::Empty),
+            None => Some(UpstreamFailure::Malformed),
+        },
+    };
+    match trouble {
+        None => Ok(WholeAnswer {
+            status,
+            headers,
+            body,
+            key,
+        }),
+        Some(trouble) => Err(Unusable { key, trouble }),
     }
 }
 
