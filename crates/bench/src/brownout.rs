@@ -127,6 +127,7 @@ pub(crate) async fn brownout(
         ours: format!("{:.0} ms", to_full_service.as_secs_f64() * 1000.0),
         floor: "–".into(),
         ratio: "–".into(),
+        nginx: None,
         met: Some(after_ok && to_full_service <= Duration::from_secs(2)),
     });
     rows.push(Row {
@@ -139,6 +140,7 @@ pub(crate) async fn brownout(
         ours: format!("{calls_during} ({per_second:.1}/s)"),
         floor: "–".into(),
         ratio: "–".into(),
+        nginx: None,
         met: Some((calls_during as usize) < during.len().max(1)),
     });
     rows.push(Row {
@@ -156,6 +158,7 @@ pub(crate) async fn brownout(
         ),
         floor: "–".into(),
         ratio: "–".into(),
+        nginx: None,
         met: None,
     });
     drop(gateway);

@@ -264,11 +264,31 @@ pub(crate) async fn interleaved<const N: usize>(
     count: usize,
     first_byte_only: bool,
 ) -> [Sample; N] {
+    interleaved_beside(http, calls, None, count, first_byte_only)
+        .await
+        .0
+}
+
+/// [`interleaved`], with `beside` (an entrant not always there) last in every round.
+pub(crate) async fn interleaved_beside<const N: usize>(
+    http: &reqwest::Client,
+    calls: &[Call; N],
+    beside: Option<&Call>,
+    count: usize,
+    first_byte_only: bool,
+) -> ([Sample; N], Option<Sample>) {
     let mut runs: [Vec<Sample>; N] = std::array::from_fn(|_| Vec::new());
+    let mut beside_runs = Vec::new();
     for _ in 0..10 {
         for (call, runs) in calls.iter().zip(runs.iter_mut()) {
             runs.push(sequential(http, call, count / 10, first_byte_only).await);
         }
+        if let Some(call) = beside {
+            beside_runs.push(sequential(http, call, count / 10, first_byte_only).await);
+        }
     }
-    runs.map(Sample::merged)
+    (
+        runs.map(Sample::merged),
+        beside.map(|_| Sample::merged(beside_runs)),
+    )
 }

@@ -1,18 +1,21 @@
 //! The benchmark rig: `cargo run -p bench --release -- all` (every scenario, a report in
 //! `results/`), `-- smoke` (a short S1 + S4 with a generous gate, for CI). Everything runs on
 //! loopback: the `mock-gemini` stand-in in its fast mode, a floor proxy (the same stack doing only
-//! key swap and byte piping), and the gateway; the gateway and the floor are pinned to core 1, the
-//! load and the mock to core 0.
+//! key swap and byte piping), nginx as a second floor where it is installed
+//! (`./scripts/nginx-floor.sh`), and the gateway; the gateway and the floors are pinned to core 1,
+//! the load and the mock to core 0.
 
 mod brownout;
 mod floor;
 mod load;
+mod nginx;
 mod peers;
 mod procs;
 mod report;
 mod rig;
 mod scenarios;
 mod streams;
+mod versus;
 
 use std::process::ExitCode;
 
@@ -43,7 +46,7 @@ fn main() -> ExitCode {
         ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
         ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
         ["peers"] => runtime.block_on(peers::run()),
-        _ => Err("usage: bench all | smoke | peers | part S2|S3|S5|S6|S8|S11 ...".to_owned()),
+        _ => Err("usage: bench all | smoke | peers | part S1|S2|S3|S4|S5|S6|S8|S11 ...".to_owned()),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -61,13 +61,22 @@ impl Server {
         core: Option<usize>,
         health: &str,
     ) -> Result<Self, String> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let args = args_for(port);
+        let port = free_port()?;
+        Self::start_ready(program, &args_for(port), env, core, port, health)
+    }
+
+    /// Starts a server that listens on `port` (told by `args` or a config file it reads), ready
+    /// when `health` answers 200 (within 120 s).
+    pub fn start_ready(
+        program: &Path,
+        args: &[String],
+        env: &[(&str, String)],
+        core: Option<usize>,
+        port: u16,
+        health: &str,
+    ) -> Result<Self, String> {
         let mut child = on_core(program, core)
-            .args(&args)
+            .args(args)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -88,6 +97,7 @@ impl Server {
             std::thread::sleep(Duration::from_millis(200));
         }
         let _ = child.kill();
+        let _ = child.wait();
         Err(format!("{} did not become ready", program.display()))
     }
 
@@ -105,6 +115,14 @@ impl Server {
     pub fn memory_kib(&self) -> (u64, u64) {
         memory_kib(self.pid())
     }
+}
+
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| e.to_string())
 }
 
 /// Resident memory of a process now and at its peak, in KiB.

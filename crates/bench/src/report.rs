@@ -19,8 +19,35 @@ pub struct Row {
     pub floor: String,
     /// Ours / floor, when meaningful.
     pub ratio: String,
+    /// The nginx floor's figure and ours over it, in the rows measured against it (S1, S3, S4).
+    pub nginx: Option<Versus>,
     /// Whether the target is met (`None`: not measured or no target).
     pub met: Option<bool>,
+}
+
+/// A second floor's figure in a row, and ours over it.
+#[derive(Debug, Clone)]
+pub struct Versus {
+    /// Its figure, or why there is none.
+    pub figure: String,
+    /// Ours / its.
+    pub ratio: String,
+}
+
+impl Versus {
+    /// `theirs` shown with `show` beside `ours`; "not available" when it was not measured.
+    pub fn of(ours: f64, theirs: Option<f64>, show: impl Fn(f64) -> String) -> Option<Self> {
+        Some(match theirs {
+            Some(theirs) => Self {
+                figure: show(theirs),
+                ratio: ratio(ours, theirs),
+            },
+            None => Self {
+                figure: "not available".to_owned(),
+                ratio: "–".to_owned(),
+            },
+        })
+    }
 }
 
 fn command_output(program: &str, args: &[&str]) -> String {
@@ -57,13 +84,15 @@ pub fn environment() -> Value {
     })
 }
 
-/// The Markdown table.
-pub fn markdown(rows: &[Row], environment: &Value, mode: &str) -> String {
+/// The Markdown table; `nginx` says which nginx was the second floor, or why there was none.
+pub fn markdown(rows: &[Row], environment: &Value, mode: &str, nginx: &str) -> String {
     let mut text = format!(
         "# gemini-pool benchmark results\n\nMeasured with `cargo run -p bench --release -- {mode}` on {} ({} cores), kernel {}, {}, commit {}, {}.\n\
-         All traffic on loopback; the gateway and the floor pinned to one core, load and mock on the other. \
-         \"Added\" is the figure through the proxy minus the same request sent straight to the mock.\n\n\
-         | # | what | target | gemini-pool | floor | ratio | met |\n|---|---|---|---|---|---|---|\n",
+         All traffic on loopback; the gateway and the floors pinned to one core, load and mock on the other. \
+         \"Added\" is the figure through the proxy minus the same request sent straight to the mock. \
+         Two floors: the hyper floor (the gateway's own stack doing only the key swap and byte piping) and nginx.\n\n\
+         {nginx}\n\n\
+         | # | what | target | gemini-pool | hyper floor | × hyper floor | nginx floor | × nginx | met |\n|---|---|---|---|---|---|---|---|---|\n",
         environment["cpu"].as_str().unwrap_or("?"),
         environment["cores"],
         environment["kernel"].as_str().unwrap_or("?"),
@@ -77,21 +106,29 @@ pub fn markdown(rows: &[Row], environment: &Value, mode: &str) -> String {
             Some(false) => "**no**",
             None => "–",
         };
+        let (nginx, nginx_ratio) = row
+            .nginx
+            .as_ref()
+            .map_or(("–", "–"), |v| (v.figure.as_str(), v.ratio.as_str()));
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} |\n",
-            row.id, row.what, row.target, row.ours, row.floor, row.ratio, met
+            "| {} | {} | {} | {} | {} | {} | {nginx} | {nginx_ratio} | {met} |\n",
+            row.id, row.what, row.target, row.ours, row.floor, row.ratio
         ));
     }
     text
 }
 
-/// The JSON report.
-pub fn json_report(rows: &[Row], environment: &Value, raw: Value) -> Value {
+/// The JSON report; `nginx` as in [`markdown`].
+pub fn json_report(rows: &[Row], environment: &Value, nginx: &str, raw: Value) -> Value {
     json!({
         "environment": environment,
+        "nginx_floor": nginx,
         "rows": rows.iter().map(|row| json!({
             "id": row.id, "what": row.what, "target": row.target, "ours": row.ours,
-            "floor": row.floor, "ratio": row.ratio, "met": row.met,
+            "floor": row.floor, "ratio": row.ratio,
+            "nginx": row.nginx.as_ref().map(|v| &v.figure),
+            "nginx_ratio": row.nginx.as_ref().map(|v| &v.ratio),
+            "met": row.met,
         })).collect::<Vec<_>>(),
         "raw": raw,
     })

@@ -1,11 +1,12 @@
-//! The rig the scenarios run on: the binaries, a mock with a floor and a gateway in front of it,
-//! and the calls sent to them.
+//! The rig the scenarios run on: the binaries, a mock with a floor and a gateway in front of it
+//! (and nginx, the second floor, where there is one), and the calls sent to them.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
 use crate::load::Call;
+use crate::nginx::Nginx;
 use crate::procs::Server;
 
 pub(crate) const CLIENT_KEY: &str = "bench-client-key";
@@ -17,6 +18,8 @@ pub(crate) struct Rig {
     pub(crate) mock: Server,
     pub(crate) floor: Server,
     pub(crate) gateway: Server,
+    /// The second floor, or why there is none.
+    pub(crate) nginx: Result<Nginx, String>,
 }
 
 pub(crate) fn binaries() -> Result<PathBuf, String> {
@@ -120,12 +123,18 @@ pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
         FOUR_KEYS,
         "main",
     )?;
+    let nginx = crate::nginx::start(&data, "nginx", &mock.url, 1);
+    {
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), "{}", crate::nginx::describe(&nginx));
+    }
     Ok(Rig {
         bin,
         data,
         mock,
         floor,
         gateway,
+        nginx,
     })
 }
 

@@ -6,13 +6,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::load::{Sample, added, checked, client, closed_loop, interleaved, sequential};
+use crate::load::{Sample, added, checked, client, closed_loop, sequential};
+use crate::nginx::describe;
 use crate::procs::Server;
 use crate::report::{Row, environment, json_report, markdown, ratio, us};
 use crate::rig::{
     CLIENT_KEY, FOUR_KEYS, MODEL, Rig, Servers, binaries, chat_body, gateway, native, openai, rig,
     servers,
 };
+use crate::versus::{capacity, first_byte, one_at_a_time};
 
 /// Which run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,100 +36,15 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     let mut raw = serde_json::Map::new();
     let mut gate_ok = true;
 
-    // S1: one request at a time, non-streamed, with translation (OpenAI → Gemini).
-    let count = if smoke { 1000 } else { 10_000 };
-    for call in [
-        native(&rig.mock.url, false, "k", 16),
-        native(&rig.floor.url, false, "k", 16),
-        openai(&rig.gateway.url, false, 16),
-    ] {
-        sequential(&http, &call, 200, false).await; // warm-up
-    }
-    // Interleaved in rounds, so that a slow moment of this shared machine weighs on every
-    // entrant alike instead of on whichever ran then.
-    let calls = [
-        native(&rig.mock.url, false, "k", 16),
-        native(&rig.floor.url, false, "k", 16),
-        openai(&rig.gateway.url, false, 16),
-        native(&rig.gateway.url, false, CLIENT_KEY, 16),
-    ];
-    let [direct, floor, ours, ours_native] = interleaved(&http, &calls, count, false).await;
-    for (sample, what) in [
-        (&direct, "S1 direct"),
-        (&floor, "S1 floor"),
-        (&ours, "S1 gateway"),
-        (&ours_native, "S1 native"),
-    ] {
-        checked(sample, what)?;
-    }
-    let (added_p99, floor_p99) = (added(&ours, &direct, 99.0), added(&floor, &direct, 99.0));
-    let s1_met = added_p99 <= 100.0 && added_p99 <= 1.5 * floor_p99.max(1.0);
-    rows.push(Row {
-        id: "S1",
-        what: "added latency p99, one at a time, OpenAI chat (translated)".into(),
-        target: "≤ 100 µs; ≤ 1.5× floor".into(),
-        ours: us(added_p99),
-        floor: us(floor_p99),
-        ratio: ratio(added_p99, floor_p99),
-        met: Some(s1_met),
-    });
-    rows.push(Row {
-        id: "S1",
-        what: "added latency p50, one at a time, OpenAI chat".into(),
-        target: "–".into(),
-        ours: us(added(&ours, &direct, 50.0)),
-        floor: us(added(&floor, &direct, 50.0)),
-        ratio: ratio(added(&ours, &direct, 50.0), added(&floor, &direct, 50.0)),
-        met: None,
-    });
-    rows.push(Row {
-        id: "S1",
-        what: "added latency p99, one at a time, native passthrough".into(),
-        target: "–".into(),
-        ours: us(added(&ours_native, &direct, 99.0)),
-        floor: us(floor_p99),
-        ratio: ratio(added(&ours_native, &direct, 99.0), floor_p99),
-        met: None,
-    });
-    raw.insert("s1".into(), json!({"direct_p50": direct.percentile(50.0), "direct_p99": direct.percentile(99.0), "floor_p99": floor.percentile(99.0), "gateway_p50": ours.percentile(50.0), "gateway_p99": ours.percentile(99.0), "native_p99": ours_native.percentile(99.0)}));
+    let (count, streams) = if smoke { (1000, 500) } else { (10_000, 3000) };
+    let s1 = one_at_a_time(&rig, &http, count, &mut rows, &mut raw).await?;
     if smoke {
-        gate_ok &= added_p99 <= (20.0 * floor_p99).max(5000.0);
+        gate_ok &= s1.added_p99 <= (20.0 * s1.floor_p99).max(5000.0);
     }
-
-    // S4: time to first byte of a stream.
-    let streams = if smoke { 500 } else { 3000 };
-    let stream_calls = [
-        native(&rig.mock.url, true, "k", 16),
-        native(&rig.floor.url, true, "k", 16),
-        openai(&rig.gateway.url, true, 16),
-    ];
-    let [direct_ttfb, floor_ttfb, ours_ttfb] =
-        interleaved(&http, &stream_calls, streams, true).await;
-    for (sample, what) in [
-        (&direct_ttfb, "S4 direct"),
-        (&floor_ttfb, "S4 floor"),
-        (&ours_ttfb, "S4 gateway"),
-    ] {
-        checked(sample, what)?;
-    }
-    let (ttfb_added, ttfb_floor) = (
-        added(&ours_ttfb, &direct_ttfb, 99.0),
-        added(&floor_ttfb, &direct_ttfb, 99.0),
-    );
-    let no_40ms_mode = ours_ttfb.percentile(99.0) < 30_000.0;
-    rows.push(Row {
-        id: "S4",
-        what: "stream time to first byte, added p99 (OpenAI stream)".into(),
-        target: "≤ 250 µs; no 40 ms mode".into(),
-        ours: us(ttfb_added),
-        floor: us(ttfb_floor),
-        ratio: ratio(ttfb_added, ttfb_floor),
-        met: Some(ttfb_added <= 250.0 && no_40ms_mode),
-    });
-    raw.insert("s4".into(), json!({"direct_p99": direct_ttfb.percentile(99.0), "floor_p99": floor_ttfb.percentile(99.0), "gateway_p99": ours_ttfb.percentile(99.0)}));
+    let s4 = first_byte(&rig, &http, streams, &mut rows, &mut raw).await?;
     if smoke {
-        gate_ok &= no_40ms_mode && ttfb_added <= (20.0 * ttfb_floor).max(5000.0);
-        return finish(rows, raw, &machine, gate_ok, false);
+        gate_ok &= s4.no_40ms_mode && s4.added_p99 <= (20.0 * s4.floor_p99).max(5000.0);
+        return finish(rows, raw, &machine, &describe(&rig.nginx), gate_ok, false);
     }
 
     capacity(&rig, &http, &mut rows, &mut raw).await?;
@@ -150,6 +67,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
                 ours: us(extra),
                 floor: "–".into(),
                 ratio: "–".into(),
+                nginx: None,
                 met: Some(extra <= 1000.0),
             });
         }
@@ -161,6 +79,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
                 ours: us(extra),
                 floor: "–".into(),
                 ratio: "–".into(),
+                nginx: None,
                 met: None,
             });
         }
@@ -184,15 +103,20 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     )
     .await;
     checked(&failover, "S10")?;
-    let failover_added = added(&failover, &direct, 99.0);
+    let failover_added = added(&failover, &s1.direct, 99.0);
     rows.push(Row {
         id: "S10",
         what: "added latency p99 with a 429 failover in more than one request in ten".into(),
         target: "≤ 2× S1".into(),
-        ours: us(failover_added),
+        ours: format!(
+            "{} ({} S1)",
+            us(failover_added),
+            ratio(failover_added, s1.added_p99)
+        ),
         floor: "–".into(),
-        ratio: ratio(failover_added, added_p99),
-        met: Some(failover_added <= 2.0 * added_p99.max(1.0)),
+        ratio: "–".into(),
+        nginx: None,
+        met: Some(failover_added <= 2.0 * s1.added_p99.max(1.0)),
     });
 
     // S7: a key pick, in process.
@@ -205,6 +129,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
             ours: format!("{ns:.0} ns"),
             floor: "–".into(),
             ratio: "–".into(),
+            nginx: None,
             met: Some(ns <= 100.0),
         });
     }
@@ -218,6 +143,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
         ours: format!("{:.0} ms", load.as_secs_f64() * 1000.0),
         floor: "–".into(),
         ratio: "–".into(),
+        nginx: None,
         met: Some(load <= Duration::from_secs(1)),
     });
 
@@ -229,6 +155,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
         ours: format!("{} MiB ({} MiB)", rss / 1024, peak / 1024),
         floor: "–".into(),
         ratio: "–".into(),
+        nginx: None,
         met: None,
     });
     drop(failover_gateway);
@@ -237,10 +164,10 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     concurrency_sweep(&rig, &http, &rig.data, &mut rows, &mut raw).await?;
     open_streams(&rig, &rig.data, &mut rows, &mut raw).await?;
     crate::brownout::brownout(&rig.bin, &rig.data, &http, &mut rows, &mut raw).await?;
-    finish(rows, raw, &machine, true, true)
+    finish(rows, raw, &machine, &describe(&rig.nginx), true, true)
 }
 
-/// Runs only the named scenarios of S2, S3, S5, S6, S8 and S11, and prints
+/// Runs only the named scenarios of S1, S2, S3, S4, S5, S6, S8 and S11, and prints
 /// their rows without writing the results files: for working on one of them.
 pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let machine = environment();
@@ -250,6 +177,12 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let (mut rows, mut raw) = (Vec::new(), serde_json::Map::new());
     for name in names {
         match *name {
+            "S1" => {
+                one_at_a_time(&rig, &http, 10_000, &mut rows, &mut raw).await?;
+            }
+            "S4" => {
+                first_byte(&rig, &http, 3000, &mut rows, &mut raw).await?;
+            }
             "S2" => fixed_rates(&rig, &http, &data, &mut rows, &mut raw).await?,
             "S6" => open_streams(&rig, &data, &mut rows, &mut raw).await?,
             "S8" => concurrency_sweep(&rig, &http, &data, &mut rows, &mut raw).await?,
@@ -258,14 +191,25 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
             "S11" => {
                 crate::brownout::brownout(&rig.bin, &data, &http, &mut rows, &mut raw).await?;
             }
-            other => return Err(format!("no part {other} (S2, S3, S5, S6, S8 or S11)")),
+            other => {
+                return Err(format!(
+                    "no part {other} (S1, S2, S3, S4, S5, S6, S8 or S11)"
+                ));
+            }
         }
     }
     {
         use std::io::Write;
         let _ = writeln!(std::io::stdout(), "{}", serde_json::Value::Object(raw));
     }
-    finish(rows, serde_json::Map::new(), &machine, true, false)
+    finish(
+        rows,
+        serde_json::Map::new(),
+        &machine,
+        &describe(&rig.nginx),
+        true,
+        false,
+    )
 }
 
 /// S5: per-event relay. The mock writes the moment it sends each event into the event's text;
@@ -354,6 +298,7 @@ async fn relay(
                 ),
                 floor: format!("{} ({})", us(extra(1, 99.0)), us(extra(1, 50.0))),
                 ratio: ratio(added_p99, extra(1, 99.0)),
+                nginx: None,
                 met: Some(added_p99 <= 5.0 && fidelity[i]),
             });
             rows.push(Row {
@@ -363,77 +308,12 @@ async fn relay(
                 ours: format!("{:.1} µs", cpu_per_event(i)),
                 floor: format!("{:.1} µs", cpu_per_event(1)),
                 ratio: ratio(cpu_per_event(i), cpu_per_event(1)),
+                nginx: None,
                 met: None,
             });
         }
     }
     raw.insert("s5".into(), Value::Object(cells));
-    Ok(())
-}
-
-/// S3: closed loop, requests per second on one core, CPU per request.
-async fn capacity(
-    rig: &Rig,
-    http: &reqwest::Client,
-    rows: &mut Vec<Row>,
-    raw: &mut serde_json::Map<String, Value>,
-) -> Result<(), String> {
-    let mut s3 = serde_json::Map::new();
-    for workers in [1usize, 16, 64] {
-        let duration = Duration::from_secs(4);
-        let floor_cpu = rig.floor.cpu_time();
-        let floor_run = closed_loop(
-            http,
-            &native(&rig.floor.url, false, "k", 16),
-            workers,
-            duration,
-        )
-        .await;
-        let floor_cpu = rig.floor.cpu_time().saturating_sub(floor_cpu);
-        let gateway_cpu = rig.gateway.cpu_time();
-        let gateway_run = closed_loop(
-            http,
-            &openai(&rig.gateway.url, false, 16),
-            workers,
-            duration,
-        )
-        .await;
-        let gateway_cpu = rig.gateway.cpu_time().saturating_sub(gateway_cpu);
-        checked(&floor_run, "S3 floor")?;
-        checked(&gateway_run, "S3 gateway")?;
-        let per_request = |cpu: Duration, sample: &Sample| {
-            cpu.as_secs_f64() * 1e6 / sample.micros.len().max(1) as f64
-        };
-        let (gw_cpu, fl_cpu) = (
-            per_request(gateway_cpu, &gateway_run),
-            per_request(floor_cpu, &floor_run),
-        );
-        s3.insert(format!("c{workers}"), json!({"floor_rps": floor_run.rate(), "gateway_rps": gateway_run.rate(), "floor_cpu_us": fl_cpu, "gateway_cpu_us": gw_cpu}));
-        if workers == 64 {
-            let met = gateway_run.rate() >= 10_000.0
-                && gateway_run.rate() >= 0.7 * floor_run.rate()
-                && gw_cpu <= 1.5 * fl_cpu;
-            rows.push(Row {
-                id: "S3",
-                what: "requests per second, closed loop c=64, OpenAI chat".into(),
-                target: "≥ 10k RPS; ≥ 0.7× floor".into(),
-                ours: format!("{:.0}", gateway_run.rate()),
-                floor: format!("{:.0}", floor_run.rate()),
-                ratio: format!("{:.2}×", gateway_run.rate() / floor_run.rate().max(1.0)),
-                met: Some(met),
-            });
-            rows.push(Row {
-                id: "S3",
-                what: "CPU per request at c=64".into(),
-                target: "≤ 1.5× floor".into(),
-                ours: format!("{gw_cpu:.0} µs"),
-                floor: format!("{fl_cpu:.0} µs"),
-                ratio: ratio(gw_cpu, fl_cpu),
-                met: Some(gw_cpu <= 1.5 * fl_cpu),
-            });
-        }
-    }
-    raw.insert("s3".into(), Value::Object(s3));
     Ok(())
 }
 
@@ -506,6 +386,7 @@ async fn fixed_rates(
                 (Some(ours), Some(floor)) => format!("{:.2}×", f64::from(ours) / f64::from(floor)),
                 _ => "–".into(),
             },
+            nginx: None,
             met: None,
         });
     }
@@ -589,6 +470,7 @@ async fn concurrency_sweep(
         ours: format!("{:.2}×", spread(&ours_values)),
         floor: format!("{:.2}×", spread(&floor_cpu)),
         ratio: "–".into(),
+        nginx: None,
         met: Some(spread(&ours_values) <= 1.5),
     });
     raw.insert("s8".into(), Value::Object(cells));
@@ -687,6 +569,7 @@ async fn open_streams(
         ),
         floor: "–".into(),
         ratio: "–".into(),
+        nginx: None,
         met: Some(held.errors == 0 && held.stalls == 0 && again.errors == 0 && again.stalls == 0),
     });
     rows.push(Row {
@@ -708,6 +591,7 @@ async fn open_streams(
         // round takes no more than the first.
         // The process's own high-water mark (VmHWM) after both rounds is the true peak; the
         // 100 ms samples can miss a moment above it.
+        nginx: None,
         met: Some(
             peak.max(peak_again) <= 256 * 1024
                 && peak_again <= peak + peak / 20
@@ -764,10 +648,16 @@ fn finish(
     rows: Vec<Row>,
     raw: serde_json::Map<String, Value>,
     environment: &Value,
+    nginx: &str,
     gate_ok: bool,
     write: bool,
 ) -> Result<bool, String> {
-    let table = markdown(&rows, environment, if write { "all" } else { "smoke" });
+    let table = markdown(
+        &rows,
+        environment,
+        if write { "all" } else { "smoke" },
+        nginx,
+    );
     {
         use std::io::Write;
         let _ = writeln!(std::io::stdout(), "{table}");
@@ -775,7 +665,7 @@ fn finish(
     if write {
         std::fs::create_dir_all("results").map_err(|e| e.to_string())?;
         std::fs::write("results/benchmarks.md", &table).map_err(|e| e.to_string())?;
-        let report = json_report(&rows, environment, Value::Object(raw));
+        let report = json_report(&rows, environment, nginx, Value::Object(raw));
         std::fs::write(
             "results/benchmarks.json",
             serde_json::to_string_pretty(&report).unwrap_or_default(),
