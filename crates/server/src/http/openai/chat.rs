@@ -3,9 +3,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::Method;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -37,25 +35,11 @@ pub(crate) async fn create_chat_completion(
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
-    // Cached contents and uploaded files can only be used through their own project's keys, and
-    // only by the client key that created them (checked before anything goes upstream).
-    let project = app.owners.project_for(
+    let outgoing = upstream_request(
+        app,
         crate::http::auth::client_of(&extensions),
-        &translated.body.referenced_resources(),
+        &mut translated,
     )?;
-    let gemini_body = std::mem::take(&mut translated.body);
-    let body =
-        serde_json::to_vec(&gemini_body).map_err(|error| ApiError::Internal(error.to_string()))?;
-    drop(gemini_body);
-    let outgoing = Outgoing {
-        method: Method::POST,
-        path_and_query: translated.upstream_path(),
-        headers: json_headers(),
-        body: Bytes::from(body),
-        streaming: translated.stream,
-        model: Some(translated.model.clone()),
-        project,
-    };
     if translated.stream {
         let context = StreamContext {
             model: translated.model,

@@ -4,18 +4,19 @@
 use std::convert::Infallible;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
+use translate::gemini::GenerateContentResponse;
+use translate::openai::chat::request::GeminiChatRequest;
 use translate::openai::chat::stream::StreamItem;
 use translate::openai::errors::{OpenAiError, from_upstream};
 
 use crate::http::error::ApiError;
 use crate::http::native::{ANSWER_LIMIT, REQUEST_BODY_LIMIT, read_body};
-use translate::gemini::GenerateContentResponse;
-
 use crate::service::accounting::RequestMeter;
 use crate::service::relay::{AnswerKind, Attempts, OpenedStream, StreamFault};
 use crate::service::upstream::Outgoing;
@@ -132,6 +133,32 @@ pub(crate) async fn send_for_whole_answer(
             ANSWER_LIMIT,
         )
         .await
+}
+
+/// The upstream request for a translated chat-shaped request (chat, Responses, a completion's
+/// prompt). Files and cached contents it names can only be used through their own project's
+/// keys, and only by the client key that created them: checked here, before anything goes
+/// upstream. The Gemini body is serialised once and the translated one freed at once (a request
+/// may carry a hundred megabytes of inline media).
+pub(crate) fn upstream_request(
+    app: &App,
+    client: Option<i64>,
+    translated: &mut GeminiChatRequest,
+) -> Result<Outgoing, ApiError> {
+    let project = app
+        .owners
+        .project_for(client, &translated.body.referenced_resources())?;
+    let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(Outgoing {
+        method: Method::POST,
+        path_and_query: translated.upstream_path(),
+        headers: json_headers(),
+        body: Bytes::from(body),
+        streaming: translated.stream,
+        model: Some(translated.model.clone()),
+        project,
+    })
 }
 
 /// Sends `outgoing` for a whole answer (see [`send_for_whole_answer`]) and meters it: the

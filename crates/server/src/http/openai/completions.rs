@@ -5,9 +5,7 @@
 
 use std::convert::Infallible;
 
-use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::Method;
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
@@ -20,34 +18,17 @@ use translate::openai::errors::OpenAiError;
 
 use crate::http::error::ApiError;
 use crate::http::openai::common::{
-    json_headers, new_call_id, open_metered_stream, open_stream, read_json, read_metered_answer,
-    sse_response, stream_fault_error, unix_now, upstream_error,
+    new_call_id, open_metered_stream, open_stream, read_json, read_metered_answer, sse_response,
+    stream_fault_error, unix_now, upstream_error, upstream_request,
 };
 use crate::service::accounting::RequestMeter;
 use crate::service::relay::{Attempts, UpstreamEvent};
-use crate::service::upstream::Outgoing;
 use crate::state::AppState;
 
 /// One prompt's request, translated.
 struct Prompt {
     translated: GeminiChatRequest,
     echo: Option<String>,
-}
-
-impl Prompt {
-    fn outgoing(&self) -> Result<Outgoing, ApiError> {
-        let body = serde_json::to_vec(&self.translated.body)
-            .map_err(|error| ApiError::Internal(error.to_string()))?;
-        Ok(Outgoing {
-            method: Method::POST,
-            path_and_query: self.translated.upstream_path(),
-            headers: json_headers(),
-            body: Bytes::from(body),
-            streaming: self.translated.stream,
-            model: Some(self.translated.model.clone()),
-            project: None,
-        })
-    }
 }
 
 /// `cmpl-` and 24 random alphanumerics.
@@ -72,6 +53,7 @@ pub async fn create(
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
     let extensions = request.extensions().clone();
+    let client = crate::http::auth::client_of(&extensions);
     let completion: CompletionRequest = read_json(request).await?;
     let mut prompts = Vec::new();
     for planned in plan(&completion)? {
@@ -93,13 +75,13 @@ pub async fn create(
         meter.set_model(&model);
     }
     if first.translated.stream {
-        return stream(app, prompts, model, per_prompt, meter.take()).await;
+        return stream(app, client, prompts, model, per_prompt, meter.take()).await;
     }
     let id = new_completion_id();
     let mut answers = Vec::with_capacity(prompts.len());
     let mut usage = UsageMetadata::default();
-    for prompt in prompts {
-        let outgoing = prompt.outgoing()?;
+    for mut prompt in prompts {
+        let outgoing = upstream_request(app, client, &mut prompt.translated)?;
         let answer = read_metered_answer(app, &outgoing, &model, meter).await?;
         if let Some(more) = &answer.usage_metadata {
             add_usage(&mut usage, more);
@@ -124,7 +106,8 @@ pub async fn create(
 /// failure is an HTTP error; a later prompt's failure is an error event.
 async fn stream(
     app: &AppState,
-    prompts: Vec<Prompt>,
+    client: Option<i64>,
+    mut prompts: Vec<Prompt>,
     model: String,
     per_prompt: u32,
     meter: Option<RequestMeter>,
@@ -133,8 +116,8 @@ async fn stream(
         .first()
         .is_some_and(|prompt| prompt.translated.include_usage);
     let mut outgoing = Vec::with_capacity(prompts.len());
-    for prompt in &prompts {
-        outgoing.push(prompt.outgoing()?);
+    for prompt in &mut prompts {
+        outgoing.push(upstream_request(app, client, &mut prompt.translated)?);
     }
     let (first, mut meter) = open_metered_stream(app, &outgoing[0], &model, meter).await?;
     let app = app.clone();

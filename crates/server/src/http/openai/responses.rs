@@ -12,7 +12,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Bytes;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::sse::Event;
@@ -30,7 +29,7 @@ use translate::openai::responses::types::{CreateResponse, Response as ResponseOb
 use crate::http::error::ApiError;
 use crate::http::native::client_id;
 use crate::http::openai::common::{
-    json_headers, open_metered_stream, read_json, read_metered_answer, sse_response, unix_now,
+    open_metered_stream, read_json, read_metered_answer, sse_response, unix_now, upstream_request,
 };
 use crate::service::accounting::RequestMeter;
 use crate::service::relay::{StreamFault, UpstreamEvent};
@@ -138,22 +137,11 @@ async fn create(
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
-    // Files and cached contents only through their project's keys, and only their creator's.
-    let project = app.owners.project_for(
+    let outgoing = upstream_request(
+        app,
         crate::http::auth::client_of(&extensions),
-        &translated.body.referenced_resources(),
+        &mut translated,
     )?;
-    let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
-    let outgoing = Outgoing {
-        method: Method::POST,
-        path_and_query: translated.upstream_path(),
-        headers: json_headers(),
-        body: Bytes::from(body),
-        streaming: translated.stream,
-        model: Some(translated.model.clone()),
-        project,
-    };
     let frame = ResponseObject::started(
         &create,
         new_id("resp"),
