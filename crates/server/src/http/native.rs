@@ -22,7 +22,9 @@ use crate::http::error::{ApiError, Dialect};
 use crate::service::accounting::{BodyKind, RequestMeter, UsageTap};
 
 use crate::service::ownership;
-use crate::service::relay::{AnswerKind, Attempts, StreamEnds, UpstreamBody, WholeAnswer};
+use crate::service::relay::{
+    AnswerKind, Attempts, StreamEnds, UpstreamBody, WholeAnswer, read_answer,
+};
 use crate::service::upstream::UpstreamFailure;
 use crate::service::upstream::{
     Committed, FORWARDED_REQUEST_HEADERS, Outgoing, RELAYED_RESPONSE_HEADERS, allowlisted,
@@ -150,24 +152,23 @@ async fn relay_answer(
         .uri
         .query()
         .is_some_and(|query| query.contains("alt=sse"));
-    // A stream asked for that came back as one JSON (the upstream's choice for this key) is read
-    // whole; if it is unusable, the next key's answer is judged afresh, since that one may
-    // stream.
+    let kind = if path.action() == Some("generateContent") {
+        AnswerKind::Content
+    } else {
+        AnswerKind::Json
+    };
+    // A one-JSON answer is read whole before anything is relayed. When it is unusable, the next
+    // key's answer is judged afresh: a stream asked for may come back as one JSON from one key
+    // (the upstream's choice) and as events from the next.
     let mut upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
-    while path.is_streaming()
-        && answers_in_one_json(
-            path,
-            &parts.method,
-            asked_sse,
-            upstream_sse,
-            &committed.response,
-        )
-    {
-        match app
-            .relay
-            .read_one_answer(committed, AnswerKind::Json, ANSWER_LIMIT)
-            .await
-        {
+    while answers_in_one_json(
+        path,
+        &parts.method,
+        asked_sse,
+        upstream_sse,
+        &committed.response,
+    ) {
+        match read_answer(committed, kind, ANSWER_LIMIT).await {
             Ok(whole) => return Ok(Relayed::Done(whole_json(whole, attempts, meter))),
             Err(unusable) => {
                 committed = app
@@ -177,24 +178,6 @@ async fn relay_answer(
                 upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
             }
         }
-    }
-    if answers_in_one_json(
-        path,
-        &parts.method,
-        asked_sse,
-        upstream_sse,
-        &committed.response,
-    ) {
-        let kind = if path.action() == Some("generateContent") {
-            AnswerKind::Content
-        } else {
-            AnswerKind::Json
-        };
-        let whole = app
-            .relay
-            .read_whole_answer(outgoing, committed, attempts, kind, ANSWER_LIMIT)
-            .await?;
-        return Ok(Relayed::Done(whole_json(whole, attempts, meter)));
     }
     if path.is_streaming() && upstream_sse && committed.response.status().is_success() {
         let opened = app

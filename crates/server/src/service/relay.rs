@@ -400,18 +400,6 @@ impl Relay {
         }
     }
 
-    /// Reads one committed one-JSON answer whole, for a caller that judges each key's answer
-    /// afresh (a stream request whose first key answered in JSON: the next key may stream). On
-    /// an unusable answer, [`Relay::after_unusable_answer`] moves on.
-    pub async fn read_one_answer(
-        &self,
-        committed: Committed,
-        kind: AnswerKind,
-        limit: usize,
-    ) -> Result<WholeAnswer, Unusable> {
-        read_answer(committed, kind, limit).await
-    }
-
     /// A committed answer turned out unusable (`trouble`: empty or malformed): notes it on the
     /// key, and moves on to another key; when none is left, `trouble` is the answer.
     pub async fn after_unusable_answer(
@@ -595,8 +583,10 @@ pub struct Unusable {
     pub trouble: UpstreamFailure,
 }
 
-/// Reads `committed` whole (at most `limit` bytes) and checks it is `kind`.
-async fn read_answer(
+/// Reads `committed` whole (at most `limit` bytes) and checks it is `kind`; for a caller that
+/// judges each key's answer afresh, moving on with [`Relay::after_unusable_answer`] (see
+/// [`Relay::read_whole_answer`] for one that does not).
+pub async fn read_answer(
     committed: Committed,
     kind: AnswerKind,
     limit: usize,
