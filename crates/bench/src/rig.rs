@@ -22,7 +22,13 @@ pub(crate) struct Rig {
     pub(crate) nginx: Result<Nginx, String>,
 }
 
+/// The folder holding the gateway and the mock: `BENCH_BINARIES` when set (binaries built
+/// elsewhere, say from an earlier commit, to compare two builds on one rig), else the bench's own
+/// folder, built first.
 pub(crate) fn binaries() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("BENCH_BINARIES") {
+        return Ok(PathBuf::from(dir));
+    }
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let dir = exe.parent().ok_or("no binary folder")?.to_path_buf();
     let release = dir.ends_with("release");

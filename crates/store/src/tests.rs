@@ -634,3 +634,39 @@ async fn news_reaches_the_other_instances_only() {
     storage.prune_cluster_tables().await.unwrap();
     assert_eq!(storage.last_event_id().await.unwrap(), seen[1].id);
 }
+
+/// The nice value of each of this process's threads named `name`.
+#[cfg(target_os = "linux")]
+fn nice_of_threads_named(name: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .flatten()
+        .filter(|thread| {
+            std::fs::read_to_string(thread.path().join("comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .map(|thread| {
+            let stat = std::fs::read_to_string(thread.path().join("stat")).unwrap();
+            // Fields after the parenthesised name: state is the 3rd field, nice the 19th.
+            let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+            after_name.split(' ').nth(16).unwrap().parse().unwrap()
+        })
+        .collect()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn sqlite_worker_threads_run_below_the_request_threads() {
+    let (storage, _dir) = temp_storage().await;
+    // Several connections at once, so that more than one worker thread exists.
+    let (a, b, c) = tokio::join!(storage.ping(), storage.ping(), storage.ping());
+    a.unwrap();
+    b.unwrap();
+    c.unwrap();
+    let nice = nice_of_threads_named(crate::db::SQLITE_WORKER_THREAD);
+    assert!(!nice.is_empty(), "no SQLite worker thread found");
+    assert!(
+        nice.iter().all(|&n| n == crate::db::SQLITE_WORKER_NICE),
+        "worker threads' nice values: {nice:?}"
+    );
+}

@@ -3,11 +3,12 @@
 //! looks like a Google model and is among the first 64 seen (others are `other`), so a client
 //! sending random model names cannot grow the series without bound.
 
-use std::collections::HashSet;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-use metrics::{counter, histogram};
+use metrics::{Counter, Histogram, counter, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
@@ -141,6 +142,43 @@ pub fn record_refused_connection() {
     counter!("gateway_connections_refused_total").increment(1);
 }
 
+/// Handles of the per-request series, kept by each thread that records them.
+///
+/// Why: `counter!` with labels builds a key (allocating its labels) and looks it up in the
+/// recorder's shared registry on every call; eight of those per request were a visible share of
+/// the CPU per request. A handle is looked up once per thread and series, then incremented
+/// directly. Bounded: routes and outcomes are `'static` templates, model labels are at most
+/// [`MAX_MODEL_LABELS`] (+ `other`), key ids as many as there are keys.
+#[derive(Default)]
+struct Handles {
+    requests: HashMap<(&'static str, &'static str), Counter>,
+    durations: HashMap<&'static str, Histogram>,
+    first_bytes: HashMap<&'static str, Histogram>,
+    attempts: HashMap<&'static str, Counter>,
+    upstream_response: Option<Histogram>,
+    retries: Option<Counter>,
+    /// By the model id as sent (up to [`MAX_CACHED_MODELS`]), each to its label's three series.
+    tokens: HashMap<String, [Counter; 3]>,
+    key_requests: HashMap<i64, Counter>,
+}
+
+/// Model ids whose token series a thread keeps handles for; past that (a client sending random
+/// model names, all labelled `other`), the series are looked up per call.
+const MAX_CACHED_MODELS: usize = 4 * MAX_MODEL_LABELS;
+
+thread_local! {
+    static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
+}
+
+fn token_series(model: &str) -> [Counter; 3] {
+    let label = model_label(model);
+    [
+        counter!("gateway_tokens_total", "model" => label.clone(), "kind" => "prompt"),
+        counter!("gateway_tokens_total", "model" => label.clone(), "kind" => "completion"),
+        counter!("gateway_tokens_total", "model" => label, "kind" => "thoughts"),
+    ]
+}
+
 /// Records a finished request.
 pub fn record_request(
     route: &'static str,
@@ -148,13 +186,30 @@ pub fn record_request(
     duration: Duration,
     first_byte: Option<Duration>,
 ) {
-    counter!("gateway_requests_total", "route" => route, "status_class" => status_class(status))
-        .increment(1);
-    histogram!("gateway_request_duration_seconds", "route" => route).record(duration.as_secs_f64());
-    if let Some(first_byte) = first_byte {
-        histogram!("gateway_time_to_first_byte_seconds", "route" => route)
-            .record(first_byte.as_secs_f64());
-    }
+    HANDLES.with_borrow_mut(|handles| {
+        let class = status_class(status);
+        handles
+            .requests
+            .entry((route, class))
+            .or_insert_with(
+                || counter!("gateway_requests_total", "route" => route, "status_class" => class),
+            )
+            .increment(1);
+        handles
+            .durations
+            .entry(route)
+            .or_insert_with(|| histogram!("gateway_request_duration_seconds", "route" => route))
+            .record(duration.as_secs_f64());
+        if let Some(first_byte) = first_byte {
+            handles
+                .first_bytes
+                .entry(route)
+                .or_insert_with(
+                    || histogram!("gateway_time_to_first_byte_seconds", "route" => route),
+                )
+                .record(first_byte.as_secs_f64());
+        }
+    });
 }
 
 /// Records the tokens of a request.
@@ -165,27 +220,55 @@ pub fn record_tokens(
     completion: u64,
     thoughts: u64,
 ) {
-    let model = model_label(model);
-    counter!("gateway_tokens_total", "model" => model.clone(), "kind" => "prompt")
-        .increment(prompt);
-    counter!("gateway_tokens_total", "model" => model.clone(), "kind" => "completion")
-        .increment(completion);
-    counter!("gateway_tokens_total", "model" => model, "kind" => "thoughts").increment(thoughts);
-    if let Some(id) = key_id {
-        counter!("gateway_key_requests_total", "key_id" => id.to_string()).increment(1);
-    }
+    HANDLES.with_borrow_mut(|handles| {
+        let series = match handles.tokens.get(model) {
+            Some(series) => series.clone(),
+            None => {
+                let series = token_series(model);
+                if handles.tokens.len() < MAX_CACHED_MODELS {
+                    handles.tokens.insert(model.to_owned(), series.clone());
+                }
+                series
+            }
+        };
+        let [prompt_series, completion_series, thoughts_series] = series;
+        prompt_series.increment(prompt);
+        completion_series.increment(completion);
+        thoughts_series.increment(thoughts);
+        if let Some(id) = key_id {
+            handles
+                .key_requests
+                .entry(id)
+                .or_insert_with(
+                    || counter!("gateway_key_requests_total", "key_id" => id.to_string()),
+                )
+                .increment(1);
+        }
+    });
 }
 
 /// Records one upstream call: `success`, `rate_limited`, `key_invalid`, `server_error`,
 /// `connection` or `request_error`.
 pub fn record_attempt(outcome: &'static str, response_time: Option<Duration>, retry: bool) {
-    counter!("gateway_upstream_attempts_total", "outcome" => outcome).increment(1);
-    if let Some(time) = response_time {
-        histogram!("gateway_upstream_response_seconds").record(time.as_secs_f64());
-    }
-    if retry {
-        counter!("gateway_retries_total").increment(1);
-    }
+    HANDLES.with_borrow_mut(|handles| {
+        handles
+            .attempts
+            .entry(outcome)
+            .or_insert_with(|| counter!("gateway_upstream_attempts_total", "outcome" => outcome))
+            .increment(1);
+        if let Some(time) = response_time {
+            handles
+                .upstream_response
+                .get_or_insert_with(|| histogram!("gateway_upstream_response_seconds"))
+                .record(time.as_secs_f64());
+        }
+        if retry {
+            handles
+                .retries
+                .get_or_insert_with(|| counter!("gateway_retries_total"))
+                .increment(1);
+        }
+    });
 }
 
 #[cfg(test)]
