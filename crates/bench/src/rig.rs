@@ -109,6 +109,14 @@ pub(crate) fn servers(
     })
 }
 
+impl Drop for Rig {
+    /// The run's folder (databases, nginx's configuration) goes with the rig; the servers using
+    /// it are stopped as its fields are dropped, and an open file outlives its name.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
 pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
     let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
