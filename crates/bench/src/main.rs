@@ -7,6 +7,7 @@
 
 mod brownout;
 mod floor;
+mod large;
 mod load;
 mod nginx;
 mod peers;
@@ -46,7 +47,9 @@ fn main() -> ExitCode {
         ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
         ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
         ["peers"] => runtime.block_on(peers::run()),
-        _ => Err("usage: bench all | smoke | peers | part S1|S2|S3|S4|S5|S6|S8|S11 ...".to_owned()),
+        _ => Err(
+            "usage: bench all | smoke | peers | part S1|S2|S3|S4|S5|S6|S8|S11|S12 ...".to_owned(),
+        ),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

@@ -1,4 +1,4 @@
-//! The scenarios of the benchmark method (S1–S10), each bounded in time, each answer checked.
+//! The scenarios of the benchmark method (S1–S12), each bounded in time, each answer checked.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -86,6 +86,8 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     }
     raw.insert("s9".into(), Value::Object(s9));
 
+    crate::large::large_requests(&rig.bin, &rig.data, &http, &mut rows, &mut raw).await?;
+
     // S10: failover: one of ten projects always answers 429 (with a zero delay, so it is tried
     // again and again): more than one request in ten fails over once. (With one in two, the
     // retry budget, a fifth of a retry per request, would rightly refuse most failovers.)
@@ -167,7 +169,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     finish(rows, raw, &machine, &describe(&rig.nginx), true, true)
 }
 
-/// Runs only the named scenarios of S1, S2, S3, S4, S5, S6, S8 and S11, and prints
+/// Runs only the named scenarios of S1, S2, S3, S4, S5, S6, S8, S11 and S12, and prints
 /// their rows without writing the results files: for working on one of them.
 pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let machine = environment();
@@ -191,9 +193,12 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
             "S11" => {
                 crate::brownout::brownout(&rig.bin, &data, &http, &mut rows, &mut raw).await?;
             }
+            "S12" => {
+                crate::large::large_requests(&rig.bin, &data, &http, &mut rows, &mut raw).await?;
+            }
             other => {
                 return Err(format!(
-                    "no part {other} (S1, S2, S3, S4, S5, S6, S8 or S11)"
+                    "no part {other} (S1, S2, S3, S4, S5, S6, S8, S11 or S12)"
                 ));
             }
         }

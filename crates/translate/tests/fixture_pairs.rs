@@ -43,7 +43,7 @@ fn request_fixtures_translate_to_their_gemini_bodies() {
         let pair = json_fixture(&format!("requests/{name}.json"));
         let request: ChatCompletionRequest =
             serde_json::from_value(pair["openai_request"].clone()).unwrap();
-        let translated = translate_chat_request(&request, &NoMemory).unwrap();
+        let translated = translate_chat_request(request, &NoMemory).unwrap();
         assert_eq!(
             format!("/{}", translated.upstream_path()),
             pair["gemini_path"].as_str().unwrap(),

@@ -8,9 +8,10 @@ use crate::gemini::request::{Blob, FileData, Part, PartData};
 pub(crate) const MAX_INLINE_BYTES: usize = 100 * 1024 * 1024;
 
 /// A data URL becomes `inlineData`; an http(s) URL becomes `fileData` (Gemini fetches public
-/// and signed URLs itself since January 2026).
+/// and signed URLs itself since January 2026). A data URL's data stays in `url`'s buffer, its
+/// header cut off in place: inline media is most of a large request, and is not copied.
 pub(crate) fn media_reference(
-    url: &str,
+    mut url: String,
     param: &str,
     inline_bytes: &mut usize,
 ) -> Result<Part, TranslateError> {
@@ -38,15 +39,20 @@ pub(crate) fn media_reference(
             ));
         }
         *inline_bytes += data.len() / 4 * 3;
+        let mime_type = mime.to_owned();
+        // `data:` + the header + `,`, all ASCII before the data.
+        let header_len = "data:".len() + header.len() + 1;
+        url.drain(..header_len);
         return Ok(Part::new(PartData::InlineData(Blob {
-            mime_type: mime.to_owned(),
-            data: data.to_owned(),
+            mime_type,
+            data: url,
         })));
     }
     if url.starts_with("https://") || url.starts_with("http://") {
+        let mime_type = mime_from_extension(&url).map(str::to_owned);
         return Ok(Part::new(PartData::FileData(FileData {
-            file_uri: url.to_owned(),
-            mime_type: mime_from_extension(url).map(str::to_owned),
+            file_uri: url,
+            mime_type,
         })));
     }
     Err(TranslateError::invalid(

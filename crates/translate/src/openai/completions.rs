@@ -412,7 +412,7 @@ mod tests {
         .unwrap();
         assert_eq!(planned.len(), 2);
         assert_eq!(planned[1].echo.as_deref(), Some("Say bye"));
-        let translated = translate_chat_request(&planned[0].chat, &NoMemory).unwrap();
+        let translated = translate_chat_request(planned[0].chat.clone(), &NoMemory).unwrap();
         let body = serde_json::to_value(translated.body).unwrap();
         assert_eq!(
             body["contents"],
@@ -425,7 +425,7 @@ mod tests {
             json!({"model": "gemini-2.5-flash", "prompt": "x"}),
         ))
         .unwrap();
-        let translated = translate_chat_request(&plain[0].chat, &NoMemory).unwrap();
+        let translated = translate_chat_request(plain[0].chat.clone(), &NoMemory).unwrap();
         let body = serde_json::to_value(translated.body).unwrap();
         assert!(
             body["generationConfig"].get("maxOutputTokens").is_none(),
@@ -462,7 +462,7 @@ mod tests {
         ))
         .unwrap();
         assert!(matches!(
-            translate_chat_request(&plan[0].chat, &NoMemory),
+            translate_chat_request(plan[0].chat.clone(), &NoMemory),
             Err(TranslateError::InvalidRequest { param: Some(p), .. }) if p == "logit_bias"
         ));
     }

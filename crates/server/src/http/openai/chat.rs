@@ -25,12 +25,12 @@ pub(crate) async fn create_chat_completion(
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
     let extensions = request.extensions().clone();
-    let chat: ChatCompletionRequest = read_json(request).await?;
-    let mut translated = translate_chat_request(&chat, &*app.calls)?;
-    // A request may carry a hundred megabytes of inline media: each copy is freed as soon as
-    // the next exists (the OpenAI request once translated, the Gemini one once serialised), so
-    // at most two are held at any time.
-    drop(chat);
+    let (chat, body_len): (ChatCompletionRequest, usize) = read_sized_json(request).await?;
+    // A request may carry a hundred megabytes of inline media: the translation moves its text
+    // and media out of the OpenAI request instead of copying them, and the Gemini body is freed
+    // once serialised, so at most two copies of those bytes exist at any time and one is held
+    // while the upstream answers.
+    let mut translated = translate_chat_request(chat, &*app.calls)?;
     crate::http::auth::ensure_model_allowed(&extensions, &translated.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
@@ -39,6 +39,7 @@ pub(crate) async fn create_chat_completion(
         app,
         crate::http::auth::client_of(&extensions),
         &mut translated,
+        body_len,
     )?;
     if translated.stream {
         let context = StreamContext {

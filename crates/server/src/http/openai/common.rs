@@ -23,11 +23,22 @@ use crate::service::upstream::Outgoing;
 use crate::service::upstream::UpstreamFailure;
 use crate::state::App;
 
+/// A request body from which on the upstream body's buffer is sized from it (see
+/// [`upstream_request`]).
+const LARGE_BODY: usize = 64 * 1024;
+
 /// Comment lines sent while a thinking model is silent, so proxies keep the stream open.
 pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// Reads a JSON body into `T`; a malformed or mistyped body is a 400 naming the field.
 pub(crate) async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T, ApiError> {
+    read_sized_json(request).await.map(|(value, _)| value)
+}
+
+/// [`read_json`], and the length of the body it was read from (the body itself is freed).
+pub(crate) async fn read_sized_json<T: DeserializeOwned>(
+    request: Request,
+) -> Result<(T, usize), ApiError> {
     let body = read_body(request.into_body(), REQUEST_BODY_LIMIT).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
@@ -50,7 +61,7 @@ pub(crate) async fn read_json<T: DeserializeOwned>(request: Request) -> Result<T
         message: format!("The request body is not valid JSON: {error}."),
         param: None,
     })?;
-    Ok(value)
+    Ok((value, body.len()))
 }
 
 pub(crate) fn unix_now() -> u64 {
@@ -140,15 +151,28 @@ pub(crate) async fn send_for_whole_answer(
 /// keys, and only by the client key that created them: checked here, before anything goes
 /// upstream. The Gemini body is serialised once and the translated one freed at once (a request
 /// may carry a hundred megabytes of inline media).
+///
+/// `size_hint` is the client's body length, when known: the Gemini body is about as long, so
+/// its buffer is made that large at once instead of growing by doubling, where each step copies
+/// it and the last may leave it with twice the room it needs.
 pub(crate) fn upstream_request(
     app: &App,
     client: Option<i64>,
     translated: &mut GeminiChatRequest,
+    size_hint: usize,
 ) -> Result<Outgoing, ApiError> {
     let project = app
         .owners
         .project_for(client, &translated.body.referenced_resources())?;
-    let body = serde_json::to_vec(&std::mem::take(&mut translated.body))
+    let mut body = Vec::new();
+    // Only worth it for a large body. The Gemini body is rarely longer than the client's (its
+    // field names are about as long, data URL headers go, and serde_json writes non-ASCII text
+    // unescaped); a small margin, so that the buffer also fits where the client's body was
+    // freed. An allocation refused only means the buffer grows as it goes.
+    if size_hint >= LARGE_BODY {
+        let _ = body.try_reserve_exact(size_hint.saturating_add(4096));
+    }
+    serde_json::to_writer(&mut body, &std::mem::take(&mut translated.body))
         .map_err(|error| ApiError::Internal(error.to_string()))?;
     Ok(Outgoing {
         method: Method::POST,

@@ -58,7 +58,7 @@ pub async fn create(
     let mut prompts = Vec::new();
     for planned in plan(&completion)? {
         prompts.push(Prompt {
-            translated: translate_chat_request(&planned.chat, &*app.calls)?,
+            translated: translate_chat_request(planned.chat, &*app.calls)?,
             echo: planned.echo,
         });
     }
@@ -81,7 +81,7 @@ pub async fn create(
     let mut answers = Vec::with_capacity(prompts.len());
     let mut usage = UsageMetadata::default();
     for mut prompt in prompts {
-        let outgoing = upstream_request(app, client, &mut prompt.translated)?;
+        let outgoing = upstream_request(app, client, &mut prompt.translated, 0)?;
         let answer = read_metered_answer(app, &outgoing, &model, meter).await?;
         if let Some(more) = &answer.usage_metadata {
             add_usage(&mut usage, more);
@@ -117,7 +117,7 @@ async fn stream(
         .is_some_and(|prompt| prompt.translated.include_usage);
     let mut outgoing = Vec::with_capacity(prompts.len());
     for prompt in &mut prompts {
-        outgoing.push(upstream_request(app, client, &mut prompt.translated)?);
+        outgoing.push(upstream_request(app, client, &mut prompt.translated, 0)?);
     }
     let (first, mut meter) = open_metered_stream(app, &outgoing[0], &model, meter).await?;
     let app = app.clone();

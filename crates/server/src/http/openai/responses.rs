@@ -29,7 +29,8 @@ use translate::openai::responses::types::{CreateResponse, Response as ResponseOb
 use crate::http::error::ApiError;
 use crate::http::native::client_id;
 use crate::http::openai::common::{
-    open_metered_stream, read_json, read_metered_answer, sse_response, unix_now, upstream_request,
+    open_metered_stream, read_metered_answer, read_sized_json, sse_response, unix_now,
+    upstream_request,
 };
 use crate::service::accounting::RequestMeter;
 use crate::service::relay::{StreamFault, UpstreamEvent};
@@ -108,7 +109,7 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let extensions = request.extensions().clone();
     let owner = client_id(&request);
-    let create: CreateResponse = read_json(request).await?;
+    let (create, body_len): (CreateResponse, usize) = read_sized_json(request).await?;
     let (now, retention) = (now_ms(), retention(app));
     let mut history = History::default();
     if let Some(previous) = &create.previous_response_id {
@@ -141,6 +142,7 @@ async fn create(
         app,
         crate::http::auth::client_of(&extensions),
         &mut translated,
+        body_len,
     )?;
     let frame = ResponseObject::started(
         &create,

@@ -129,7 +129,7 @@ pub fn translate_responses_request(
             message: format!("Invalid request: {error}."),
             param: None,
         })?;
-    translate_chat_request(&chat, memory).map_err(|error| rename_params(error, &sources))
+    translate_chat_request(chat, memory).map_err(|error| rename_params(error, &sources))
 }
 
 /// Fields whose meaning Gemini cannot give.

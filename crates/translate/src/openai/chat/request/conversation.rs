@@ -14,9 +14,10 @@ use crate::gemini::request::{
 };
 use crate::openai::chat::types::{ChatMessage, Role, ToolCall};
 
-/// Builds `systemInstruction` and `contents` from the messages.
+/// Builds `systemInstruction` and `contents` from the messages; the user messages' contents are
+/// moved out of them (see [`user_parts`]).
 pub(crate) fn assemble_conversation(
-    messages: &[ChatMessage],
+    messages: &mut [ChatMessage],
     family: ModelFamily,
     memory: &dyn CallMemory,
 ) -> Result<(Option<Content>, Vec<Content>), TranslateError> {
@@ -26,8 +27,15 @@ pub(crate) fn assemble_conversation(
     let mut leading = true;
     let mut index = 0;
     while index < messages.len() {
-        let message = &messages[index];
         let param = format!("messages[{index}]");
+        if messages[index].role == Role::User {
+            leading = false;
+            let parts = user_parts(&mut messages[index], &param, &mut inline_bytes)?;
+            push_parts(&mut contents, GeminiRole::User, parts);
+            index += 1;
+            continue;
+        }
+        let message = &messages[index];
         match message.role {
             Role::System | Role::Developer => {
                 let text = system_text(message, &param)?;
@@ -39,11 +47,8 @@ pub(crate) fn assemble_conversation(
                     push_parts(&mut contents, GeminiRole::User, vec![Part::text(text)]);
                 }
             }
-            Role::User => {
-                leading = false;
-                let parts = user_parts(message, &param, &mut inline_bytes)?;
-                push_parts(&mut contents, GeminiRole::User, parts);
-            }
+            // Handled above, with the message borrowed mutably.
+            Role::User => {}
             Role::Assistant => {
                 leading = false;
                 let parts = assistant_parts(message, &param, family, memory)?;
@@ -158,18 +163,21 @@ pub(crate) fn part_type(part: &Value) -> Option<&str> {
     part.get("type").and_then(Value::as_str)
 }
 
-/// Parts of a user message (§3.2).
+/// Parts of a user message (§3.2). Its text and inline media are taken out of `message`, not
+/// copied: they are most of a large request's bytes.
 pub(crate) fn user_parts(
-    message: &ChatMessage,
+    message: &mut ChatMessage,
     param: &str,
     inline_bytes: &mut usize,
 ) -> Result<Vec<Part>, TranslateError> {
-    match &message.content {
+    match &mut message.content {
         None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(text)) => Ok(text_part(text).into_iter().collect()),
+        Some(Value::String(text)) => {
+            Ok(owned_text_part(std::mem::take(text)).into_iter().collect())
+        }
         Some(Value::Array(parts)) => {
             let mut out = Vec::new();
-            for (j, part) in parts.iter().enumerate() {
+            for (j, part) in parts.iter_mut().enumerate() {
                 let part_param = format!("{param}.content[{j}]");
                 if let Some(converted) = user_part(part, &part_param, inline_bytes)? {
                     out.push(converted);
@@ -189,8 +197,23 @@ pub(crate) fn text_part(text: &str) -> Option<Part> {
     (!text.is_empty()).then(|| Part::text(text))
 }
 
+/// [`text_part`] of a string that is moved in, not copied.
+fn owned_text_part(text: String) -> Option<Part> {
+    (!text.is_empty()).then(|| Part::text(text))
+}
+
+/// The string at `value`, taken out of it (an empty one is left behind); `None` when `value`
+/// is absent or not a string.
+fn take_str(value: Option<&mut Value>) -> Option<String> {
+    match value {
+        Some(Value::String(text)) => Some(std::mem::take(text)),
+        _ => None,
+    }
+}
+
+/// One part of a user message's content; its text and media data are taken out of `part`.
 pub(crate) fn user_part(
-    part: &Value,
+    part: &mut Value,
     param: &str,
     inline_bytes: &mut usize,
 ) -> Result<Option<Part>, TranslateError> {
@@ -200,36 +223,36 @@ pub(crate) fn user_part(
             format!("{param}.{what}"),
         )
     };
-    match part_type(part) {
-        Some("text") => Ok(text_part(
-            part.get("text").and_then(Value::as_str).unwrap_or(""),
+    let kind = part_type(part).map(str::to_owned);
+    match kind.as_deref() {
+        Some("text") => Ok(owned_text_part(
+            take_str(part.get_mut("text")).unwrap_or_default(),
         )),
         Some("image_url") => {
-            let url = part
-                .get("image_url")
-                .and_then(|image| image.get("url").or(Some(image)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| missing("image_url.url"))?;
+            // `image_url` is an object with a `url`, or (leniently) the URL itself.
+            let url = match part.get_mut("image_url") {
+                Some(image) if image.get("url").is_some() => take_str(image.get_mut("url")),
+                other => take_str(other),
+            }
+            .ok_or_else(|| missing("image_url.url"))?;
             media_reference(url, &format!("{param}.image_url.url"), inline_bytes).map(Some)
         }
         Some("input_audio") => {
             let audio = part
-                .get("input_audio")
+                .get_mut("input_audio")
                 .ok_or_else(|| missing("input_audio"))?;
-            let data = audio
-                .get("data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| missing("input_audio.data"))?;
+            let data =
+                take_str(audio.get_mut("data")).ok_or_else(|| missing("input_audio.data"))?;
             let format = audio.get("format").and_then(Value::as_str).unwrap_or("wav");
             *inline_bytes += data.len() / 4 * 3;
             Ok(Some(Part::new(PartData::InlineData(Blob {
                 mime_type: format!("audio/{format}"),
-                data: data.to_owned(),
+                data,
             }))))
         }
         Some("file") => {
-            let file = part.get("file").ok_or_else(|| missing("file"))?;
-            if let Some(data) = file.get("file_data").and_then(Value::as_str) {
+            let file = part.get_mut("file").ok_or_else(|| missing("file"))?;
+            if let Some(data) = take_str(file.get_mut("file_data")) {
                 return media_reference(data, &format!("{param}.file.file_data"), inline_bytes)
                     .map(Some);
             }

@@ -45,11 +45,14 @@ impl GeminiChatRequest {
     }
 }
 
-/// Translates a chat request.
+/// Translates a chat request. It is consumed: the user messages' text and inline media move
+/// into the Gemini body instead of being copied, so that a request carrying a hundred megabytes
+/// never exists twice.
 pub fn translate_chat_request(
-    request: &ChatCompletionRequest,
+    mut request: ChatCompletionRequest,
     memory: &dyn CallMemory,
 ) -> Result<GeminiChatRequest, TranslateError> {
+    let request = &mut request;
     let model = normalize_model(&request.model)?;
     let family = ModelFamily::of(&model);
     let stream = request.stream.unwrap_or(false);
@@ -62,7 +65,8 @@ pub fn translate_chat_request(
     refuse_semantic_changes(request)?;
     let google = google_extensions(request);
 
-    let (system_instruction, contents) = assemble_conversation(&request.messages, family, memory)?;
+    let (system_instruction, contents) =
+        assemble_conversation(&mut request.messages, family, memory)?;
     let (tools, declared) = translate_tools(request)?;
     let tool_choice = translate_tool_choice(request, &declared)?;
     let tools = match &tool_choice {

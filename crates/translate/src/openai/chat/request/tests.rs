@@ -7,7 +7,7 @@ use crate::common::signatures::{NoMemory, RememberedCall, SIGNATURE_SENTINEL};
 
 fn translate_with(request: Value, memory: &dyn CallMemory) -> Result<Value, String> {
     let request: ChatCompletionRequest = serde_json::from_value(request).unwrap();
-    match translate_chat_request(&request, memory) {
+    match translate_chat_request(request, memory) {
         Ok(translated) => Ok(serde_json::to_value(translated.body).unwrap()),
         Err(TranslateError::InvalidRequest { param, .. }) => Err(param.unwrap_or_default()),
         Err(other) => panic!("{other}"),
@@ -573,7 +573,7 @@ fn the_typed_body_keeps_the_key_order_and_names_what_its_json_names() {
         "google": {"cached_content": "cachedContents/c1", "safety_settings": []}
     }))
     .unwrap();
-    let body = translate_chat_request(&request, &NoMemory).unwrap().body;
+    let body = translate_chat_request(request, &NoMemory).unwrap().body;
     // The bytes sent upstream: keys in the order the translation has always written them.
     assert_eq!(
         serde_json::to_string(&body).unwrap(),
