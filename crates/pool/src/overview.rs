@@ -81,17 +81,17 @@ impl Pool {
             .projects
             .iter()
             .filter(|project| {
-                project
-                    .keys
+                table
+                    .keys_of(project)
                     .iter()
-                    .any(|&i| table.keys[i].is_available(now))
+                    .any(|key| key.is_available(now))
             })
             .map(|project| &project.name)
             .collect();
         let in_service = table
             .projects
             .iter()
-            .filter(|project| project.keys.iter().any(|&i| table.keys[i].is_usable()))
+            .filter(|project| table.keys_of(project).iter().any(|key| key.is_usable()))
             .count();
         let mut all = Vec::new();
         for entry in &self.books {

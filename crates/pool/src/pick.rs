@@ -89,8 +89,10 @@ impl Pool {
             let Some(&index) = table.project_index.get(project) else {
                 return Err(PickError::NoUsableKey);
             };
-            let name = Arc::clone(&table.projects[index].name);
-            return match book.check(&name, now, today, midnight) {
+            let Some(slot) = book.table_slot(index) else {
+                return Err(PickError::NoUsableKey);
+            };
+            return match book.check_slot(slot, now, today, midnight) {
                 Check::Closed {
                     cooling: CoolingReason::Lease,
                     ..
@@ -110,27 +112,40 @@ impl Pool {
                         retry_after: Duration::from_millis(until.saturating_sub(now)),
                         status,
                     }),
-                    Gate::Probe | Gate::NotCooling => {
-                        self.take_from_project(&table, &mut book, index, request.tried, now, today)
-                    }
+                    Gate::Probe | Gate::NotCooling => self.take_from_project(
+                        &table,
+                        &mut book,
+                        (index, slot),
+                        request.tried,
+                        now,
+                        today,
+                    ),
                 },
                 Check::Closed {
                     cooling: CoolingReason::Health,
                     ..
                 }
-                | Check::Open(_) => {
-                    self.take_from_project(&table, &mut book, index, request.tried, now, today)
-                }
+                | Check::Open(_) => self.take_from_project(
+                    &table,
+                    &mut book,
+                    (index, slot),
+                    request.tried,
+                    now,
+                    today,
+                ),
             };
         }
 
-        let tried_projects: Vec<&Arc<str>> = request
+        // The projects of the tried keys, as indices of the key table (a project's name and its
+        // index name the same project within one table).
+        let tried_projects: Vec<usize> = request
             .tried
             .iter()
             .filter_map(|id| table.key_index.get(id))
-            .map(|&i| table.keys[i].project())
+            .filter_map(|&i| table.project_index.get(table.keys[i].project()))
+            .copied()
             .collect();
-        let mut to_cool: Vec<(Arc<str>, u64, CoolingReason)> = Vec::new();
+        let mut to_cool: Vec<(usize, u64, CoolingReason)> = Vec::new();
         let mut skipped_tried = false;
         let mut picked = None;
         // First among projects not tried yet; then, if none can serve, the tried projects'
@@ -143,8 +158,8 @@ impl Pool {
                 let b = fastrand::usize(..limit);
                 let mut order = [a, b];
                 let headroom = |book: &mut ModelBook, i: usize| {
-                    let name = Arc::clone(book.available_at(i));
-                    book.check(&name, now, today, midnight)
+                    let slot = book.available_at(i);
+                    book.check_slot(slot, now, today, midnight)
                 };
                 let (check_a, check_b) = (headroom(&mut book, a), headroom(&mut book, b));
                 if let (Check::Open(ha), Check::Open(hb)) = (check_a, check_b)
@@ -154,22 +169,25 @@ impl Pool {
                 }
                 let index = order[0];
                 let check = if index == a { check_a } else { check_b };
-                let name = Arc::clone(book.available_at(index));
-                let excluded = if avoid_tried_projects && tried_projects.contains(&&name) {
+                let slot = book.available_at(index);
+                let project_index = book.table_index(slot);
+                let excluded = if avoid_tried_projects
+                    && project_index.is_some_and(|i| tried_projects.contains(&i))
+                {
                     true
                 } else {
                     match check {
                         Check::Closed { until, cooling } => {
-                            to_cool.push((Arc::clone(&name), until, cooling));
+                            to_cool.push((slot, until, cooling));
                             true
                         }
-                        Check::Open(_) => match table.project_index.get(&name) {
+                        Check::Open(_) => match project_index {
                             None => true,
-                            Some(&project_index) => {
+                            Some(project_index) => {
                                 match self.key_in_project(&table, project_index, request.tried, now)
                                 {
                                     KeyChoice::Found(key) => {
-                                        book.reserve(&name, now, today);
+                                        book.reserve(slot, now, today);
                                         picked = Some(key);
                                         break 'phases;
                                     }
@@ -178,11 +196,7 @@ impl Pool {
                                         true
                                     }
                                     KeyChoice::Unhealthy(until) => {
-                                        to_cool.push((
-                                            Arc::clone(&name),
-                                            until,
-                                            CoolingReason::Health,
-                                        ));
+                                        to_cool.push((slot, until, CoolingReason::Health));
                                         true
                                     }
                                 }
@@ -200,8 +214,8 @@ impl Pool {
                 break;
             }
         }
-        for (name, until, cooling) in to_cool {
-            book.cool(&name, until, cooling, today);
+        for (slot, until, cooling) in to_cool {
+            book.cool_slot(slot, until, cooling, today);
         }
         if let Some(key) = picked {
             return Ok(key);
@@ -227,9 +241,12 @@ impl Pool {
                     let Some(&index) = table.project_index.get(&project) else {
                         continue;
                     };
+                    let Some(slot) = book.table_slot(index) else {
+                        continue;
+                    };
                     match self.key_in_project(&table, index, request.tried, now) {
                         KeyChoice::Found(key) => {
-                            book.reserve(&project, now, today);
+                            book.reserve(slot, now, today);
                             return Ok(key);
                         }
                         KeyChoice::OnlyTried => only_tried = true,
@@ -252,19 +269,20 @@ impl Pool {
         }
     }
 
-    /// A key of the project at `index` (a request bound to it), counted against its quota.
+    /// A key of the project at `index` of the table and `slot` of the book (a request bound
+    /// to it), counted against its quota.
     fn take_from_project(
         &self,
         table: &KeyTable,
         book: &mut ModelBook,
-        index: usize,
+        (index, slot): (usize, usize),
         tried: &[KeyId],
         now: u64,
         today: i32,
     ) -> Result<Arc<PoolKey>, PickError> {
         match self.key_in_project(table, index, tried, now) {
             KeyChoice::Found(key) => {
-                book.reserve(&table.projects[index].name, now, today);
+                book.reserve(slot, now, today);
                 Ok(key)
             }
             KeyChoice::OnlyTried => Err(PickError::AllTried),
@@ -281,11 +299,12 @@ impl Pool {
         now: u64,
     ) -> KeyChoice {
         let entry = &table.projects[project];
+        let keys = table.keys_of(entry);
         let start = entry.cursor.fetch_add(1, Ordering::Relaxed);
         let mut only_tried = false;
         let mut back_at: Option<u64> = None;
-        for offset in 0..entry.keys.len() {
-            let key = &table.keys[entry.keys[(start + offset) % entry.keys.len()]];
+        for offset in 0..keys.len() {
+            let key = &keys[(start + offset) % keys.len()];
             if !key.is_usable() {
                 continue;
             }

@@ -295,6 +295,70 @@ fn replacing_keys_keeps_learned_health_of_keys_that_stay() {
 }
 
 #[test]
+fn a_new_key_table_with_projects_reordered_keeps_each_project_its_keys_and_cooldown() {
+    let clock = Arc::new(ManualClock::at(NOW));
+    let pool = Pool::with_clock(
+        vec![
+            record(1, Some("alpha")),
+            record(2, Some("beta")),
+            record(3, Some("gamma")),
+        ],
+        LimitsTable::default(),
+        clock,
+    );
+    pool.pick(&model_request(FLASH)).unwrap();
+    pool.record_failure(KeyId(2), Some(FLASH), &minute_quota(Some(30), None));
+    // Other projects before, between and after: every project has another index now.
+    pool.replace_keys(vec![
+        record(7, Some("delta")),
+        record(3, Some("gamma")),
+        record(8, Some("epsilon")),
+        record(2, Some("beta")),
+        record(1, Some("alpha")),
+        record(9, Some("alpha")),
+    ]);
+    for project in ["alpha", "gamma", "delta", "epsilon"] {
+        for _ in 0..4 {
+            let key = pool
+                .pick(&PickRequest {
+                    model: Some(FLASH),
+                    project: Some(project),
+                    ..PickRequest::default()
+                })
+                .unwrap();
+            assert_eq!(&**key.project(), project);
+        }
+    }
+    let beta = PickRequest {
+        model: Some(FLASH),
+        project: Some("beta"),
+        ..PickRequest::default()
+    };
+    assert!(
+        matches!(pool.pick(&beta), Err(PickError::Exhausted { .. })),
+        "beta still cools"
+    );
+    for _ in 0..40 {
+        assert_ne!(
+            &**pool.pick(&model_request(FLASH)).unwrap().project(),
+            "beta"
+        );
+    }
+    // Back to the first table: the cooldown follows beta to its old place.
+    pool.replace_keys(vec![
+        record(1, Some("alpha")),
+        record(2, Some("beta")),
+        record(3, Some("gamma")),
+    ]);
+    for _ in 0..20 {
+        assert_ne!(
+            &**pool.pick(&model_request(FLASH)).unwrap().project(),
+            "beta"
+        );
+    }
+}
+
+#[test]
 fn masking_never_shows_the_middle_of_a_key() {
     let key = "AIzaSyA1234567890abcdefghijklmnopqrstu";
     assert_eq!(mask_secret(key), "AIza…rstu");

@@ -117,7 +117,30 @@ pub(crate) struct ProjectView {
     pub cooling: Option<(u64, CoolingReason)>,
 }
 
+/// Marks a slot that is not in the available set, or not a project of the key table.
+const NONE: usize = usize::MAX;
+
+/// A project as the book knows it.
+#[derive(Debug)]
+struct Slot {
+    name: Arc<str>,
+    /// Its index among the projects of the key table of the book's `generation` (`NONE`: not
+    /// in that table).
+    table_index: usize,
+    /// Its position in `available` (`NONE`: not available).
+    available_at: usize,
+    /// Its quota for this model, made when first used, so that the operator's list shows the
+    /// projects the book has used rather than every project of the table.
+    quota: Option<ProjectQuota>,
+}
+
 /// The book of one model.
+///
+/// Projects are numbered by slot, in the order the book first meets them; a slot is never
+/// removed or reused, so the numbers held in `available`, `cooling` and `table_slots` stay
+/// valid. The pick works on slots only: hashing project names and counting references to them
+/// were most of its cost. Names are looked up only by the calls that come with one (failures,
+/// leases, the operator's views).
 #[derive(Debug)]
 pub(crate) struct ModelBook {
     /// The operator's limits for this model (the defaults or a per-model override).
@@ -128,10 +151,14 @@ pub(crate) struct ModelBook {
     /// Requests need a lease of the shared quota (several instances).
     pub leased: bool,
     generation: u64,
-    available: Vec<Arc<str>>,
-    position: FastMap<Arc<str>, usize>,
-    cooling: BinaryHeap<Reverse<(u64, Arc<str>)>>,
-    quota: FastMap<Arc<str>, ProjectQuota>,
+    slots: Vec<Slot>,
+    slot_of: FastMap<Arc<str>, usize>,
+    /// The slot of each project of the key table of `generation`, by the table's index.
+    table_slots: Vec<usize>,
+    /// The slots of the projects that can take a request now, as far as the book knows.
+    available: Vec<usize>,
+    /// Slots out of `available`, by when they may come back.
+    cooling: BinaryHeap<Reverse<(u64, usize)>>,
     /// Which projects cool for capacity, and the gate over them.
     capacity: CapacityGate,
 }
@@ -143,15 +170,17 @@ impl ModelBook {
             explicit,
             leased: false,
             generation: u64::MAX,
+            slots: Vec::new(),
+            slot_of: FastMap::default(),
+            table_slots: Vec::new(),
             available: Vec::new(),
-            position: FastMap::default(),
             cooling: BinaryHeap::new(),
-            quota: FastMap::default(),
             capacity: CapacityGate::default(),
         }
     }
 
-    /// Rebuilds the available set when the key table changed.
+    /// Rebuilds the available set and the slots of the table's projects when the key table
+    /// changed (`projects` in table order).
     pub fn sync<'a>(
         &mut self,
         generation: u64,
@@ -163,34 +192,77 @@ impl ModelBook {
         }
         self.generation = generation;
         self.available.clear();
-        self.position.clear();
         self.cooling.clear();
-        for project in projects {
-            match self.quota.get(project) {
-                Some(quota) if quota.cooling_until > now => {
-                    self.cooling
-                        .push(Reverse((quota.cooling_until, Arc::clone(project))));
-                }
-                _ => self.insert_available(Arc::clone(project)),
+        self.table_slots.clear();
+        for slot in &mut self.slots {
+            slot.table_index = NONE;
+            slot.available_at = NONE;
+        }
+        for (table_index, project) in projects.enumerate() {
+            let slot = self.slot(project);
+            self.slots[slot].table_index = table_index;
+            self.table_slots.push(slot);
+            let until = self.cooling_until(slot);
+            if until > now {
+                self.cooling.push(Reverse((until, slot)));
+            } else {
+                self.insert_available(slot);
             }
         }
     }
 
-    fn insert_available(&mut self, project: Arc<str>) {
-        if !self.position.contains_key(&project) {
-            self.position
-                .insert(Arc::clone(&project), self.available.len());
-            self.available.push(project);
+    /// The slot of `project`, made if the book has not met it yet.
+    fn slot(&mut self, project: &Arc<str>) -> usize {
+        if let Some(&slot) = self.slot_of.get(project) {
+            return slot;
+        }
+        let slot = self.slots.len();
+        self.slots.push(Slot {
+            name: Arc::clone(project),
+            table_index: NONE,
+            available_at: NONE,
+            quota: None,
+        });
+        self.slot_of.insert(Arc::clone(project), slot);
+        slot
+    }
+
+    /// The slot of the key table's project at `table_index` (the table the book was last
+    /// synced with).
+    pub fn table_slot(&self, table_index: usize) -> Option<usize> {
+        self.table_slots.get(table_index).copied()
+    }
+
+    /// The key table's index of the project in `slot`, if it is in the table.
+    pub fn table_index(&self, slot: usize) -> Option<usize> {
+        self.slots
+            .get(slot)
+            .map(|slot| slot.table_index)
+            .filter(|&index| index != NONE)
+    }
+
+    fn cooling_until(&self, slot: usize) -> u64 {
+        self.slots[slot]
+            .quota
+            .as_ref()
+            .map_or(0, |quota| quota.cooling_until)
+    }
+
+    fn insert_available(&mut self, slot: usize) {
+        if self.slots[slot].available_at == NONE {
+            self.slots[slot].available_at = self.available.len();
+            self.available.push(slot);
         }
     }
 
-    fn remove_available(&mut self, project: &Arc<str>) {
-        let Some(index) = self.position.remove(project) else {
+    fn remove_available(&mut self, slot: usize) {
+        let index = std::mem::replace(&mut self.slots[slot].available_at, NONE);
+        if index == NONE {
             return;
-        };
+        }
         self.available.swap_remove(index);
-        if let Some(moved) = self.available.get(index) {
-            self.position.insert(Arc::clone(moved), index);
+        if let Some(&moved) = self.available.get(index) {
+            self.slots[moved].available_at = index;
         }
     }
 
@@ -200,13 +272,12 @@ impl ModelBook {
             if *until > now {
                 break;
             }
-            let Some(Reverse((until, project))) = self.cooling.pop() else {
+            let Some(Reverse((until, slot))) = self.cooling.pop() else {
                 break;
             };
-            let current = self.quota.get(&project).map_or(0, |q| q.cooling_until);
-            if current == until {
-                self.capacity.forget(&project);
-                self.insert_available(project);
+            if self.cooling_until(slot) == until {
+                self.capacity.forget(&self.slots[slot].name);
+                self.insert_available(slot);
             }
         }
     }
@@ -215,8 +286,9 @@ impl ModelBook {
         self.available.len()
     }
 
-    pub fn available_at(&self, index: usize) -> &Arc<str> {
-        &self.available[index]
+    /// The slot at `index` of the available list.
+    pub fn available_at(&self, index: usize) -> usize {
+        self.available[index]
     }
 
     /// Swaps two entries of the available list (the pick keeps excluded ones at the end).
@@ -225,14 +297,27 @@ impl ModelBook {
             return;
         }
         self.available.swap(a, b);
-        self.position.insert(Arc::clone(&self.available[a]), a);
-        self.position.insert(Arc::clone(&self.available[b]), b);
+        self.slots[self.available[a]].available_at = a;
+        self.slots[self.available[b]].available_at = b;
     }
 
-    fn quota_mut(&mut self, project: &Arc<str>, today: i32) -> &mut ProjectQuota {
-        self.quota
-            .entry(Arc::clone(project))
-            .or_insert_with(|| ProjectQuota::new(today))
+    fn quota_mut(&mut self, slot: usize, today: i32) -> &mut ProjectQuota {
+        self.slots[slot]
+            .quota
+            .get_or_insert_with(|| ProjectQuota::new(today))
+    }
+
+    /// The quota of every project the book has used, with its name.
+    fn quotas(&self) -> impl Iterator<Item = (&Arc<str>, &ProjectQuota)> {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.quota.as_ref().map(|quota| (&slot.name, quota)))
+    }
+
+    fn quotas_mut(&mut self) -> impl Iterator<Item = (&Arc<str>, &mut ProjectQuota)> {
+        self.slots
+            .iter_mut()
+            .filter_map(|slot| slot.quota.as_mut().map(|quota| (&slot.name, quota)))
     }
 
     /// The limits in force for a project: what the upstream said of it (for a day), else the
@@ -262,11 +347,11 @@ impl ModelBook {
         }
     }
 
-    /// The limits in force for `project` now.
-    pub fn effective_limits(&self, project: &Arc<str>, now: u64) -> Limits {
-        let learned = self
+    /// The limits in force for the project in `slot` now.
+    fn effective_limits(&self, slot: usize, now: u64) -> Limits {
+        let learned = self.slots[slot]
             .quota
-            .get(project)
+            .as_ref()
             .and_then(|quota| quota.learned_in_force(now));
         Self::limits_of(self.limits, self.explicit, learned)
     }
@@ -279,8 +364,20 @@ impl ModelBook {
         today: i32,
         next_midnight: impl Fn() -> u64,
     ) -> Check {
+        let slot = self.slot(project);
+        self.check_slot(slot, now, today, next_midnight)
+    }
+
+    /// [`Self::check`] of the project in `slot`.
+    pub fn check_slot(
+        &mut self,
+        slot: usize,
+        now: u64,
+        today: i32,
+        next_midnight: impl Fn() -> u64,
+    ) -> Check {
         let (operator, explicit, leased) = (self.limits, self.explicit, self.leased);
-        let quota = self.quota_mut(project, today);
+        let quota = self.quota_mut(slot, today);
         quota.roll(now, today);
         if quota.cooling_until > now {
             return Check::Closed {
@@ -330,12 +427,12 @@ impl ModelBook {
         Check::Open((day_left, minute_left))
     }
 
-    /// Counts a request against `project`.
-    pub fn reserve(&mut self, project: &Arc<str>, now: u64, today: i32) {
-        let limits = self.effective_limits(project, now);
+    /// Counts a request against the project in `slot`.
+    pub fn reserve(&mut self, slot: usize, now: u64, today: i32) {
+        let limits = self.effective_limits(slot, now);
         let leased = self.leased && (limits.rpm.is_some() || limits.rpd.is_some());
         let refill_below = lease::refill_below(limits);
-        let quota = self.quota_mut(project, today);
+        let quota = self.quota_mut(slot, today);
         quota.roll(now, today);
         // The minute window is kept only under a per-minute limit: without one it would hold
         // every request of the last minute for nothing (a limit set later starts counting then).
@@ -364,7 +461,8 @@ impl ModelBook {
         now: u64,
         today: i32,
     ) {
-        let quota = self.quota_mut(project, today);
+        let slot = self.slot(project);
+        let quota = self.quota_mut(slot, today);
         if quota.lease_left > 0 && quota.lease_until > now {
             quota.lease_left = quota.lease_left.saturating_add(count);
             quota.lease_until = quota.lease_until.min(until);
@@ -375,7 +473,7 @@ impl ModelBook {
         quota.lease_wanted = false;
         if quota.cooling == CoolingReason::Lease {
             quota.cooling_until = 0;
-            self.insert_available(Arc::clone(project));
+            self.insert_available(slot);
         }
     }
 
@@ -383,8 +481,7 @@ impl ModelBook {
     /// clearing the flags (the refiller asks once).
     pub fn take_lease_wants(&mut self, now: u64) -> Vec<(Arc<str>, Limits)> {
         let (operator, explicit) = (self.limits, self.explicit);
-        self.quota
-            .iter_mut()
+        self.quotas_mut()
             .filter(|(_, quota)| quota.lease_wanted)
             .map(|(project, quota)| {
                 quota.lease_wanted = false;
@@ -396,18 +493,18 @@ impl ModelBook {
 
     /// Whether some project waits for a lease now.
     pub fn waits_for_lease(&self, now: u64) -> bool {
-        self.quota
-            .values()
-            .any(|quota| quota.cooling == CoolingReason::Lease && quota.cooling_until > now)
+        self.quotas()
+            .any(|(_, quota)| quota.cooling == CoolingReason::Lease && quota.cooling_until > now)
     }
 
     /// Counts tokens against `project`'s per-minute token window.
     pub fn record_tokens(&mut self, project: &Arc<str>, now: u64, today: i32, tokens: u64) {
         // Kept only under a tokens-per-minute limit, for the same reason as the minute window.
-        if tokens == 0 || self.effective_limits(project, now).tpm.is_none() {
+        let slot = self.slot(project);
+        if tokens == 0 || self.effective_limits(slot, now).tpm.is_none() {
             return;
         }
-        let quota = self.quota_mut(project, today);
+        let quota = self.quota_mut(slot, today);
         quota.roll(now, today);
         quota.tokens.push_back((now, tokens));
         quota.tokens_in_window = quota.tokens_in_window.saturating_add(tokens);
@@ -415,19 +512,26 @@ impl ModelBook {
 
     /// Takes `project` out of the available set until `until` (a later cooldown wins).
     pub fn cool(&mut self, project: &Arc<str>, until: u64, cooling: CoolingReason, today: i32) {
-        let quota = self.quota_mut(project, today);
+        let slot = self.slot(project);
+        self.cool_slot(slot, until, cooling, today);
+    }
+
+    /// [`Self::cool`] of the project in `slot`.
+    pub fn cool_slot(&mut self, slot: usize, until: u64, cooling: CoolingReason, today: i32) {
+        let quota = self.quota_mut(slot, today);
         if until <= quota.cooling_until {
             return;
         }
         quota.cooling_until = until;
         quota.cooling = cooling;
+        let project = &self.slots[slot].name;
         if let CoolingReason::Capacity(status) = cooling {
             self.capacity.cooling(project, until, status);
         } else {
             self.capacity.forget(project);
         }
-        self.remove_available(project);
-        self.cooling.push(Reverse((until, Arc::clone(project))));
+        self.remove_available(slot);
+        self.cooling.push(Reverse((until, slot)));
     }
 
     /// Cools `project` after a capacity failure: a second, doubling with each failure in a
@@ -440,13 +544,14 @@ impl ModelBook {
         now: u64,
         today: i32,
     ) -> u64 {
-        let quota = self.quota_mut(project, today);
+        let slot = self.slot(project);
+        let quota = self.quota_mut(slot, today);
         let full = capacity::backoff_ms(quota.capacity_level);
         quota.capacity_level = quota.capacity_level.saturating_add(1);
         // Between half and all of the backoff.
         let delay = full / 2 + fastrand::u64(..=full / 2);
         let until = now.saturating_add(delay);
-        self.cool(project, until, CoolingReason::Capacity(status), today);
+        self.cool_slot(slot, until, CoolingReason::Capacity(status), today);
         until
     }
 
@@ -463,24 +568,27 @@ impl ModelBook {
     /// A success: the project's capacity backoff resets, and when the model was in a storm
     /// every project cooling for capacity comes back at once.
     pub fn succeeded(&mut self, project: &Arc<str>) {
-        if let Some(quota) = self.quota.get_mut(project) {
+        if let Some(&slot) = self.slot_of.get(project)
+            && let Some(quota) = self.slots[slot].quota.as_mut()
+        {
             quota.capacity_level = 0;
             if matches!(quota.cooling, CoolingReason::Capacity(_)) && quota.cooling_until > 0 {
                 quota.cooling_until = 0;
                 self.capacity.forget(project);
-                self.insert_available(Arc::clone(project));
+                self.insert_available(slot);
             }
         }
         let Some(cooled) = self.capacity.end_storm() else {
             return;
         };
         for project in cooled {
-            if let Some(quota) = self.quota.get_mut(&project)
+            if let Some(&slot) = self.slot_of.get(&project)
+                && let Some(quota) = self.slots[slot].quota.as_mut()
                 && matches!(quota.cooling, CoolingReason::Capacity(_))
             {
                 quota.cooling_until = 0;
                 quota.capacity_level = 0;
-                self.insert_available(project);
+                self.insert_available(slot);
             }
         }
     }
@@ -494,7 +602,8 @@ impl ModelBook {
         at_ms: u64,
         today: i32,
     ) -> Limits {
-        let quota = self.quota_mut(project, today);
+        let slot = self.slot(project);
+        let quota = self.quota_mut(slot, today);
         if quota.learned_in_force(at_ms).is_none() {
             quota.learned = Limits::UNLIMITED;
         }
@@ -514,10 +623,9 @@ impl ModelBook {
 
     /// The earliest quota cooldown still in force: when it ends and whether it is a daily one.
     pub fn next_quota_release(&self, now: u64) -> Option<(u64, bool)> {
-        self.quota
-            .values()
-            .filter(|quota| quota.cooling_until > now)
-            .filter_map(|quota| match quota.cooling {
+        self.quotas()
+            .filter(|(_, quota)| quota.cooling_until > now)
+            .filter_map(|(_, quota)| match quota.cooling {
                 CoolingReason::QuotaMinute => Some((quota.cooling_until, false)),
                 CoolingReason::QuotaDay => Some((quota.cooling_until, true)),
                 CoolingReason::Capacity(_) | CoolingReason::Health | CoolingReason::Lease => None,
@@ -528,8 +636,7 @@ impl ModelBook {
     /// Every project seen, as the operator sees it.
     pub fn views(&mut self, now: u64, today: i32) -> Vec<ProjectView> {
         let (operator, explicit) = (self.limits, self.explicit);
-        self.quota
-            .iter_mut()
+        self.quotas_mut()
             .map(|(project, quota)| {
                 quota.roll(now, today);
                 let learned = quota.learned_in_force(now);
@@ -549,8 +656,7 @@ impl ModelBook {
 
     /// Learned limits in force, by project (for persistence).
     pub fn learned(&self, now: u64) -> Vec<(Arc<str>, Limits, u64)> {
-        self.quota
-            .iter()
+        self.quotas()
             .filter_map(|(project, quota)| {
                 quota
                     .learned_in_force(now)
@@ -566,8 +672,7 @@ impl ModelBook {
 
     /// Today's request counts, by project.
     pub fn day_counts(&self, today: i32) -> Vec<(Arc<str>, u32)> {
-        self.quota
-            .iter()
+        self.quotas()
             .filter(|(_, quota)| quota.day == today && quota.day_count > 0)
             .map(|(project, quota)| (Arc::clone(project), quota.day_count))
             .collect()
@@ -575,9 +680,47 @@ impl ModelBook {
 
     /// Sets a project's count for `day` (after a restart).
     pub fn restore_day_count(&mut self, project: &Arc<str>, day: i32, count: u32) {
-        let quota = self.quota_mut(project, day);
+        let slot = self.slot(project);
+        let quota = self.quota_mut(slot, day);
         if quota.day == day {
             quota.day_count = quota.day_count.max(count);
+        }
+    }
+}
+
+#[cfg(test)]
+impl ModelBook {
+    /// Panics unless the book's indices agree: each slot's position in `available` and index
+    /// in the table, `slot_of`, and that every project of the table is either available or
+    /// waits in the heap for the end of its cooldown (else it would never come back).
+    fn assert_consistent(&self) {
+        assert_eq!(self.slot_of.len(), self.slots.len());
+        for (name, &slot) in &self.slot_of {
+            assert_eq!(&self.slots[slot].name, name);
+        }
+        for (index, &slot) in self.available.iter().enumerate() {
+            assert_eq!(self.slots[slot].available_at, index, "slot {slot}");
+        }
+        for (table_index, &slot) in self.table_slots.iter().enumerate() {
+            assert_eq!(self.slots[slot].table_index, table_index, "slot {slot}");
+        }
+        for (slot, entry) in self.slots.iter().enumerate() {
+            if entry.available_at != NONE {
+                assert_eq!(self.available.get(entry.available_at), Some(&slot));
+            }
+            if entry.table_index != NONE {
+                assert_eq!(self.table_slots.get(entry.table_index), Some(&slot));
+                let until = self.cooling_until(slot);
+                let waits = self
+                    .cooling
+                    .iter()
+                    .any(|Reverse((at, waiting))| *waiting == slot && *at == until);
+                assert!(
+                    entry.available_at != NONE || waits,
+                    "slot {slot} ({}) is lost",
+                    entry.name
+                );
+            }
         }
     }
 }
@@ -586,6 +729,70 @@ impl ModelBook {
 mod tests {
     use super::*;
     use crate::quota::capacity::{CAPACITY_BACKOFF_MAX_MS, PROBE_INTERVAL_MS};
+
+    #[test]
+    fn the_slots_stay_consistent_through_table_changes_cooldowns_and_leases() {
+        let names: Vec<Arc<str>> = (0..12).map(|i| format!("p{i}").into()).collect();
+        let mut book = ModelBook::new(limits(Some(3)), false);
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut now = NOW;
+        let mut generation = 0;
+        let mut table: Vec<Arc<str>> = names[..6].to_vec();
+        book.sync(generation, table.iter(), now);
+        book.assert_consistent();
+        for step in 0..5_000 {
+            let name = &names[rng.usize(..names.len())];
+            match rng.u8(..9) {
+                // A new key table: some projects go, others come, the order changes.
+                0 => {
+                    generation += 1;
+                    rng.shuffle(&mut table);
+                    table.truncate(rng.usize(..=table.len()));
+                    for name in &names {
+                        if !table.contains(name) && rng.bool() {
+                            table.push(Arc::clone(name));
+                        }
+                    }
+                    book.sync(generation, table.iter(), now);
+                }
+                1 => book.cool(name, now + rng.u64(1..5_000), CoolingReason::QuotaMinute, 1),
+                2 => {
+                    book.cool_for_capacity(name, 503, now, 1);
+                }
+                3 => book.succeeded(name),
+                4 => book.grant_lease(name, rng.u32(..3), now + 10_000, now, 1),
+                5 if book.available_len() > 1 => {
+                    let len = book.available_len();
+                    book.swap(rng.usize(..len), rng.usize(..len));
+                }
+                6 if book.available_len() > 0 => {
+                    // What a pick does: check, then reserve or cool.
+                    let slot = book.available_at(rng.usize(..book.available_len()));
+                    match book.check_slot(slot, now, 1, || now + 3_600_000) {
+                        Check::Open(_) => book.reserve(slot, now, 1),
+                        Check::Closed { until, cooling } => {
+                            book.cool_slot(slot, until, cooling, 1);
+                        }
+                    }
+                }
+                7 => {
+                    book.check(name, now, 1, || now + 3_600_000);
+                }
+                _ => {
+                    now += rng.u64(..2_000);
+                    book.release(now);
+                }
+            }
+            book.assert_consistent();
+            for (index, name) in table.iter().enumerate() {
+                let slot = book
+                    .table_slot(index)
+                    .expect("a slot for every table project");
+                assert_eq!(&book.slots[slot].name, name, "step {step}");
+                assert_eq!(book.table_index(slot), Some(index));
+            }
+        }
+    }
 
     const NOW: u64 = 1_795_636_800_000;
 
@@ -624,12 +831,13 @@ mod tests {
     fn a_zero_from_the_upstream_is_not_learned_and_learning_expires() {
         let mut book = ModelBook::new(limits(Some(10)), false);
         let project: Arc<str> = "p".into();
+        let slot = book.slot(&project);
         book.learn_limits(&project, limits(Some(0)), NOW, 1);
-        assert_eq!(book.effective_limits(&project, NOW), limits(Some(10)));
+        assert_eq!(book.effective_limits(slot, NOW), limits(Some(10)));
         book.learn_limits(&project, limits(Some(3)), NOW, 1);
-        assert_eq!(book.effective_limits(&project, NOW), limits(Some(3)));
+        assert_eq!(book.effective_limits(slot, NOW), limits(Some(3)));
         assert_eq!(
-            book.effective_limits(&project, NOW + LEARNED_LIMIT_LIFETIME_MS),
+            book.effective_limits(slot, NOW + LEARNED_LIMIT_LIFETIME_MS),
             limits(Some(10))
         );
     }
@@ -648,7 +856,8 @@ mod tests {
             previous_full = full;
             book.succeeded(&"other".into());
             // Each cooldown must be later than the last to take effect; advance the book.
-            if let Some(quota) = book.quota.get_mut(&project) {
+            let slot = book.slot(&project);
+            if let Some(quota) = book.slots[slot].quota.as_mut() {
                 quota.cooling_until = 0;
             }
         }
