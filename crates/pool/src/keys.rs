@@ -177,12 +177,9 @@ pub fn mask_secret(secret: &str) -> String {
     format!("{head}…{tail}")
 }
 
-/// One project of the key table: where its keys are and a cursor to rotate among them.
+/// One project of the key table: its name and a cursor to rotate among its keys.
 pub(crate) struct ProjectEntry {
     pub(crate) name: Arc<str>,
-    /// Its keys are `KeyTable::by_project[first..first + len]`.
-    first: usize,
-    len: usize,
     pub(crate) cursor: AtomicUsize,
 }
 
@@ -190,10 +187,12 @@ pub(crate) struct ProjectEntry {
 #[derive(Default)]
 pub(crate) struct KeyTable {
     pub(crate) keys: Vec<Arc<PoolKey>>,
-    /// The keys again, each project's together (in table order within a project), so a pick
-    /// goes from a project to its keys in one step: with a list of key numbers per project it
-    /// took two more reads, each a cache miss in a large pool.
+    /// The keys again, each project's together (in table order within a project): the keys
+    /// of the project at index `i` are `by_project[starts[i]..starts[i + 1]]`. A pick goes from
+    /// a project to its keys through two compact arrays, instead of a list of key numbers per
+    /// project and then `keys`: in a large pool each of those reads was a cache miss.
     by_project: Vec<Arc<PoolKey>>,
+    starts: Vec<usize>,
     pub(crate) projects: Vec<ProjectEntry>,
     pub(crate) project_index: FastMap<Arc<str>, usize>,
     pub(crate) key_index: FastMap<KeyId, usize>,
@@ -244,8 +243,6 @@ impl KeyTable {
                 .or_insert_with(|| {
                     table.projects.push(ProjectEntry {
                         name: Arc::clone(&project),
-                        first: 0,
-                        len: 0,
                         cursor: AtomicUsize::new(0),
                     });
                     members.push(Vec::new());
@@ -255,20 +252,21 @@ impl KeyTable {
                 keys.push(key_position);
             }
         }
-        for (project, keys) in table.projects.iter_mut().zip(members) {
-            project.first = table.by_project.len();
-            project.len = keys.len();
+        for keys in members {
+            table.starts.push(table.by_project.len());
             table
                 .by_project
                 .extend(keys.into_iter().map(|i| Arc::clone(&table.keys[i])));
         }
+        table.starts.push(table.by_project.len());
         table
     }
 
-    /// The keys of `project`, in table order.
-    pub(crate) fn keys_of(&self, project: &ProjectEntry) -> &[Arc<PoolKey>] {
-        self.by_project
-            .get(project.first..project.first + project.len)
-            .unwrap_or_default()
+    /// The keys of the project at `project` (its index), in table order.
+    pub(crate) fn keys_of(&self, project: usize) -> &[Arc<PoolKey>] {
+        match (self.starts.get(project), self.starts.get(project + 1)) {
+            (Some(&start), Some(&end)) => self.by_project.get(start..end).unwrap_or_default(),
+            _ => &[],
+        }
     }
 }

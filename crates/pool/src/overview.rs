@@ -77,21 +77,12 @@ impl Pool {
         let now = self.clock.now_ms();
         let today = self.today.day(now);
         let table = self.table.load();
-        let serving_projects: Vec<&Arc<str>> = table
-            .projects
-            .iter()
-            .filter(|project| {
-                table
-                    .keys_of(project)
-                    .iter()
-                    .any(|key| key.is_available(now))
-            })
-            .map(|project| &project.name)
+        let serving_projects: Vec<&Arc<str>> = (0..table.projects.len())
+            .filter(|&i| table.keys_of(i).iter().any(|key| key.is_available(now)))
+            .map(|i| &table.projects[i].name)
             .collect();
-        let in_service = table
-            .projects
-            .iter()
-            .filter(|project| table.keys_of(project).iter().any(|key| key.is_usable()))
+        let in_service = (0..table.projects.len())
+            .filter(|&i| table.keys_of(i).iter().any(|key| key.is_usable()))
             .count();
         let mut all = Vec::new();
         for entry in &self.books {

@@ -298,9 +298,17 @@ impl Pool {
         tried: &[KeyId],
         now: u64,
     ) -> KeyChoice {
-        let entry = &table.projects[project];
-        let keys = table.keys_of(entry);
-        let start = entry.cursor.fetch_add(1, Ordering::Relaxed);
+        let keys = table.keys_of(project);
+        // A project of one key (every key without a project is one) has nothing to rotate:
+        // its cursor is left alone, which spares an atomic operation and, in a large pool, a
+        // cache miss.
+        let start = if keys.len() > 1 {
+            table.projects[project]
+                .cursor
+                .fetch_add(1, Ordering::Relaxed)
+        } else {
+            0
+        };
         let mut only_tried = false;
         let mut back_at: Option<u64> = None;
         for offset in 0..keys.len() {

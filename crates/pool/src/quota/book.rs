@@ -24,20 +24,23 @@ const MINUTE_MS: u64 = 60_000;
 /// the upstream says otherwise (so a quota Google raised is found again).
 pub(crate) const LEARNED_LIMIT_LIFETIME_MS: u64 = 24 * 3600 * 1000;
 
+/// `repr(C)`: what every check reads comes first (see [`Slot`]).
 #[derive(Debug)]
+#[repr(C)]
 struct ProjectQuota {
-    minute: VecDeque<u64>,
-    tokens: VecDeque<(u64, u64)>,
-    tokens_in_window: u64,
+    cooling_until: u64,
+    learned_at_ms: u64,
     day: i32,
     day_count: u32,
-    cooling_until: u64,
     cooling: CoolingReason,
     /// Capacity failures in a row (the exponent of the next capacity backoff).
     capacity_level: u32,
-    /// Limits the upstream named for this project (`QuotaFailure.quotaValue`), and when.
+    minute: VecDeque<u64>,
+    tokens: VecDeque<(u64, u64)>,
+    tokens_in_window: u64,
+    /// Limits the upstream named for this project (`QuotaFailure.quotaValue`), and since
+    /// `learned_at_ms`.
     learned: Limits,
-    learned_at_ms: u64,
     /// Requests this instance may still send under its current lease (shared quota only).
     lease_left: u32,
     /// When the current lease lapses.
@@ -121,26 +124,40 @@ pub(crate) struct ProjectView {
 const NONE: usize = usize::MAX;
 
 /// A project as the book knows it.
+///
+/// In a large pool a slot is rarely in cache when a pick looks at it, so its layout is fixed
+/// (`repr(C)`, on cache lines of its own): what a check reads (the quota's cooldown, day and
+/// windows) lies in the first two lines, the name last. With the compiler's layout those reads
+/// fell on three lines.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct Slot {
-    name: Arc<str>,
-    /// Its index among the projects of the key table of the book's `generation` (`NONE`: not
-    /// in that table).
-    table_index: usize,
     /// Its position in `available` (`NONE`: not available).
     available_at: usize,
     /// Its quota for this model, made when first used, so that the operator's list shows the
     /// projects the book has used rather than every project of the table.
     quota: Option<ProjectQuota>,
+    name: Arc<str>,
+}
+
+impl Slot {
+    fn new(name: &Arc<str>) -> Self {
+        Self {
+            available_at: NONE,
+            quota: None,
+            name: Arc::clone(name),
+        }
+    }
 }
 
 /// The book of one model.
 ///
-/// Projects are numbered by slot, in the order the book first meets them; a slot is never
-/// removed or reused, so the numbers held in `available`, `cooling` and `table_slots` stay
-/// valid. The pick works on slots only: hashing project names and counting references to them
-/// were most of its cost. Names are looked up only by the calls that come with one (failures,
-/// leases, the operator's views).
+/// Projects are numbered by slot, and the projects of the key table the book was last synced
+/// with come first, in table order: the slot of a table project *is* its index in the table.
+/// The pick works on these numbers only (hashing project names and counting references to them
+/// were most of its cost), and a pick reads the project's keys without waiting for its slot.
+/// Names are looked up only by the calls that come with one (failures, leases, the operator's
+/// views). Slots are renumbered only by `sync`, which rebuilds everything that holds them.
 #[derive(Debug)]
 pub(crate) struct ModelBook {
     /// The operator's limits for this model (the defaults or a per-model override).
@@ -151,10 +168,10 @@ pub(crate) struct ModelBook {
     /// Requests need a lease of the shared quota (several instances).
     pub leased: bool,
     generation: u64,
+    /// The table's projects (`table_len` of them), then the others the book has met.
     slots: Vec<Slot>,
+    table_len: usize,
     slot_of: FastMap<Arc<str>, usize>,
-    /// The slot of each project of the key table of `generation`, by the table's index.
-    table_slots: Vec<usize>,
     /// The slots of the projects that can take a request now, as far as the book knows.
     available: Vec<usize>,
     /// Slots out of `available`, by when they may come back.
@@ -171,16 +188,17 @@ impl ModelBook {
             leased: false,
             generation: u64::MAX,
             slots: Vec::new(),
+            table_len: 0,
             slot_of: FastMap::default(),
-            table_slots: Vec::new(),
             available: Vec::new(),
             cooling: BinaryHeap::new(),
             capacity: CapacityGate::default(),
         }
     }
 
-    /// Rebuilds the available set and the slots of the table's projects when the key table
-    /// changed (`projects` in table order).
+    /// Renumbers the slots after the key table (`projects`, in table order) and rebuilds the
+    /// available set when the table changed. Projects the table no longer has keep their quota
+    /// after the table's (a later table may bring them back).
     pub fn sync<'a>(
         &mut self,
         generation: u64,
@@ -191,17 +209,25 @@ impl ModelBook {
             return;
         }
         self.generation = generation;
+        let mut old: Vec<Option<Slot>> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let mut old_of = std::mem::take(&mut self.slot_of);
+        for project in projects {
+            let slot = old_of
+                .remove(project)
+                .and_then(|i| old.get_mut(i).and_then(Option::take))
+                .unwrap_or_else(|| Slot::new(project));
+            self.push_slot(slot);
+        }
+        self.table_len = self.slots.len();
+        for slot in old.into_iter().flatten() {
+            self.push_slot(slot);
+        }
         self.available.clear();
         self.cooling.clear();
-        self.table_slots.clear();
-        for slot in &mut self.slots {
-            slot.table_index = NONE;
-            slot.available_at = NONE;
-        }
-        for (table_index, project) in projects.enumerate() {
-            let slot = self.slot(project);
-            self.slots[slot].table_index = table_index;
-            self.table_slots.push(slot);
+        for slot in 0..self.table_len {
             let until = self.cooling_until(slot);
             if until > now {
                 self.cooling.push(Reverse((until, slot)));
@@ -211,34 +237,31 @@ impl ModelBook {
         }
     }
 
+    fn push_slot(&mut self, mut slot: Slot) -> usize {
+        let index = self.slots.len();
+        slot.available_at = NONE;
+        self.slot_of.insert(Arc::clone(&slot.name), index);
+        self.slots.push(slot);
+        index
+    }
+
     /// The slot of `project`, made if the book has not met it yet.
     fn slot(&mut self, project: &Arc<str>) -> usize {
-        if let Some(&slot) = self.slot_of.get(project) {
-            return slot;
+        match self.slot_of.get(project) {
+            Some(&slot) => slot,
+            None => self.push_slot(Slot::new(project)),
         }
-        let slot = self.slots.len();
-        self.slots.push(Slot {
-            name: Arc::clone(project),
-            table_index: NONE,
-            available_at: NONE,
-            quota: None,
-        });
-        self.slot_of.insert(Arc::clone(project), slot);
-        slot
     }
 
     /// The slot of the key table's project at `table_index` (the table the book was last
-    /// synced with).
+    /// synced with): the same number.
     pub fn table_slot(&self, table_index: usize) -> Option<usize> {
-        self.table_slots.get(table_index).copied()
+        (table_index < self.table_len).then_some(table_index)
     }
 
-    /// The key table's index of the project in `slot`, if it is in the table.
+    /// The key table's index of the project in `slot`, if it is in the table: the same number.
     pub fn table_index(&self, slot: usize) -> Option<usize> {
-        self.slots
-            .get(slot)
-            .map(|slot| slot.table_index)
-            .filter(|&index| index != NONE)
+        (slot < self.table_len).then_some(slot)
     }
 
     fn cooling_until(&self, slot: usize) -> u64 {
@@ -690,9 +713,9 @@ impl ModelBook {
 
 #[cfg(test)]
 impl ModelBook {
-    /// Panics unless the book's indices agree: each slot's position in `available` and index
-    /// in the table, `slot_of`, and that every project of the table is either available or
-    /// waits in the heap for the end of its cooldown (else it would never come back).
+    /// Panics unless the book's indices agree: `slot_of`, each slot's position in `available`,
+    /// and that every project of the table is either available or waits in the heap for the
+    /// end of its cooldown (else it would never come back).
     fn assert_consistent(&self) {
         assert_eq!(self.slot_of.len(), self.slots.len());
         for (name, &slot) in &self.slot_of {
@@ -701,15 +724,11 @@ impl ModelBook {
         for (index, &slot) in self.available.iter().enumerate() {
             assert_eq!(self.slots[slot].available_at, index, "slot {slot}");
         }
-        for (table_index, &slot) in self.table_slots.iter().enumerate() {
-            assert_eq!(self.slots[slot].table_index, table_index, "slot {slot}");
-        }
         for (slot, entry) in self.slots.iter().enumerate() {
             if entry.available_at != NONE {
                 assert_eq!(self.available.get(entry.available_at), Some(&slot));
             }
-            if entry.table_index != NONE {
-                assert_eq!(self.table_slots.get(entry.table_index), Some(&slot));
+            if slot < self.table_len {
                 let until = self.cooling_until(slot);
                 let waits = self
                     .cooling
