@@ -48,7 +48,8 @@ fn main() -> ExitCode {
         ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
         ["peers"] => runtime.block_on(peers::run()),
         _ => Err(
-            "usage: bench all | smoke | peers | part S1|S2|S3|S4|S5|S6|S8|S11|S12 ...".to_owned(),
+            "usage: bench all | smoke | peers | part S1|S2|S3|S4|S5|S6|S7|S8|S11|S12 ..."
+                .to_owned(),
         ),
     };
     match result {
