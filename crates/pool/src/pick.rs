@@ -74,10 +74,22 @@ impl Pool {
     pub fn pick(&self, request: &PickRequest<'_>) -> Result<Arc<PoolKey>, PickError> {
         let now = self.clock.now_ms();
         let today = self.today.day(now);
-        let midnight = || next_pacific_midnight_ms(now);
         let table = self.table.load();
-        let book = self.book(request.model);
-        let mut book = lock(&book);
+        self.with_book(request.model, |book| {
+            self.pick_in(&table, &mut lock(book), request, now, today)
+        })
+    }
+
+    /// [`Self::pick`], with the model's book locked.
+    fn pick_in(
+        &self,
+        table: &KeyTable,
+        book: &mut ModelBook,
+        request: &PickRequest<'_>,
+        now: u64,
+        today: i32,
+    ) -> Result<Arc<PoolKey>, PickError> {
+        let midnight = || next_pacific_midnight_ms(now);
         book.sync(
             table.generation,
             table.projects.iter().map(|p| &p.name),
@@ -113,8 +125,8 @@ impl Pool {
                         status,
                     }),
                     Gate::Probe | Gate::NotCooling => self.take_from_project(
-                        &table,
-                        &mut book,
+                        table,
+                        book,
                         (index, slot),
                         request.tried,
                         now,
@@ -125,14 +137,9 @@ impl Pool {
                     cooling: CoolingReason::Health,
                     ..
                 }
-                | Check::Open(_) => self.take_from_project(
-                    &table,
-                    &mut book,
-                    (index, slot),
-                    request.tried,
-                    now,
-                    today,
-                ),
+                | Check::Open(_) => {
+                    self.take_from_project(table, book, (index, slot), request.tried, now, today)
+                }
             };
         }
 
@@ -161,7 +168,7 @@ impl Pool {
                     let slot = book.available_at(i);
                     book.check_slot(slot, now, today, midnight)
                 };
-                let (check_a, check_b) = (headroom(&mut book, a), headroom(&mut book, b));
+                let (check_a, check_b) = (headroom(book, a), headroom(book, b));
                 if let (Check::Open(ha), Check::Open(hb)) = (check_a, check_b)
                     && hb > ha
                 {
@@ -184,7 +191,7 @@ impl Pool {
                         Check::Open(_) => match project_index {
                             None => true,
                             Some(project_index) => {
-                                match self.key_in_project(&table, project_index, request.tried, now)
+                                match self.key_in_project(table, project_index, request.tried, now)
                                 {
                                     KeyChoice::Found(key) => {
                                         book.reserve(slot, now, today);
@@ -244,7 +251,7 @@ impl Pool {
                     let Some(slot) = book.table_slot(index) else {
                         continue;
                     };
-                    match self.key_in_project(&table, index, request.tried, now) {
+                    match self.key_in_project(table, index, request.tried, now) {
                         KeyChoice::Found(key) => {
                             book.reserve(slot, now, today);
                             return Ok(key);

@@ -359,6 +359,36 @@ fn a_new_key_table_with_projects_reordered_keeps_each_project_its_keys_and_coold
 }
 
 #[test]
+fn picks_run_beside_new_models_table_changes_and_reports_without_deadlock() {
+    // The pick holds a read lock of one shard of the model books while it runs: new books
+    // (writes to the map), reports (iterations) and key tables changing under it must still
+    // all finish.
+    let pool = Arc::new(Pool::new((0..40).map(|id| record(id, None)).collect()));
+    let pickers: Vec<_> = (0..3)
+        .map(|thread| {
+            let pool = Arc::clone(&pool);
+            std::thread::spawn(move || {
+                for i in 0..3_000 {
+                    let model = format!("model-{}", (i * 7 + thread) % 200);
+                    let _ = pool.pick(&model_request(&model));
+                }
+            })
+        })
+        .collect();
+    for i in 0..300i64 {
+        pool.record_failure(KeyId(i % 40), Some("model-3"), &minute_quota(Some(1), None));
+        let _ = pool.project_states();
+        let _ = pool.lease_wants();
+        if i % 50 == 0 {
+            pool.replace_keys((0..40 + i / 50).map(|id| record(id, None)).collect());
+        }
+    }
+    for picker in pickers {
+        picker.join().unwrap();
+    }
+}
+
+#[test]
 fn masking_never_shows_the_middle_of_a_key() {
     let key = "AIzaSyA1234567890abcdefghijklmnopqrstu";
     assert_eq!(mask_secret(key), "AIza…rstu");
