@@ -35,18 +35,27 @@ pub async fn handle(state: AppState, request: Request) -> Response {
         route,
         client_id(&request),
     ));
+    // Each route's future is boxed: inline, this future would be as large as the largest of
+    // them (the Responses API's, twice chat's), and every request in flight, each of ten
+    // thousand streams waiting for its first event among them, would hold that much.
     let result = match (method, rest.as_str()) {
         (Method::POST, "chat/completions") => {
-            chat::create_chat_completion(&state, request, &mut meter).await
+            Box::pin(chat::create_chat_completion(&state, request, &mut meter)).await
         }
         (Method::POST, "completions") => {
-            crate::http::openai::completions::create(&state, request, &mut meter).await
+            Box::pin(crate::http::openai::completions::create(
+                &state, request, &mut meter,
+            ))
+            .await
         }
         (Method::POST, "embeddings") => {
-            embeddings::create_embeddings(&state, request, &mut meter).await
+            Box::pin(embeddings::create_embeddings(&state, request, &mut meter)).await
         }
         (_, path) if is_responses_path(path) => {
-            crate::http::openai::responses::handle(&state, request, &mut meter).await
+            Box::pin(crate::http::openai::responses::handle(
+                &state, request, &mut meter,
+            ))
+            .await
         }
         (Method::GET, "models") => models::list_models(&state).await,
         (Method::GET, path) if path.starts_with("models/") => {
@@ -62,4 +71,23 @@ pub async fn handle(state: AppState, request: Request) -> Response {
         meter.set_status(response.status().as_u16());
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    /// The size of the future an async function returns, without calling it.
+    fn size_of_future<A, B, F: std::future::Future>(_: impl FnOnce(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn a_request_in_flight_holds_only_its_own_route_s_future() {
+        // Inline, the Responses API's future made every request's as large (8.9 KB in a debug
+        // build, against 2.0 KB boxed).
+        let handle = size_of_future(super::handle);
+        assert!(
+            handle <= 3 * 1024,
+            "openai::handle's future is {handle} bytes"
+        );
+    }
 }
