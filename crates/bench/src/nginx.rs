@@ -22,7 +22,7 @@ pub(crate) struct Nginx {
 }
 
 /// A folder removed with everything in it when dropped.
-struct Folder(PathBuf);
+pub(crate) struct Folder(pub(crate) PathBuf);
 
 impl Drop for Folder {
     fn drop(&mut self) {

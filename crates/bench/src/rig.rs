@@ -20,6 +20,9 @@ pub(crate) struct Rig {
     pub(crate) gateway: Server,
     /// The second floor, or why there is none.
     pub(crate) nginx: Result<Nginx, String>,
+    /// Removes `data` when the rig goes: declared last, so that the servers writing there have
+    /// been stopped by then.
+    _folder: crate::nginx::Folder,
 }
 
 /// The folder holding the gateway and the mock: `BENCH_BINARIES` when set (binaries built
@@ -109,17 +112,11 @@ pub(crate) fn servers(
     })
 }
 
-impl Drop for Rig {
-    /// The run's folder (databases, nginx's configuration) goes with the rig; the servers using
-    /// it are stopped as its fields are dropped, and an open file outlives its name.
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
 pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
     let data = std::env::temp_dir().join(format!("gemini-pool-bench-{}", std::process::id()));
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
+    // Removed with the rig, or at once if starting the servers fails.
+    let folder = crate::nginx::Folder(data.clone());
     let Servers {
         mock,
         floor,
@@ -149,6 +146,7 @@ pub(crate) async fn rig(bin: PathBuf) -> Result<Rig, String> {
         floor,
         gateway,
         nginx,
+        _folder: folder,
     })
 }
 

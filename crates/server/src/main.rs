@@ -46,6 +46,8 @@ async fn main() -> ExitCode {
         _ => {}
     }
     let _log_writer = server::telemetry::init(&config);
+    // Before anything can record a metric (see `service::metrics`).
+    server::service::metrics::install();
     let listen_addr = config.listen_addr;
     let state = match AppState::initialize(config).await {
         Ok(state) => state,

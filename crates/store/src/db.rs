@@ -15,24 +15,28 @@ static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrat
 /// The thread name sqlx gives each SQLite connection's worker, as Linux shows it (cut to 15
 /// bytes).
 pub(crate) const SQLITE_WORKER_THREAD: &str = "sqlx-sqlite-wor";
-/// The nice value of SQLite's worker threads.
-pub(crate) const SQLITE_WORKER_NICE: i32 = 10;
+/// How much lower than the request threads SQLite's worker threads run (in nice steps).
+pub(crate) const SQLITE_WORKER_NICE_STEPS: i32 = 10;
 
 /// Lowers the scheduling priority of SQLite's worker threads (sqlx runs every statement of a
-/// connection on a thread of its own).
+/// connection on a thread of its own) to [`SQLITE_WORKER_NICE_STEPS`] below the calling thread's
+/// (a request thread's; the same value each time, however often it is called).
 ///
 /// Why: the accounting's once-a-second write runs there, a burst of a few milliseconds of CPU.
 /// On a gateway given one core, at equal priority the request threads took turns with it, and a
-/// request that arrived during the burst waited up to a scheduler slice: the latency tail. At
-/// nice 10 a waking request thread is run first, while the writer still gets about a tenth of a
-/// saturated core, far more than it needs, so records are not held back. Best effort: where
-/// `/proc` cannot be read the threads keep their priority.
+/// request that arrived during the burst waited up to a scheduler slice: the latency tail. Ten
+/// steps lower, a waking request thread is run first, while the writer still gets about a tenth
+/// of a saturated core, far more than it needs, so records are not held back. Best effort (Linux
+/// only, where the nice value is per thread): where `/proc` cannot be read, the threads keep
+/// their priority.
 fn lower_sqlite_workers_priority() {
     #[cfg(target_os = "linux")]
     {
         let Ok(threads) = std::fs::read_dir("/proc/self/task") else {
             return;
         };
+        let ours = rustix::process::getpriority_process(None).unwrap_or(0);
+        let lowered = (ours + SQLITE_WORKER_NICE_STEPS).min(19);
         for thread in threads.flatten() {
             let is_worker = std::fs::read_to_string(thread.path().join("comm"))
                 .is_ok_and(|name| name.trim_end() == SQLITE_WORKER_THREAD);
@@ -43,7 +47,7 @@ fn lower_sqlite_workers_priority() {
                 .and_then(rustix::process::Pid::from_raw);
             if let (true, Some(id)) = (is_worker, id) {
                 // On Linux a thread id names that one thread here.
-                let _ = rustix::process::setpriority_process(Some(id), SQLITE_WORKER_NICE);
+                let _ = rustix::process::setpriority_process(Some(id), lowered);
             }
         }
     }

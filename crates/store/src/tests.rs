@@ -663,10 +663,17 @@ async fn sqlite_worker_threads_run_below_the_request_threads() {
     a.unwrap();
     b.unwrap();
     c.unwrap();
-    let nice = nice_of_threads_named(crate::db::SQLITE_WORKER_THREAD);
-    assert!(!nice.is_empty(), "no SQLite worker thread found");
-    assert!(
-        nice.iter().all(|&n| n == crate::db::SQLITE_WORKER_NICE),
-        "worker threads' nice values: {nice:?}"
-    );
+    let ours = rustix::process::getpriority_process(None).unwrap();
+    let lowered = (ours + crate::db::SQLITE_WORKER_NICE_STEPS).min(19);
+    // Other tests open databases beside this one: a worker of theirs may be caught between its
+    // start and its connection's set-up, so look a few times.
+    let mut nice = Vec::new();
+    for _ in 0..20 {
+        nice = nice_of_threads_named(crate::db::SQLITE_WORKER_THREAD);
+        if !nice.is_empty() && nice.iter().all(|&n| n == lowered) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("worker threads' nice values: {nice:?}, expected all {lowered}");
 }

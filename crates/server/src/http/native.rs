@@ -468,10 +468,17 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             return Err(too_large());
         }
         if let Some(first) = only.take() {
-            // Sized when the second chunk arrives, not before: a client that declares a large
-            // body and sends nothing holds nothing. The declared length is within the limit; an
-            // allocation refused only means the buffer grows as it goes.
-            let wanted = declared.unwrap_or(0).max(first.len() + chunk.len());
+            // Sized when the second chunk arrives, not before (a client that declares a large
+            // body and sends one chunk holds only that), and to at most `FIRST_RESERVE` beyond
+            // what has come (one that sends two small chunks does not hold its whole declared
+            // length). The declared length is within the limit; an allocation refused only
+            // means the buffer grows as it goes.
+            const FIRST_RESERVE: usize = 16 * 1024 * 1024;
+            let arrived = first.len() + chunk.len();
+            let wanted = declared
+                .unwrap_or(0)
+                .min(arrived.saturating_add(FIRST_RESERVE))
+                .max(arrived);
             let _ = joined.try_reserve_exact(wanted);
             joined.extend_from_slice(&first);
             joined.extend_from_slice(&chunk);

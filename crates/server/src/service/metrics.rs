@@ -170,6 +170,20 @@ thread_local! {
     static HANDLES: RefCell<Handles> = RefCell::new(Handles::default());
 }
 
+/// Runs `record` with this thread's handles. Nothing is recorded, and so nothing cached, before
+/// the recorder is installed: a handle taken then would record nowhere for ever. Nor while the
+/// thread is being torn down.
+fn with_handles(record: impl FnOnce(&mut Handles)) {
+    if !HANDLE.get().is_some_and(Option::is_some) {
+        return;
+    }
+    let _ = HANDLES.try_with(|handles| {
+        if let Ok(mut handles) = handles.try_borrow_mut() {
+            record(&mut handles);
+        }
+    });
+}
+
 fn token_series(model: &str) -> [Counter; 3] {
     let label = model_label(model);
     [
@@ -186,7 +200,7 @@ pub fn record_request(
     duration: Duration,
     first_byte: Option<Duration>,
 ) {
-    HANDLES.with_borrow_mut(|handles| {
+    with_handles(|handles| {
         let class = status_class(status);
         handles
             .requests
@@ -220,7 +234,7 @@ pub fn record_tokens(
     completion: u64,
     thoughts: u64,
 ) {
-    HANDLES.with_borrow_mut(|handles| {
+    with_handles(|handles| {
         let series = match handles.tokens.get(model) {
             Some(series) => series.clone(),
             None => {
@@ -250,7 +264,7 @@ pub fn record_tokens(
 /// Records one upstream call: `success`, `rate_limited`, `key_invalid`, `server_error`,
 /// `connection` or `request_error`.
 pub fn record_attempt(outcome: &'static str, response_time: Option<Duration>, retry: bool) {
-    HANDLES.with_borrow_mut(|handles| {
+    with_handles(|handles| {
         handles
             .attempts
             .entry(outcome)
