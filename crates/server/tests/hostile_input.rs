@@ -584,17 +584,7 @@ async fn every_hostile_request_gets_its_4xx_and_nothing_reaches_the_upstream() {
     setup.env.push(("ADMIN_PASSWORD", PASSWORD.to_owned()));
     setup.env.push(("JWT_SECRET", JWT_SECRET.to_owned()));
     let gw = Harness::start(setup).await;
-    let login: Value = gw
-        .http
-        .post(gw.url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["token"].as_str().unwrap().to_owned();
+    let token = common::admin::login_with(&gw, PASSWORD).await;
     let keys_before = gw.state.storage.upstream_keys().await.unwrap().len();
 
     let cases: Vec<Case> = openai_cases()

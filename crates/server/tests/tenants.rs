@@ -38,17 +38,7 @@ async fn two_tenants() -> (Harness, String, i64) {
 }
 
 async fn admin_token(gw: &Harness) -> String {
-    let login: Value = gw
-        .http
-        .post(gw.url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    login["token"].as_str().unwrap().to_owned()
+    common::admin::login_with(gw, PASSWORD).await
 }
 
 /// Uploads a small file through the gateway with `client_key` (the resumable protocol: the

@@ -46,10 +46,15 @@ pub async fn gateway() -> Harness {
 
 /// Logs in as admin; checks the session cookie's flags and returns the bearer token.
 pub async fn login(gw: &Harness) -> String {
+    login_with(gw, PASSWORD).await
+}
+
+/// [`login`] to a gateway whose admin password is `password`.
+pub async fn login_with(gw: &Harness, password: &str) -> String {
     let response = gw
         .http
         .post(gw.url("/api/auth/login"))
-        .json(&json!({"username": "admin", "password": PASSWORD}))
+        .json(&json!({"username": "admin", "password": password}))
         .send()
         .await
         .unwrap();
