@@ -1,6 +1,7 @@
-//! Client connections on the real binary: half a request or an idle keep-alive connection is
-//! closed after the header timeout, connections past the cap get a 503 at once (and `/healthz`
-//! keeps answering), and on SIGTERM a stream still open at the end of the grace period ends with
+//! Client connections on the real binary: half a request, a silent connection or an idle
+//! keep-alive connection is closed after the header timeout; HTTP/2 with prior knowledge is
+//! served beside HTTP/1; connections past the cap get a 503 at once (and `/healthz` keeps
+//! answering); and on SIGTERM a stream still open at the end of the grace period ends with
 //! an error event in its dialect and its request row is written.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -90,6 +91,16 @@ async fn half_a_request_and_an_idle_keep_alive_connection_are_closed_after_the_h
     let closed = closed.expect("half a request kept its connection");
     assert!(closed >= Duration::from_millis(900), "{closed:?}");
 
+    // A connection that says nothing, or only the start of HTTP/2's preface, is closed too.
+    for opening in [&b""[..], b"PRI * HTTP/2"] {
+        let mut silent = TcpStream::connect(address(&base)).await.unwrap();
+        silent.write_all(opening).await.unwrap();
+        let (answer, closed) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+        let closed = closed.expect("a silent connection stayed open");
+        assert!(closed >= Duration::from_millis(900), "{closed:?}");
+        assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    }
+
     // A whole request is answered; the connection, idle after it, is closed too.
     let mut idle = TcpStream::connect(address(&base)).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
@@ -100,6 +111,74 @@ async fn half_a_request_and_an_idle_keep_alive_connection_are_closed_after_the_h
     assert!(
         closed.is_some(),
         "an idle keep-alive connection stayed open"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_both_served() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = gateway(dir.path(), mock_addr, &[]).await;
+
+    // h2c with prior knowledge (a client or proxy that speaks HTTP/2 without TLS): health and a
+    // streamed chat completion.
+    let http2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let health = http2.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(
+        (health.version(), health.status().as_u16()),
+        (reqwest::Version::HTTP_2, 200)
+    );
+    let stream = http2
+        .post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.version(), reqwest::Version::HTTP_2);
+    assert_eq!(stream.status().as_u16(), 200);
+    let events = stream.text().await.unwrap();
+    assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
+
+    // HTTP/1 whose first bytes match the preface's first ("P"), sent one at a time: the gateway
+    // waits for the byte that tells them apart.
+    let mut split = TcpStream::connect(address(&base)).await.unwrap();
+    split.set_nodelay(true).unwrap();
+    for byte in b"GET /h" {
+        split.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    split
+        .write_all(b"ealthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut split, Duration::from_secs(5)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let mut preface_start = TcpStream::connect(address(&base)).await.unwrap();
+    preface_start.set_nodelay(true).unwrap();
+    for byte in b"PO" {
+        preface_start.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    preface_start
+        .write_all(
+            b"ST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let (answer, _) = read_until_closed(&mut preface_start, Duration::from_secs(5)).await;
+    // /healthz is GET only: a 405 is hyper and the router answering, which is what is checked.
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 405"),
+        "{}",
+        String::from_utf8_lossy(&answer)
     );
 }
 

@@ -18,6 +18,16 @@ use crate::http::error::ApiError;
 use crate::service::clients::Client;
 use crate::state::AppState;
 
+/// The client key that authenticated a request, from its extensions (set by the auth layer).
+///
+/// A handler keeps this rather than a clone of the extensions: those hold slices of the
+/// request head (a client's `x-request-id`, say), and a slice kept while the upstream answers
+/// keeps hyper's whole first read buffer alive, so that hyper allocates a second one for the
+/// same connection.
+pub fn client(extensions: &axum::http::Extensions) -> Option<Arc<Client>> {
+    extensions.get::<Arc<Client>>().cloned()
+}
+
 /// The id of the client key that authenticated a request, from its extensions (set by the
 /// auth layer).
 pub fn client_of(extensions: &axum::http::Extensions) -> Option<i64> {
@@ -47,11 +57,8 @@ pub fn presented_key<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Opti
 }
 
 /// Refuses a model the client key may not use (a 403 in the route's dialect).
-pub fn ensure_model_allowed(
-    extensions: &axum::http::Extensions,
-    model: &str,
-) -> Result<(), ApiError> {
-    match extensions.get::<Arc<Client>>() {
+pub fn ensure_model_allowed(client: Option<&Client>, model: &str) -> Result<(), ApiError> {
+    match client {
         Some(client) if !client.limits.allows_model(model) => {
             Err(ApiError::ModelNotAllowed(model.to_owned()))
         }

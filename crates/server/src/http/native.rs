@@ -34,6 +34,8 @@ use crate::state::{App, AppState};
 /// The largest request body the gateway reads (inline media may be up to 100 MB decoded,
 /// which base64 makes about 134 MB).
 pub const REQUEST_BODY_LIMIT: usize = 140 * 1024 * 1024;
+/// A request body up to this size is copied out of hyper's read buffer (see [`read_body`]).
+const SMALL_BODY: usize = 16 * 1024;
 /// The largest upstream answer read whole (translated or checked before it is relayed).
 pub const ANSWER_LIMIT: usize = 64 * 1024 * 1024;
 /// The longest path relayed.
@@ -75,6 +77,7 @@ async fn relay_native(
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
     let (parts, body) = request.into_parts();
+    let client = crate::http::auth::client(&parts.extensions);
     // Gemini paths are short; a huge one is an attack or a bug, not a request to relay.
     if parts.uri.path().len() > MAX_PATH_BYTES {
         return Err(ApiError::UriTooLong {
@@ -90,7 +93,7 @@ async fn relay_native(
         }
     })?;
     if let Some(model) = path.model() {
-        crate::http::auth::ensure_model_allowed(&parts.extensions, model)?;
+        crate::http::auth::ensure_model_allowed(client.as_deref(), model)?;
         if let Some(meter) = meter.as_mut() {
             meter.set_model(model);
         }
@@ -98,10 +101,18 @@ async fn relay_native(
     let body = read_body(body, REQUEST_BODY_LIMIT).await?;
     check_json_body(&path, &body)?;
     // Before any key is picked: a resource of another client key never reaches the upstream.
-    let project = app.owners.project_for(
-        crate::http::auth::client_of(&parts.extensions),
-        &ownership::resources_named(&path, &body)?,
-    )?;
+    let client = client.map(|client| client.id);
+    let project = app
+        .owners
+        .project_for(client, &ownership::resources_named(&path, &body)?)?;
+    let asked = Asked {
+        method: parts.method.clone(),
+        sse: parts
+            .uri
+            .query()
+            .is_some_and(|query| query.contains("alt=sse")),
+        client,
+    };
     let outgoing = Outgoing {
         method: parts.method.clone(),
         path_and_query: with_query(&format!("{version}/{}", path.as_str()), parts.uri.query()),
@@ -113,17 +124,32 @@ async fn relay_native(
     };
     let mut attempts = Attempts::default();
     let model = outgoing.model.clone();
-    let result = relay_answer(app, &parts, &path, &outgoing, &mut attempts, meter).await;
+    // The head goes before the upstream is waited on (see `Asked`).
+    drop(parts);
+    let result = relay_answer(app, &asked, &path, &outgoing, &mut attempts, meter).await;
     if let Some(meter) = meter.as_mut() {
         meter.set_attempts(&attempts);
     }
     match result {
         Ok(Relayed::Done(response)) => Ok(response),
         Ok(Relayed::Other(committed)) => {
-            Ok(relay_other(app, &parts, &path, committed, meter).await)
+            Ok(relay_other(app, &asked, &path, committed, meter).await)
         }
         Err(failure) => upstream_failure_response(failure, model.as_deref()),
     }
+}
+
+/// What the relay needs of the client's request head once the body is read. The head itself is
+/// dropped before the upstream is waited on: its URI and header values are slices of hyper's
+/// first read buffer, and while one is held hyper reads on into a second buffer, so that a
+/// connection waiting on the upstream would hold both (8 KiB more each, 80 MiB with ten
+/// thousand streams opening).
+struct Asked {
+    method: Method,
+    /// `alt=sse` in the query: events asked for.
+    sse: bool,
+    /// The client key's id.
+    client: Option<i64>,
 }
 
 /// What [`relay_answer`] made of the upstream's answer.
@@ -138,7 +164,7 @@ enum Relayed {
 /// answers whole, event streams up to their first event (see `relay`).
 async fn relay_answer(
     app: &AppState,
-    parts: &axum::http::request::Parts,
+    asked: &Asked,
     path: &NativePath,
     outgoing: &Outgoing,
     attempts: &mut Attempts,
@@ -148,10 +174,6 @@ async fn relay_answer(
         .relay
         .send_with_failover_after(outgoing, attempts)
         .await?;
-    let asked_sse = parts
-        .uri
-        .query()
-        .is_some_and(|query| query.contains("alt=sse"));
     let kind = if path.action() == Some("generateContent") {
         AnswerKind::Content
     } else {
@@ -163,8 +185,8 @@ async fn relay_answer(
     let mut upstream_sse = content_type_is(committed.response.headers(), "text/event-stream");
     while answers_in_one_json(
         path,
-        &parts.method,
-        asked_sse,
+        &asked.method,
+        asked.sse,
         upstream_sse,
         &committed.response,
     ) {
@@ -221,32 +243,28 @@ fn whole_json(
 /// Relays any other success (lists, files, operations, uploads' metadata) as it comes.
 async fn relay_other(
     app: &AppState,
-    parts: &axum::http::request::Parts,
+    asked: &Asked,
     path: &NativePath,
     committed: Committed,
     meter: &mut Option<RequestMeter>,
 ) -> Response {
-    let asked_sse = parts
-        .uri
-        .query()
-        .is_some_and(|query| query.contains("alt=sse"));
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&committed.key);
     }
-    let client = crate::http::auth::client_of(&parts.extensions);
-    if path.creates_owned_resource(parts.method.as_str()) {
+    let client = asked.client;
+    if path.creates_owned_resource(asked.method.as_str()) {
         return remember_created(app, committed, client).await;
     }
-    if let Some(collection) = path.lists_owned_resources(parts.method.as_str()) {
+    if let Some(collection) = path.lists_owned_resources(asked.method.as_str()) {
         return own_listing(app, committed, client, collection).await;
     }
-    if parts.method == Method::DELETE
+    if asked.method == Method::DELETE
         && let Some(resource) = path.owned_resource()
     {
         app.owners.forget_resource(resource);
     }
     let kind = match path.action() {
-        Some("streamGenerateContent") if asked_sse => BodyKind::Sse,
+        Some("streamGenerateContent") if asked.sse => BodyKind::Sse,
         Some("generateContent" | "streamGenerateContent") => BodyKind::Json,
         _ => BodyKind::Other,
     };
@@ -444,7 +462,8 @@ pub fn with_query(path: &str, query: Option<&str>) -> String {
 
 /// Reads a request body up to `limit` bytes, into one buffer.
 ///
-/// A body that comes in one chunk is kept as it is (no copy). One in several chunks is copied
+/// A large body that comes in one chunk is kept as it is (no copy); a small one is copied (see
+/// [`SMALL_BODY`]). One in several chunks is copied
 /// into a buffer made once, of its declared length: gathering the chunks and joining them at the
 /// end would hold the body twice at that moment, and a buffer growing by doubling copies it again
 /// at each step (a request may carry a hundred megabytes of inline media).
@@ -488,7 +507,15 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
             joined.extend_from_slice(&chunk);
         }
     }
-    Ok(only.unwrap_or_else(|| Bytes::from(joined)))
+    Ok(match only {
+        // A small body that came in one piece is most likely a slice of the read buffer that
+        // also held the request head: a copy lets hyper reuse that buffer instead of keeping it
+        // beside a new one while the upstream answers (see `Asked`). A large one is kept as it
+        // is, since copying it would hold it twice.
+        Some(chunk) if chunk.len() <= SMALL_BODY => Bytes::copy_from_slice(&chunk),
+        Some(chunk) => chunk,
+        None => Bytes::from(joined),
+    })
 }
 
 /// Relays the creation of a file or cached content, remembering its owner.

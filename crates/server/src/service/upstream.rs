@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::http::{HeaderMap, HeaderName, Method};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use pool::PoolKey;
@@ -47,7 +47,13 @@ pub fn allowlisted(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for name in names {
         for value in from.get_all(*name) {
-            headers.append(HeaderName::from_static(name), value.clone());
+            // A copy, not a clone: a client's header value is a slice of hyper's read buffer,
+            // which would stay allocated, beside the next one, as long as this request waits on
+            // the upstream.
+            if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+                copy.set_sensitive(value.is_sensitive());
+                headers.append(HeaderName::from_static(name), copy);
+            }
         }
     }
     headers

@@ -24,20 +24,20 @@ pub(crate) async fn create_chat_completion(
     request: Request,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let extensions = request.extensions().clone();
+    let client = crate::http::auth::client(request.extensions());
     let (chat, body_len): (ChatCompletionRequest, usize) = read_sized_json(request).await?;
     // A request may carry a hundred megabytes of inline media: the translation moves its text
     // and media out of the OpenAI request instead of copying them, and the Gemini body is freed
     // once serialised, so at most two copies of those bytes exist at any time and one is held
     // while the upstream answers.
     let mut translated = translate_chat_request(chat, &*app.calls)?;
-    crate::http::auth::ensure_model_allowed(&extensions, &translated.model)?;
+    crate::http::auth::ensure_model_allowed(client.as_deref(), &translated.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
     let outgoing = upstream_request(
         app,
-        crate::http::auth::client_of(&extensions),
+        client.map(|client| client.id),
         &mut translated,
         body_len,
     )?;

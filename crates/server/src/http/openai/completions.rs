@@ -52,8 +52,8 @@ pub async fn create(
     request: Request,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let extensions = request.extensions().clone();
-    let client = crate::http::auth::client_of(&extensions);
+    let authenticated = crate::http::auth::client(request.extensions());
+    let client = authenticated.as_ref().map(|client| client.id);
     let completion: CompletionRequest = read_json(request).await?;
     let mut prompts = Vec::new();
     for planned in plan(&completion)? {
@@ -70,7 +70,7 @@ pub async fn create(
         ));
     };
     let model = first.translated.model.clone();
-    crate::http::auth::ensure_model_allowed(&extensions, &model)?;
+    crate::http::auth::ensure_model_allowed(authenticated.as_deref(), &model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&model);
     }

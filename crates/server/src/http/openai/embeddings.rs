@@ -20,10 +20,10 @@ pub(crate) async fn create_embeddings(
     request: Request,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let extensions = request.extensions().clone();
+    let client = crate::http::auth::client(request.extensions());
     let embeddings: EmbeddingsRequest = read_json(request).await?;
     let plan = translate::openai::embeddings::plan(&embeddings)?;
-    crate::http::auth::ensure_model_allowed(&extensions, &plan.model)?;
+    crate::http::auth::ensure_model_allowed(client.as_deref(), &plan.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&plan.model);
     }

@@ -107,7 +107,7 @@ async fn create(
     request: Request,
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
-    let extensions = request.extensions().clone();
+    let client = crate::http::auth::client(request.extensions());
     let owner = client_id(&request);
     let (create, body_len): (CreateResponse, usize) = read_sized_json(request).await?;
     let (now, retention) = (now_ms(), retention(app));
@@ -134,13 +134,13 @@ async fn create(
         }
     }
     let mut translated = translate_responses_request(&create, &history, &*app.calls)?;
-    crate::http::auth::ensure_model_allowed(&extensions, &translated.model)?;
+    crate::http::auth::ensure_model_allowed(client.as_deref(), &translated.model)?;
     if let Some(meter) = meter.as_mut() {
         meter.set_model(&translated.model);
     }
     let outgoing = upstream_request(
         app,
-        crate::http::auth::client_of(&extensions),
+        client.map(|client| client.id),
         &mut translated,
         body_len,
     )?;
