@@ -6,7 +6,11 @@
 //! Pacific day, tokens per minute. A pick goes to the project the request is bound to (affinity),
 //! else to the project with the most quota left among two drawn at random from the projects that
 //! can serve now (the power of two choices: even spreading at O(1) per pick), then to the next
-//! healthy key of that project.
+//! healthy key of that project. When more than 32 projects can serve, the two are drawn from a
+//! window of 32 of them that moves on one place per pick: in a large pool what a pick reads is
+//! then in cache (read ahead of the window beyond a few thousand projects), while over a pass
+//! each project is in the window for as many picks as any other. A project the window has not
+//! reached is still looked at before a pick gives up.
 //!
 //! What failures teach (see [`Failure`]): a used-up quota cools that project for that model
 //! (until the upstream's delay, clamped to an hour, or the next minute; until Pacific midnight

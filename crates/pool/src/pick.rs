@@ -1,6 +1,6 @@
 //! Choosing a key: the project bound to the request, else the better of two projects drawn at
-//! random from those that can serve now, then the next healthy key of that project (see the
-//! crate docs).
+//! random from those that can serve now (from a window of them that moves on with each pick, in
+//! a large pool), then the next healthy key of that project (see the crate docs).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +15,87 @@ use crate::quota::pacific::next_pacific_midnight_ms;
 
 /// How long a project without a usable key stays out before it is looked at again.
 const HEALTH_RECHECK_MS: u64 = 30_000;
+
+/// How many positions of the available list a pick draws its two candidates from, when more
+/// projects than that can serve.
+///
+/// Drawn from the whole list, a candidate's slot and key were rarely in cache in a large pool:
+/// at 100k keys a pick waited on about three cache misses (393 ns, against 63 ns at 10 keys).
+/// The window moves on one position per pick, so a project is read from memory once per pass
+/// (ahead of time, see [`warm_ahead`]) and stays in cache while the window goes over it; over a
+/// pass every position is in the window for the same number of picks, which keeps the
+/// spreading even.
+const WINDOW: usize = 32;
+
+/// From how many available projects on a pick reads ahead (see [`warm_ahead`]). Below it a
+/// pass over them stays in cache (a core's 2 MB L2 holds about 5,000 projects' slots and keys),
+/// and the reads ahead only cost: 5 ns a pick at 1,000 projects, in the measurement that set
+/// it; they win from about 8,000 (99 ns against 107).
+const WARM_FROM: usize = 4_096;
+
+/// How many picks apart the stages of [`warm_ahead`] run.
+const WARM_STAGE: usize = 4;
+
+/// Every `WARM_BATCH`-th pick reads ahead for that many positions at once.
+const WARM_BATCH: usize = 2;
+
+// What is read ahead lies past the window, and one pass reads each position once.
+const _: () = assert!(WARM_FROM > WINDOW + 2 * WARM_STAGE + WARM_BATCH);
+
+/// A candidate position below `limit`: within the window of [`WINDOW`] positions from `start`
+/// (wrapping past `limit`), or anywhere when the list is no longer than the window.
+fn draw(start: usize, limit: usize) -> usize {
+    if limit <= WINDOW {
+        return fastrand::usize(..limit);
+    }
+    let start = if start < limit { start } else { start % limit };
+    let at = start + fastrand::usize(..WINDOW);
+    if at < limit { at } else { at - limit }
+}
+
+/// Position `start + offset` of a list of `len`, wrapping.
+fn wrap(start: usize, offset: usize, len: usize) -> usize {
+    let at = start + offset;
+    if at < len { at } else { at % len }
+}
+
+/// Reads what a pick will read of the projects about to enter the window (from position `start`
+/// of the available list, `len` long), so that it is in cache when they are drawn.
+///
+/// A prefetch instruction would not wait for the data, but `_mm_prefetch` needs `unsafe`, which
+/// the crates forbid. A plain read does wait (at the pick's next atomic operation at the
+/// latest), so the reads go in stages whose addresses are already in cache, `WARM_STAGE` picks
+/// apart: the slot and where its keys start, then the key's entry in the key list, then the key
+/// itself; and for `WARM_BATCH` positions at a time, so that their misses overlap. What is read
+/// here decides nothing.
+fn warm_ahead(table: &KeyTable, book: &ModelBook, start: usize, len: usize) {
+    let slot = book.available_at(wrap(start, WINDOW + 2 * WARM_STAGE, len));
+    book.warm_slot(slot);
+    if let Some(project) = book.table_index(slot) {
+        std::hint::black_box(table.key_count(project));
+    }
+    let slot = book.available_at(wrap(start, WINDOW + WARM_STAGE, len));
+    if let Some(project) = book.table_index(slot) {
+        let keys = table.keys_of(project);
+        if keys.len() > 1 {
+            std::hint::black_box(table.projects[project].cursor.load(Ordering::Relaxed));
+        }
+        if let Some(key) = keys.first() {
+            std::hint::black_box(Arc::as_ptr(key));
+        }
+    }
+    let slot = book.available_at(wrap(start, WINDOW, len));
+    if let Some(project) = book.table_index(slot) {
+        let keys = table.keys_of(project);
+        let next = match keys.len() {
+            0 => return,
+            1 => 0,
+            n => table.projects[project].cursor.load(Ordering::Relaxed) % n,
+        };
+        let key = &keys[next];
+        std::hint::black_box((key.is_usable(), key.checking_until_ms()));
+    }
+}
 
 /// What the caller needs a key for.
 #[derive(Debug, Default, Clone, Copy)]
@@ -155,14 +236,22 @@ impl Pool {
         let mut to_cool: Vec<(usize, u64, CoolingReason)> = Vec::new();
         let mut skipped_tried = false;
         let mut picked = None;
+        let start = book.next_window();
+        let len = book.available_len();
+        if len > WARM_FROM && start.is_multiple_of(WARM_BATCH) {
+            for k in 0..WARM_BATCH {
+                warm_ahead(table, book, start + k, len);
+            }
+        }
         // First among projects not tried yet; then, if none can serve, the tried projects'
         // other keys.
         'phases: for avoid_tried_projects in [true, false] {
             let mut limit = book.available_len();
             while limit > 0 {
-                // Two candidates at random; the one with more quota left goes first.
-                let a = fastrand::usize(..limit);
-                let b = fastrand::usize(..limit);
+                // Two candidates at random from the window (see `WINDOW`); the one with more
+                // quota left goes first.
+                let a = draw(start, limit);
+                let b = draw(start, limit);
                 let mut order = [a, b];
                 let headroom = |book: &mut ModelBook, i: usize| {
                     let slot = book.available_at(i);
@@ -212,7 +301,9 @@ impl Pool {
                     }
                 };
                 if excluded {
-                    // Excluded candidates move behind `limit`, so each is looked at once.
+                    // Excluded candidates move behind `limit`, so each is looked at once. The
+                    // window lies below `limit` and covers all of it once `limit` is down to
+                    // `WINDOW`: every available project is looked at before the pick gives up.
                     book.swap(index, limit - 1);
                     limit -= 1;
                 }
@@ -339,5 +430,160 @@ impl Pool {
         } else {
             KeyChoice::Unhealthy(back_at.unwrap_or(now + HEALTH_RECHECK_MS))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use secrecy::SecretString;
+
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::failure::Failure;
+    use crate::keys::KeyRecord;
+    use crate::quota::limits::{Limits, LimitsTable};
+
+    const NOW: u64 = 1_800_000_000_000;
+    const MODEL: &str = "gemini-2.5-flash";
+    /// Far more projects than the window holds, so that the window matters.
+    const PROJECTS: usize = 1_000;
+    const _: () = assert!(WINDOW * 10 <= PROJECTS);
+
+    /// A pool of `projects` projects `p0`, `p1`, …, each with `keys_each` keys; the keys of
+    /// project `i` have the ids from `i * keys_each`.
+    fn pool_of(projects: usize, keys_each: usize, rpm: Option<u32>) -> Pool {
+        let records = (0..projects * keys_each)
+            .map(|i| KeyRecord {
+                id: KeyId(i64::try_from(i).unwrap()),
+                secret: SecretString::from(format!("AIzaSyTest{i:030}")),
+                project: Some(format!("p{}", i / keys_each)),
+                enabled: true,
+                out_of_service: None,
+            })
+            .collect();
+        let limits = LimitsTable {
+            default: Limits {
+                rpm,
+                rpd: None,
+                tpm: None,
+            },
+            ..LimitsTable::default()
+        };
+        Pool::with_clock(records, limits, Arc::new(ManualClock::at(NOW)))
+    }
+
+    /// A pool of `PROJECTS` projects of one key each, whose id is the project's number.
+    fn pool_of_projects(rpm: Option<u32>) -> Pool {
+        pool_of(PROJECTS, 1, rpm)
+    }
+
+    fn model_pick(pool: &Pool, tried: &[KeyId]) -> Result<Arc<PoolKey>, PickError> {
+        pool.pick(&PickRequest {
+            model: Some(MODEL),
+            project: None,
+            tried,
+        })
+    }
+
+    /// The number of the key's project.
+    fn index(key: &PoolKey) -> usize {
+        key.project()[1..].parse().unwrap()
+    }
+
+    #[test]
+    fn picks_from_the_window_spread_evenly_over_every_project() {
+        fastrand::seed(5);
+        // One key each; then two each, and enough projects for the pick to read ahead.
+        for (projects, keys_each, rounds, band) in [
+            (PROJECTS, 1, 100, 50..=150),
+            (WARM_FROM + 1_000, 2, 60, 25..=100),
+        ] {
+            let pool = pool_of(projects, keys_each, None);
+            let mut counts = vec![0u32; projects];
+            for _ in 0..rounds * projects {
+                counts[index(&model_pick(&pool, &[]).unwrap())] += 1;
+            }
+            // About `rounds` each (the window passes every position `rounds` times); a window
+            // that stood still or favoured the end of the list would leave projects far out.
+            let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+            assert!(
+                band.contains(min) && band.contains(max),
+                "{projects} projects: between {min} and {max} picks"
+            );
+        }
+    }
+
+    #[test]
+    fn the_one_project_that_can_serve_is_found_wherever_it_lies() {
+        for lone in [0, PROJECTS / 2, PROJECTS - 1] {
+            // Its keys out of service: the book learns it only by looking at each project.
+            let pool = pool_of_projects(None);
+            for _ in 0..lone {
+                model_pick(&pool, &[]).unwrap();
+            }
+            for id in (0..PROJECTS).filter(|&i| i != lone) {
+                pool.record_failure(
+                    KeyId(i64::try_from(id).unwrap()),
+                    Some(MODEL),
+                    &Failure::KeyInvalid {
+                        reason: "API_KEY_INVALID".into(),
+                    },
+                );
+            }
+            assert_eq!(index(&model_pick(&pool, &[]).unwrap()), lone);
+
+            // Every other key tried for this request.
+            let pool = pool_of_projects(None);
+            let tried: Vec<KeyId> = (0..PROJECTS)
+                .filter(|&i| i != lone)
+                .map(|i| KeyId(i64::try_from(i).unwrap()))
+                .collect();
+            assert_eq!(index(&model_pick(&pool, &tried).unwrap()), lone);
+
+            // Every other project's quota used up (by picks bound to it, which the book does
+            // not take out of the available list).
+            let pool = pool_of_projects(Some(1));
+            for id in (0..PROJECTS).filter(|&i| i != lone) {
+                let project = format!("p{id}");
+                pool.pick(&PickRequest {
+                    model: Some(MODEL),
+                    project: Some(&project),
+                    tried: &[],
+                })
+                .unwrap();
+            }
+            assert_eq!(index(&model_pick(&pool, &[]).unwrap()), lone);
+            assert!(matches!(
+                model_pick(&pool, &[]),
+                Err(PickError::Exhausted { daily: false, .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn the_better_of_two_in_the_window_goes_to_the_project_with_more_quota_left() {
+        fastrand::seed(9);
+        let pool = pool_of_projects(Some(100));
+        // Every even project has used half its minute.
+        for id in (0..PROJECTS).step_by(2) {
+            let project = format!("p{id}");
+            for _ in 0..50 {
+                pool.pick(&PickRequest {
+                    model: Some(MODEL),
+                    project: Some(&project),
+                    tried: &[],
+                })
+                .unwrap();
+            }
+        }
+        let picks = 2_000;
+        let to_even = (0..picks)
+            .filter(|_| index(&model_pick(&pool, &[]).unwrap()).is_multiple_of(2))
+            .count();
+        // Only when both candidates are even (one pick in four); one candidate alone would go
+        // there one pick in two.
+        assert!(to_even * 100 <= picks * 35, "{to_even} of {picks} picks");
     }
 }

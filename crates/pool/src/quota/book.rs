@@ -178,6 +178,8 @@ pub(crate) struct ModelBook {
     cooling: BinaryHeap<Reverse<(u64, usize)>>,
     /// Which projects cool for capacity, and the gate over them.
     capacity: CapacityGate,
+    /// Where the next pick's window of `available` starts (see [`Self::next_window`]).
+    cursor: usize,
 }
 
 impl ModelBook {
@@ -193,6 +195,7 @@ impl ModelBook {
             available: Vec::new(),
             cooling: BinaryHeap::new(),
             capacity: CapacityGate::default(),
+            cursor: 0,
         }
     }
 
@@ -307,6 +310,28 @@ impl ModelBook {
 
     pub fn available_len(&self) -> usize {
         self.available.len()
+    }
+
+    /// Where this pick's window of the available list starts; the next pick's starts one
+    /// further, so that over a round of picks the window passes every position once.
+    pub fn next_window(&mut self) -> usize {
+        let len = self.available.len();
+        let start = if self.cursor < len {
+            self.cursor
+        } else {
+            // The list shrank since the last pick.
+            self.cursor % len.max(1)
+        };
+        self.cursor = if start + 1 < len { start + 1 } else { 0 };
+        start
+    }
+
+    /// Reads what a check reads of the project in `slot`, so that it is in cache by then (see
+    /// the pick's `warm_ahead`).
+    pub fn warm_slot(&self, slot: usize) {
+        if let Some(quota) = &self.slots[slot].quota {
+            std::hint::black_box((quota.cooling_until, quota.minute.len(), quota.tokens.len()));
+        }
     }
 
     /// The slot at `index` of the available list.
@@ -881,6 +906,26 @@ mod tests {
             }
         }
         assert_eq!(previous_full, CAPACITY_BACKOFF_MAX_MS);
+    }
+
+    #[test]
+    fn the_window_moves_on_one_place_per_pick_and_stays_within_a_shrinking_list() {
+        let names: Vec<Arc<str>> = (0..5).map(|i| format!("p{i}").into()).collect();
+        let mut book = ModelBook::new(Limits::UNLIMITED, false);
+        book.sync(1, names.iter(), NOW);
+        let starts: Vec<usize> = (0..7).map(|_| book.next_window()).collect();
+        assert_eq!(starts, [0, 1, 2, 3, 4, 0, 1]);
+        for name in &names[..3] {
+            book.cool(name, NOW + 1_000, CoolingReason::QuotaMinute, 1);
+        }
+        assert_eq!(book.available_len(), 2);
+        // The cursor (2) is past the end of the list: it goes on from within it.
+        let starts: Vec<usize> = (0..3).map(|_| book.next_window()).collect();
+        assert_eq!(starts, [0, 1, 0]);
+        for name in &names[3..] {
+            book.cool(name, NOW + 1_000, CoolingReason::QuotaMinute, 1);
+        }
+        assert_eq!(book.next_window(), 0, "an empty list");
     }
 
     #[test]
