@@ -27,7 +27,10 @@ if ! command -v apt-get >/dev/null 2>&1; then
 fi
 apt-get update -qq
 for package in nginx-light nginx; do
-    if apt-cache policy "$package" 2>/dev/null | grep -q '^ *Candidate: [^(]'; then
+    # Read whole before it is searched: `grep -q` leaving early would end apt-cache with
+    # SIGPIPE, which pipefail turns into "no candidate".
+    policy=$(apt-cache policy "$package" 2>/dev/null || true)
+    if grep -q '^ *Candidate: [^(]' <<<"$policy"; then
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package"
         break
     fi

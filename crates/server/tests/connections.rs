@@ -183,6 +183,41 @@ async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_bo
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_ends_before_its_declared_length_is_a_400_in_the_route_s_dialect() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = gateway(dir.path(), mock_addr, &[]).await;
+    for (path, auth, shape) in [
+        (
+            "/v1/chat/completions",
+            format!("authorization: Bearer {CLIENT_KEY}"),
+            "\"type\":\"invalid_request_error\"",
+        ),
+        (
+            "/v1beta/models/gemini-2.5-flash:generateContent",
+            format!("x-goog-api-key: {CLIENT_KEY}"),
+            "\"status\":\"INVALID_ARGUMENT\"",
+        ),
+    ] {
+        let mut stream = TcpStream::connect(address(&base)).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\n{auth}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"model\":"
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        // The rest never comes: the client closes its side.
+        stream.shutdown().await.unwrap();
+        let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{path}: {answer}");
+        assert!(answer.contains(shape), "{path}: {answer}");
+        assert!(
+            answer.contains("ended before its declared length"),
+            "{answer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_past_the_cap_get_a_503_at_once_and_health_answers_again_after() {
     let (_mock, mock_addr) = mock().await;
     let dir = tempfile::tempdir().unwrap();

@@ -481,7 +481,13 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     let mut only: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk.map_err(|_| too_large())?;
+        // No length limit sits below this one, so a failed chunk is a body that ended before
+        // its declared length, or a connection that failed: nothing about its size.
+        let chunk = chunk.map_err(|_| {
+            ApiError::BadRequest(
+                "The request body could not be read: it ended before its declared length, or the connection failed.".to_owned(),
+            )
+        })?;
         let read = only.as_ref().map_or(joined.len(), Bytes::len);
         if chunk.len() > limit.saturating_sub(read) {
             return Err(too_large());
