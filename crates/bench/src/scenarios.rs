@@ -566,30 +566,40 @@ async fn open_streams(
         nginx: None,
         met: Some(held.errors == 0 && held.stalls == 0 && again.errors == 0 && again.stalls == 0),
     });
+    // The process's own high-water mark (VmHWM) after both rounds is the true peak; the 100 ms
+    // samples can miss a moment above it.
+    let highest = peak.max(peak_again);
     rows.push(Row {
         id: "S6",
-        what: "gateway memory: idle → peak with the streams open → 10 s after; second round: peak → after".into(),
-        target: "≤ 256 MiB; back near idle".into(),
+        what: "gateway memory: idle → peak with the streams open; second round's peak".into(),
+        target: "≤ 256 MiB".into(),
         ours: format!(
-            "{} → {} → {} MiB ({:.1} KiB per stream); {} → {} MiB",
+            "{} → {} MiB ({:.1} KiB per stream); {} MiB",
             idle / 1024,
             peak / 1024,
-            after / 1024,
             per_stream / 1024.0,
             peak_again / 1024,
-            after_again / 1024,
         ),
         floor: "–".into(),
         ratio: "–".into(),
-        // Near idle: the allocator keeps at most half of what the streams took, and a second
-        // round takes no more than the first.
-        // The process's own high-water mark (VmHWM) after both rounds is the true peak; the
-        // 100 ms samples can miss a moment above it.
         nginx: None,
+        met: Some(highest <= 256 * 1024),
+    });
+    rows.push(Row {
+        id: "S6",
+        what: "gateway memory 10 s after the streams end, each round".into(),
+        target: "back near idle".into(),
+        ours: format!("{} MiB; {} MiB", after / 1024, after_again / 1024),
+        floor: "–".into(),
+        ratio: "–".into(),
+        nginx: None,
+        // Near idle: the allocator keeps at most half of what the streams took, and a second
+        // round takes no more than the first. (mimalloc hands freed pages back to the system
+        // lazily, on later calls into it, which an idle gateway makes few of: what it keeps
+        // 10 s later moved from 90 to 176 MiB over four runs of one build.)
         met: Some(
-            peak.max(peak_again) <= 256 * 1024
-                && peak_again <= peak + peak / 20
-                && after <= idle + (peak - idle.min(peak)) / 2,
+            peak_again <= peak + peak / 20
+                && after.max(after_again) <= idle + (highest - idle.min(highest)) / 2,
         ),
     });
     raw.insert(

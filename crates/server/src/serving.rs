@@ -197,6 +197,7 @@ const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// as long as it was open: 80 MiB of the peak with ten thousand streams open (S6).
 async fn opens_with_http2_preface(stream: &TcpStream) -> io::Result<bool> {
     let mut seen = [0u8; HTTP2_PREFACE.len()];
+    let mut pause = Duration::from_millis(1);
     loop {
         let arrived = stream.peek(&mut seen).await?;
         if arrived == 0 || seen[..arrived] != HTTP2_PREFACE[..arrived] {
@@ -208,8 +209,12 @@ async fn opens_with_http2_preface(stream: &TcpStream) -> io::Result<bool> {
             return Ok(true);
         }
         // The start of the preface only: the rest is on its way. `peek` leaves the socket
-        // readable, so waiting for readiness again would return at once; a short sleep instead.
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        // readable, so waiting for readiness again would return at once: a pause instead,
+        // doubling up to a fifth of a second, so that a client that sent the start and nothing
+        // more (or closed: `peek` keeps showing what it sent) costs a few wake-ups a second
+        // until the header timeout, not a thousand.
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
 
