@@ -262,14 +262,6 @@ impl KeyTable {
         table
     }
 
-    /// How many keys the project at `project` (its index) has.
-    pub(crate) fn key_count(&self, project: usize) -> usize {
-        match (self.starts.get(project), self.starts.get(project + 1)) {
-            (Some(&start), Some(&end)) => end.saturating_sub(start),
-            _ => 0,
-        }
-    }
-
     /// The keys of the project at `project` (its index), in table order.
     pub(crate) fn keys_of(&self, project: usize) -> &[Arc<PoolKey>] {
         match (self.starts.get(project), self.starts.get(project + 1)) {

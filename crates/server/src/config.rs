@@ -102,7 +102,7 @@ const UPSTREAM_H2C: Variable = Variable {
 const CLIENT_HEADER_TIMEOUT_SECS: Variable = Variable {
     name: "CLIENT_HEADER_TIMEOUT_SECS",
     default: "30",
-    meaning: "seconds a client connection has to send a whole request head, from opening or from its previous response (also the keep-alive idle limit; a connection that sends nothing is closed then too)",
+    meaning: "seconds a client connection has to send its first bytes from opening, and a whole request head from those or from its previous response (also the keep-alive idle limit)",
 };
 const CLIENT_IDLE_TIMEOUT_SECS: Variable = Variable {
     name: "CLIENT_IDLE_TIMEOUT_SECS",

@@ -17,6 +17,7 @@
 //! - **Shutdown.** On SIGTERM or SIGINT no connection is accepted any more and in-flight requests
 //!   get `SHUTDOWN_GRACE_SECS`; streams still open then are told (the `cutoff` signal) and end with
 //!   an error event in their dialect, so their clients hear why and their usage is recorded.
+//!   Connections that have not shown their protocol yet asked nothing: they are dropped at once.
 
 use std::future::Future;
 use std::io;
@@ -99,6 +100,9 @@ pub async fn serve(
     let builders = Arc::new(Builders::new(limits.header_timeout));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // Raised when the shutdown begins: a connection still showing its protocol is then
+    // dropped (it asked nothing yet), instead of holding the shutdown up to the header timeout.
+    let (closing, closing_seen) = watch::channel(false);
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, remote) = tokio::select! {
@@ -124,18 +128,27 @@ pub async fn serve(
             .clone()
             .map_request(move |mut request: Request<Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(remote));
+                detach_request_id(request.headers_mut());
                 request.map(axum::body::Body::new)
             });
         let builders = Arc::clone(&builders);
         // Watched from the accept on, so a shutdown waits for a connection still showing its
         // protocol too.
         let watcher = graceful.watcher();
+        let mut closing_seen = closing_seen.clone();
         tokio::spawn(async move {
             // A client that shows nothing within the header timeout asked nothing: closed.
-            let Ok(Ok(http2)) =
-                tokio::time::timeout(limits.header_timeout, opens_with_http2_preface(&stream))
-                    .await
-            else {
+            let shown = tokio::select! {
+                shown = tokio::time::timeout(
+                    limits.header_timeout,
+                    opens_with_http2_preface(&stream),
+                ) => shown,
+                _ = closing_seen.wait_for(|closing| *closing) => {
+                    drop(permit);
+                    return;
+                }
+            };
+            let Ok(Ok(http2)) = shown else {
                 drop(permit);
                 return;
             };
@@ -153,6 +166,7 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let _ = closing.send(true);
     tracing::info!("shutting down: finishing in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
@@ -201,8 +215,8 @@ async fn opens_with_http2_preface(stream: &TcpStream) -> io::Result<bool> {
     loop {
         let arrived = stream.peek(&mut seen).await?;
         if arrived == 0 || seen[..arrived] != HTTP2_PREFACE[..arrived] {
-            // Closed, or an HTTP/1 request line (whose first differing byte is at most the
-            // second: `POST` against `PRI `).
+            // Closed, or an HTTP/1 request line (which differs from the preface within its
+            // first few bytes: `POST` at the second, `PROPFIND` at the fourth).
             return Ok(false);
         }
         if arrived == HTTP2_PREFACE.len() {
@@ -217,6 +231,30 @@ async fn opens_with_http2_preface(stream: &TcpStream) -> io::Result<bool> {
         pause = (pause * 2).min(Duration::from_millis(200));
     }
 }
+
+/// The client's `x-request-id`, copied out of the request head (or dropped when overlong).
+///
+/// The request id layers keep it until the response's head is sent, which for a stream is
+/// after the upstream's first event; as a slice of hyper's read buffer it would keep that
+/// buffer alive beside the next one all that time (see `native::Asked`). An id longer than
+/// `MAX_REQUEST_ID` is not an id: the gateway makes its own instead, as for a request
+/// without one (it goes into every log line and back to the client).
+fn detach_request_id(headers: &mut axum::http::HeaderMap) {
+    const MAX_REQUEST_ID: usize = 128;
+    let Some(value) = headers.get(REQUEST_ID) else {
+        return;
+    };
+    match axum::http::HeaderValue::from_bytes(value.as_bytes()) {
+        Ok(copy) if value.len() <= MAX_REQUEST_ID => {
+            headers.insert(REQUEST_ID, copy);
+        }
+        _ => {
+            headers.remove(REQUEST_ID);
+        }
+    }
+}
+
+const REQUEST_ID: &str = "x-request-id";
 
 /// Answers a connection past the cap with a 503 and closes it.
 async fn refuse(mut stream: TcpStream) {

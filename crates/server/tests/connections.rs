@@ -143,8 +143,8 @@ async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_bo
     let events = stream.text().await.unwrap();
     assert!(events.trim_end().ends_with("data: [DONE]"), "{events}");
 
-    // HTTP/1 whose first bytes match the preface's first ("P"), sent one at a time: the gateway
-    // waits for the byte that tells them apart.
+    // HTTP/1 sent a byte at a time ("G" tells it apart at once); then one whose first bytes are
+    // also the preface's ("P"): the gateway waits for the byte that tells them apart.
     let mut split = TcpStream::connect(address(&base)).await.unwrap();
     split.set_nodelay(true).unwrap();
     for byte in b"GET /h" {
@@ -179,6 +179,85 @@ async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_bo
         String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 405"),
         "{}",
         String::from_utf8_lossy(&answer)
+    );
+
+    // HTTP/2's preface in two pieces: the gateway waits for the rest, then answers in HTTP/2
+    // (its first frame is its SETTINGS, type 4).
+    let mut preface = TcpStream::connect(address(&base)).await.unwrap();
+    preface.set_nodelay(true).unwrap();
+    preface.write_all(b"PRI * HTTP/2").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    preface.write_all(b".0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    // An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
+    preface
+        .write_all(&[0, 0, 0, 4, 0, 0, 0, 0, 0])
+        .await
+        .unwrap();
+    let mut frame_head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(5), preface.read_exact(&mut frame_head))
+        .await
+        .expect("no answer to HTTP/2's preface")
+        .unwrap();
+    assert_eq!(frame_head[3], 4, "{frame_head:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_does_not_wait_for_a_connection_that_has_sent_nothing() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, base) = gateway(dir.path(), mock_addr, &[("SHUTDOWN_GRACE_SECS", "20")]).await;
+    // Silent, and the start of HTTP/2's preface: neither has asked anything yet.
+    let mut silent = TcpStream::connect(address(&base)).await.unwrap();
+    let mut started = TcpStream::connect(address(&base)).await.unwrap();
+    started.write_all(b"PRI * HT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pid = child.id().unwrap();
+    let signalled = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    assert!(
+        exited.is_ok(),
+        "still running 10 s after SIGTERM (header timeout 30 s, grace 20 s)"
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        signalled.elapsed()
+    );
+    for stream in [&mut silent, &mut started] {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(1)).await;
+        assert!(closed.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_s_request_id_comes_back_and_an_overlong_one_is_replaced() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = gateway(dir.path(), mock_addr, &[]).await;
+    let http = reqwest::Client::new();
+    let echoed = |id: &str| {
+        let request = http
+            .get(format!("{base}/healthz"))
+            .header("x-request-id", id);
+        async move {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status().as_u16(), 200);
+            response.headers()["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(echoed("trace-42").await, "trace-42");
+    let overlong = "x".repeat(129);
+    let replaced = echoed(&overlong).await;
+    assert!(
+        !replaced.is_empty() && replaced != overlong && replaced.len() < 40,
+        "{replaced}"
     );
 }
 

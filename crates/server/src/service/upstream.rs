@@ -50,10 +50,10 @@ pub fn allowlisted(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
             // A copy, not a clone: a client's header value is a slice of hyper's read buffer,
             // which would stay allocated, beside the next one, as long as this request waits on
             // the upstream.
-            if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
-                copy.set_sensitive(value.is_sensitive());
-                headers.append(HeaderName::from_static(name), copy);
-            }
+            let mut copy =
+                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+            copy.set_sensitive(value.is_sensitive());
+            headers.append(HeaderName::from_static(name), copy);
         }
     }
     headers

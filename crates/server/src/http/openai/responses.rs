@@ -108,7 +108,7 @@ async fn create(
     meter: &mut Option<RequestMeter>,
 ) -> Result<Response, ApiError> {
     let client = crate::http::auth::client(request.extensions());
-    let owner = client_id(&request);
+    let owner = client.as_ref().map(|client| client.id);
     let (create, body_len): (CreateResponse, usize) = read_sized_json(request).await?;
     let (now, retention) = (now_ms(), retention(app));
     let mut history = History::default();
