@@ -114,6 +114,19 @@ async fn half_a_request_and_an_idle_keep_alive_connection_are_closed_after_the_h
     );
 }
 
+/// Sends `first` a byte at a time, then `rest`, on a new connection; returns the answer.
+async fn slowly(base: &str, first: &[u8], rest: &[u8]) -> String {
+    let mut stream = TcpStream::connect(address(base)).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    for byte in first {
+        stream.write_all(&[*byte]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stream.write_all(rest).await.unwrap();
+    let (answer, _) = read_until_closed(&mut stream, Duration::from_secs(5)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_both_served() {
     let (_mock, mock_addr) = mock().await;
@@ -145,41 +158,21 @@ async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_bo
 
     // HTTP/1 sent a byte at a time ("G" tells it apart at once); then one whose first bytes are
     // also the preface's ("P"): the gateway waits for the byte that tells them apart.
-    let mut split = TcpStream::connect(address(&base)).await.unwrap();
-    split.set_nodelay(true).unwrap();
-    for byte in b"GET /h" {
-        split.write_all(&[*byte]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    split
-        .write_all(b"ealthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let (answer, _) = read_until_closed(&mut split, Duration::from_secs(5)).await;
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
-    let mut preface_start = TcpStream::connect(address(&base)).await.unwrap();
-    preface_start.set_nodelay(true).unwrap();
-    for byte in b"PO" {
-        preface_start.write_all(&[*byte]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    preface_start
-        .write_all(
-            b"ST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
-        )
-        .await
-        .unwrap();
-    let (answer, _) = read_until_closed(&mut preface_start, Duration::from_secs(5)).await;
+    let answer = slowly(
+        &base,
+        b"GET /h",
+        b"ealthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let answer = slowly(
+        &base,
+        b"PO",
+        b"ST /healthz HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    )
+    .await;
     // /healthz is GET only: a 405 is hyper and the router answering, which is what is checked.
-    assert!(
-        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 405"),
-        "{}",
-        String::from_utf8_lossy(&answer)
-    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
 
     // HTTP/2's preface in two pieces: the gateway waits for the rest, then answers in HTTP/2
     // (its first frame is its SETTINGS, type 4).
