@@ -132,24 +132,21 @@ pub async fn serve(
                 request.map(axum::body::Body::new)
             });
         let builders = Arc::clone(&builders);
-        // Watched from the accept on, so a shutdown waits for a connection still showing its
-        // protocol too.
+        // Taken at the accept, so that a shutdown that begins while the protocol is being looked
+        // at still reaches the connection once it is served.
         let watcher = graceful.watcher();
         let mut closing_seen = closing_seen.clone();
         tokio::spawn(async move {
-            // A client that shows nothing within the header timeout asked nothing: closed.
+            // A client that shows nothing within the header timeout, or before a shutdown,
+            // asked nothing: closed (its permit goes with the task).
             let shown = tokio::select! {
                 shown = tokio::time::timeout(
                     limits.header_timeout,
                     opens_with_http2_preface(&stream),
-                ) => shown,
-                _ = closing_seen.wait_for(|closing| *closing) => {
-                    drop(permit);
-                    return;
-                }
+                ) => shown.ok().and_then(Result::ok),
+                _ = closing_seen.wait_for(|closing| *closing) => None,
             };
-            let Ok(Ok(http2)) = shown else {
-                drop(permit);
+            let Some(http2) = shown else {
                 return;
             };
             let builder = if http2 {

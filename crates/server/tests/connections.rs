@@ -114,6 +114,16 @@ async fn half_a_request_and_an_idle_keep_alive_connection_are_closed_after_the_h
     );
 }
 
+/// A streamed OpenAI chat completion through the gateway at `base`.
+async fn streamed_chat(http: &reqwest::Client, base: &str) -> reqwest::Response {
+    http.post(format!("{base}/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Sends `first` a byte at a time, then `rest`, on a new connection; returns the answer.
 async fn slowly(base: &str, first: &[u8], rest: &[u8]) -> String {
     let mut stream = TcpStream::connect(address(base)).await.unwrap();
@@ -144,13 +154,7 @@ async fn http_2_with_prior_knowledge_and_http_1_arriving_a_byte_at_a_time_are_bo
         (health.version(), health.status().as_u16()),
         (reqwest::Version::HTTP_2, 200)
     );
-    let stream = http2
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(CLIENT_KEY)
-        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let stream = streamed_chat(&http2, &base).await;
     assert_eq!(stream.version(), reqwest::Version::HTTP_2);
     assert_eq!(stream.status().as_u16(), 200);
     let events = stream.text().await.unwrap();
@@ -373,13 +377,7 @@ async fn on_sigterm_a_stream_still_open_after_the_grace_period_ends_with_an_erro
         .send()
         .await
         .unwrap();
-    let openai = http
-        .post(format!("{base}/v1/chat/completions"))
-        .bearer_auth(CLIENT_KEY)
-        .json(&json!({"model": "gemini-2.5-flash", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+    let openai = streamed_chat(&http, &base).await;
     assert_eq!(
         (native.status().as_u16(), openai.status().as_u16()),
         (200, 200)
