@@ -57,14 +57,20 @@ impl OpenAiError {
 }
 
 /// Seconds until a retry, from `RetryInfo` (an hour at most: the delay is the upstream's word,
-/// and untrusted), or a minute when it names none.
+/// and untrusted). Without one: a minute for a 429 that names a quota (a per-minute quota is
+/// reset within it), a second for one that names none. That one is shared capacity, not a quota
+/// (`"Resource has been exhausted (e.g. check quota)."` with no `QuotaFailure`): the native
+/// routes say a second for it too, and a client back that soon meets the gateway's own capacity
+/// answer, which names the time the next try goes upstream.
 fn retry_after_secs(error: &UpstreamError) -> u64 {
-    error.retry_delay.map_or(60, |delay| {
-        delay
+    match error.retry_delay {
+        Some(delay) => delay
             .min(std::time::Duration::from_secs(3600))
             .as_secs_f64()
-            .ceil() as u64
-    })
+            .ceil() as u64,
+        None if error.quota_id.is_some() => 60,
+        None => 1,
+    }
 }
 
 /// The first sentence of an upstream message (Gemini appends help links and quota details).
@@ -301,6 +307,27 @@ mod tests {
                 assert_eq!(mapped.retry_after, Some(retry), "{name}");
             }
         }
+    }
+
+    /// `Retry-After` of a 429: its `RetryInfo`; else a minute when it names a quota, a second
+    /// when it names none (shared capacity).
+    #[test]
+    fn a_429_waits_as_long_as_it_says_or_as_its_kind() {
+        let retry_after =
+            |body: Value| from_upstream(429, body.to_string().as_bytes(), "m").retry_after;
+        let capacity = json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+            "message": "Resource has been exhausted (e.g. check quota)."}});
+        assert_eq!(retry_after(capacity), Some(1));
+        let quota = |details: Vec<Value>| {
+            json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED",
+            "message": "You exceeded your current quota.", "details": details}})
+        };
+        let violation = json!({"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [
+            {"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", "quotaValue": "10"}]});
+        assert_eq!(retry_after(quota(vec![violation.clone()])), Some(60));
+        let retry_info =
+            json!({"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "26s"});
+        assert_eq!(retry_after(quota(vec![violation, retry_info])), Some(26));
     }
 
     #[test]
