@@ -10,6 +10,7 @@ pub mod classify;
 pub mod clients;
 pub mod cluster;
 pub mod login_throttle;
+pub mod memory;
 pub mod metrics;
 pub mod ownership;
 pub mod probe;

@@ -258,6 +258,11 @@ impl Relay {
         let tried = &mut attempts.tried;
         if tried.is_empty() {
             self.pool.retry_budget().deposit();
+            // A large request freed its body and its parsed copy by now: back to the system
+            // before it waits, instead of kept resident through the wait (see `memory`).
+            if outgoing.body.len() >= crate::service::memory::GIVE_BACK_FROM {
+                crate::service::memory::give_back_freed();
+            }
         }
         while tried.len() <= self.upstream.max_retries() as usize {
             // A retry spends from the shared budget, so a storm does not multiply traffic.
