@@ -115,6 +115,13 @@ impl Server {
     pub fn memory_kib(&self) -> (u64, u64) {
         memory_kib(self.pid())
     }
+
+    /// Starts the process's peak (VmHWM) over from its resident memory now, so that the next
+    /// reading of the peak is of what follows (Linux's `clear_refs` 5). False where the kernel
+    /// refused (not the process's owner).
+    pub fn reset_peak(&self) -> bool {
+        std::fs::write(format!("/proc/{}/clear_refs", self.pid()), "5").is_ok()
+    }
 }
 
 /// A loopback port free at the moment of asking.
