@@ -6,8 +6,8 @@
 //! then the parsed request once it is serialised for Gemini) and then waits on the upstream,
 //! seconds for a long prompt, during which the gateway may allocate nothing more: without a
 //! word from us, mimalloc would keep both freed copies resident all that time and after, so the
-//! process held about twice the bodies it sends (bench S12: 1.5–1.6× at 4 × 32 MiB, 1.02× with
-//! this). Setting mimalloc's purge delay to zero for the whole process does the same but turns
+//! process held about twice the bodies it sends (bench S12: 1.5–1.6× at 4 × 32 MiB, 0.98–1.01×
+//! with this). Setting mimalloc's purge delay to zero for the whole process does the same but turns
 //! page reuse on the hot path into `madvise` calls (40 times as many under load), so only
 //! requests this large ask for it.
 
@@ -15,7 +15,7 @@
 pub const GIVE_BACK_FROM: usize = 1 << 20;
 
 /// Has mimalloc return every freed page now. It works on this thread's heap (the pages a
-/// request's task allocated on this worker; called from another thread, it finds them not), so
+/// request's task allocated on this worker; called from another thread, it does not see them), so
 /// it runs in the request's own task, as part of the request's own work. Measured outside the
 /// gateway: a few µs to 0.4 ms when little was freed, and about 70 µs per MiB given back (the
 /// system's work of taking the pages), so 2 ms for 32 MiB, against the tens of milliseconds
