@@ -241,13 +241,11 @@ fn detach_request_id(headers: &mut axum::http::HeaderMap) {
     let Some(value) = headers.get(REQUEST_ID) else {
         return;
     };
-    match axum::http::HeaderValue::from_bytes(value.as_bytes()) {
-        Ok(copy) if value.len() <= MAX_REQUEST_ID => {
-            headers.insert(REQUEST_ID, copy);
-        }
-        _ => {
-            headers.remove(REQUEST_ID);
-        }
+    if value.len() <= MAX_REQUEST_ID {
+        let copy = crate::service::upstream::detached(value);
+        headers.insert(REQUEST_ID, copy);
+    } else {
+        headers.remove(REQUEST_ID);
     }
 }
 

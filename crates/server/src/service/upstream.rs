@@ -47,16 +47,20 @@ pub fn allowlisted(from: &HeaderMap, names: &[&'static str]) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for name in names {
         for value in from.get_all(*name) {
-            // A copy, not a clone: a client's header value is a slice of hyper's read buffer,
-            // which would stay allocated, beside the next one, as long as this request waits on
-            // the upstream.
-            let mut copy =
-                HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
-            copy.set_sensitive(value.is_sensitive());
-            headers.append(HeaderName::from_static(name), copy);
+            headers.append(HeaderName::from_static(name), detached(value));
         }
     }
     headers
+}
+
+/// A copy of `value` that owns its bytes, sensitive as it was. A copy, not a clone: a client's
+/// header value is a slice of hyper's read buffer, which would stay allocated, beside the next
+/// one, as long as the request waits on the upstream. (A value hyper parsed always copies; one
+/// that would not is cloned.)
+pub fn detached(value: &HeaderValue) -> HeaderValue {
+    let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
 }
 
 /// Streams one HTTP/2 connection carries before the next lane opens another. Google's front
