@@ -12,8 +12,9 @@
 //!   body, an idle HTTP/2 connection). It is never shorter than the upstream timeout plus half a
 //!   minute, so a stream waiting on a slow model is never cut by it.
 //! - **Connection cap.** At most `MAX_CONNECTIONS` are served at once; one more is answered
-//!   `503` with `Retry-After` and closed, so the process never runs out of file descriptors and
-//!   `/healthz` keeps answering.
+//!   `503` with `Retry-After` once it has sent its request, and closed once it has closed its
+//!   side (within a second), so the process never runs out of file descriptors and `/healthz`
+//!   keeps answering.
 //! - **Shutdown.** On SIGTERM or SIGINT no connection is accepted any more and in-flight requests
 //!   get `SHUTDOWN_GRACE_SECS`; streams still open then are told (the `cutoff` signal) and end with
 //!   an error event in their dialect, so their clients hear why and their usage is recorded.
@@ -33,9 +34,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
@@ -44,6 +45,13 @@ const CUTOFF_DRAIN: Duration = Duration::from_secs(2);
 /// File descriptors kept for everything that is not a client connection (the database, the
 /// upstream connections, logs).
 const RESERVED_DESCRIPTORS: usize = 512;
+/// How many refused connections may wait at once for their request and their close (see
+/// [`refuse`]): each holds a descriptor out of the reserve for up to `REFUSAL_LINGER`.
+const LINGERING_REFUSALS: usize = 128;
+/// The longest a refused connection is kept, from its accept to its close.
+const REFUSAL_LINGER: Duration = Duration::from_secs(1);
+/// The most a refused connection may send before it is closed regardless.
+const REFUSAL_DRAIN: usize = 64 * 1024;
 
 /// The limits on client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +66,7 @@ pub struct ConnectionLimits {
     pub shutdown_grace: Duration,
 }
 
-/// The answer to a connection past the cap: written at once, then the connection is closed.
+/// The answer to a connection past the cap (see [`refuse`]).
 const OVER_CAPACITY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 88\r\n\r\n{\"error\":{\"code\":503,\"message\":\"Too many open connections.\",\"status\":\"UNAVAILABLE\"}}\n";
 
 /// Raises the soft limit of open files to the hard one, and returns how many connections fit
@@ -99,6 +107,7 @@ pub async fn serve(
 ) -> io::Result<()> {
     let builders = Arc::new(Builders::new(limits.header_timeout));
     let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering_refusals = Arc::new(Semaphore::new(LINGERING_REFUSALS));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // Raised when the shutdown begins: a connection still showing its protocol is then
     // dropped (it asked nothing yet), instead of holding the shutdown up to the header timeout.
@@ -121,7 +130,10 @@ pub async fn serve(
         }
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             crate::service::metrics::record_refused_connection();
-            tokio::spawn(refuse(stream));
+            if let Ok(lingering) = Arc::clone(&lingering_refusals).try_acquire_owned() {
+                tokio::spawn(refuse(stream, lingering));
+            }
+            // Past that many refusals at once (a flood), the connection is closed unanswered.
             continue;
         };
         let service = router
@@ -251,11 +263,34 @@ fn detach_request_id(headers: &mut axum::http::HeaderMap) {
 
 const REQUEST_ID: &str = "x-request-id";
 
-/// Answers a connection past the cap with a 503 and closes it.
-async fn refuse(mut stream: TcpStream) {
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(OVER_CAPACITY).await;
-        let _ = stream.shutdown().await;
+/// Answers a connection past the cap with a 503 and closes it, in the order a client can read.
+///
+/// - The answer waits for the client's first bytes. Sent before the request, it reaches a
+///   client that has not written yet as an answer to nothing: hyper's client, for one, fails
+///   the request with a closed connection instead of reporting the 503.
+/// - The socket is closed only once the client has closed its side, up to `REFUSAL_DRAIN`
+///   bytes read and thrown away meanwhile (a lingering close, as nginx does). Closing a socket
+///   with unread bytes in it makes the kernel send a reset, and a client that is still writing
+///   then fails with "connection reset" and never reads the 503 or its `Retry-After`.
+///
+/// All within `REFUSAL_LINGER` of the accept; `_lingering` keeps the count of refusals doing
+/// this bounded.
+async fn refuse(mut stream: TcpStream, _lingering: OwnedSemaphorePermit) {
+    let _ = tokio::time::timeout(REFUSAL_LINGER, async {
+        let mut discarded = [0u8; 4096];
+        if stream.read(&mut discarded).await? == 0 {
+            return Ok(()); // Closed without asking anything.
+        }
+        stream.write_all(OVER_CAPACITY).await?;
+        stream.shutdown().await?;
+        let mut drained = 0;
+        while drained < REFUSAL_DRAIN {
+            match stream.read(&mut discarded).await? {
+                0 => break,
+                read => drained += read,
+            }
+        }
+        Ok::<(), io::Error>(())
     })
     .await;
 }

@@ -1,7 +1,7 @@
 //! Client connections on the real binary: half a request, a silent connection or an idle
 //! keep-alive connection is closed after the header timeout; HTTP/2 with prior knowledge is
-//! served beside HTTP/1; connections past the cap get a 503 at once (and `/healthz` keeps
-//! answering); and on SIGTERM a stream still open at the end of the grace period ends with
+//! served beside HTTP/1; connections past the cap get a 503 as soon as they ask, are read until
+//! they close (no reset), and `/healthz` keeps answering; and on SIGTERM a stream still open at the end of the grace period ends with
 //! an error event in its dialect and its request row is written.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
@@ -358,6 +358,56 @@ async fn connections_past_the_cap_get_a_503_at_once_and_health_answers_again_aft
         )),
         "{metrics}"
     );
+}
+
+/// A refused connection hears its 503 only after it has asked, and the gateway keeps reading
+/// until the client closes: bytes the client is still sending never meet a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_answered_after_its_request_and_never_reset_while_it_writes() {
+    let (_mock, mock_addr) = mock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, base) = gateway(dir.path(), mock_addr, &[("MAX_CONNECTIONS", "1")]).await;
+    let mut held = TcpStream::connect(address(&base)).await.unwrap();
+    held.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut refused = TcpStream::connect(address(&base)).await.unwrap();
+    let mut buffer = [0u8; 4096];
+    // Nothing asked, nothing answered.
+    let early = tokio::time::timeout(Duration::from_millis(200), refused.read(&mut buffer)).await;
+    assert!(early.is_err(), "answered before the request: {early:?}");
+
+    refused
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    loop {
+        let read = tokio::time::timeout(Duration::from_secs(3), refused.read(&mut buffer))
+            .await
+            .expect("the answer and the gateway's end of the connection")
+            .expect("no reset while reading the answer");
+        if read == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+
+    // The client writes on after the answer (a pipelined request): the gateway reads and throws
+    // it away until the client closes. A socket closed with those bytes unread would answer them
+    // with a reset, and the second write would fail.
+    for _ in 0..2 {
+        refused
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("the refused connection is still read");
+        // Well within the gateway's one second for a refusal, from its accept to its close.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
