@@ -44,7 +44,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     let s4 = first_byte(&rig, &http, streams, &mut rows, &mut raw).await?;
     if smoke {
         gate_ok &= s4.no_40ms_mode && s4.added_p99 <= (20.0 * s4.floor_p99).max(5000.0);
-        return finish(rows, raw, &machine, &describe(&rig.nginx), gate_ok, false);
+        return finish(rows, raw, &machine, &describe(&rig.nginx), gate_ok, "smoke");
     }
 
     capacity(&rig, &http, &mut rows, &mut raw).await?;
@@ -140,7 +140,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
     concurrency_sweep(&rig, &http, &rig.data, &mut rows, &mut raw).await?;
     open_streams(&rig, &rig.data, &mut rows, &mut raw).await?;
     crate::brownout::brownout(&rig.bin, &rig.data, &http, &mut rows, &mut raw).await?;
-    finish(rows, raw, &machine, &describe(&rig.nginx), true, true)
+    finish(rows, raw, &machine, &describe(&rig.nginx), true, "all")
 }
 
 /// Runs only the named scenarios of S1, S2, S3, S4, S5, S6, S7, S8, S11 and S12, and prints
@@ -148,6 +148,7 @@ pub async fn run(mode: Mode) -> Result<bool, String> {
 /// process and first; named alone, it starts no servers.
 pub async fn run_part(names: &[&str]) -> Result<bool, String> {
     let machine = environment();
+    let command = format!("part {}", names.join(" "));
     let (mut rows, mut raw) = (Vec::new(), serde_json::Map::new());
     if names.contains(&"S7") {
         key_pick(&mut rows);
@@ -160,7 +161,7 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
             &machine,
             "nginx floor: not started (S7 only)",
             true,
-            false,
+            &command,
         );
     }
     let rig = rig(binaries()?).await?;
@@ -202,7 +203,7 @@ pub async fn run_part(names: &[&str]) -> Result<bool, String> {
         &machine,
         &describe(&rig.nginx),
         true,
-        false,
+        &command,
     )
 }
 
@@ -689,20 +690,18 @@ fn pick_ns(keys: i64, cooling_percent: i64) -> f64 {
     started.elapsed().as_nanos() as f64 / f64::from(rounds)
 }
 
+/// Prints the table of `rows`, titled with the bench's `command` (`all`, `smoke`, `part …`);
+/// only `all` writes the results files.
 fn finish(
     rows: Vec<Row>,
     raw: serde_json::Map<String, Value>,
     environment: &Value,
     nginx: &str,
     gate_ok: bool,
-    write: bool,
+    command: &str,
 ) -> Result<bool, String> {
-    let table = markdown(
-        &rows,
-        environment,
-        if write { "all" } else { "smoke" },
-        nginx,
-    );
+    let write = command == "all";
+    let table = markdown(&rows, environment, command, nginx);
     {
         use std::io::Write;
         let _ = writeln!(std::io::stdout(), "{table}");
