@@ -15,6 +15,11 @@
 //!   `503` with `Retry-After` once it has sent its request, and closed once it has closed its
 //!   side (within a second), so the process never runs out of file descriptors and `/healthz`
 //!   keeps answering.
+//! - **Accept batches.** At most `ACCEPT_BATCH` connections are accepted in a row before the
+//!   connections already accepted get their turn. This matters on one thread (see `main.rs`):
+//!   a burst of new connections taken all at once (tokio lets an accept loop take 128 before it
+//!   must yield) sits with each request read but not yet forwarded, every one holding hyper's
+//!   read buffers.
 //! - **Shutdown.** On SIGTERM or SIGINT no connection is accepted any more and in-flight requests
 //!   get `SHUTDOWN_GRACE_SECS`; streams still open then are told (the `cutoff` signal) and end with
 //!   an error event in their dialect, so their clients hear why and their usage is recorded.
@@ -52,6 +57,16 @@ const LINGERING_REFUSALS: usize = 128;
 const REFUSAL_LINGER: Duration = Duration::from_secs(1);
 /// The most a refused connection may send before it is closed regardless.
 const REFUSAL_DRAIN: usize = 64 * 1024;
+/// How many connections the accept loop takes in a row before it yields to the connections it
+/// already took. On one thread (the current-thread runtime `main.rs` picks on one CPU), the
+/// loop otherwise takes as many as tokio's budget allows (128) while the connections it took
+/// wait with their requests read but not forwarded, each holding hyper's read buffers: 10,000
+/// streams opened at once (the benchmark's S6) peaked at 340–401 MiB, of which about 110 MiB
+/// only while they arrived. With 16 the peak was 234–262 MiB over six runs. The price is paid
+/// in a burst: new connections wait in the kernel's accept queue, and past its 128 their
+/// handshakes are retried (S6's clients open 250 every 10 ms). With 8 or 1 the loop fell so far
+/// behind (with the queue at 128) that S6 did not finish within four minutes.
+const ACCEPT_BATCH: usize = 16;
 
 /// The limits on client connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +128,7 @@ pub async fn serve(
     // dropped (it asked nothing yet), instead of holding the shutdown up to the header timeout.
     let (closing, closing_seen) = watch::channel(false);
     let mut stop = std::pin::pin!(stop);
+    let mut accepted_since_yield = 0;
     loop {
         let (stream, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -173,6 +189,13 @@ pub async fn serve(
             }
             drop(permit);
         });
+        // The connections just accepted get to read and forward their requests before more
+        // are taken (see `ACCEPT_BATCH`). A refusal above does not count: it holds no buffers.
+        accepted_since_yield += 1;
+        if accepted_since_yield == ACCEPT_BATCH {
+            accepted_since_yield = 0;
+            tokio::task::yield_now().await;
+        }
     }
     drop(listener);
     let _ = closing.send(true);

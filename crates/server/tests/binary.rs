@@ -232,3 +232,178 @@ async fn json_logs_carry_a_request_id_on_every_request_line_and_no_secret() {
     assert_eq!(request_lines, 2);
     child.wait().await.unwrap();
 }
+
+/// Starts the binary with `prefix` in front (say `taskset -c 0`), reads its log up to the
+/// "listening on" line, and returns the process, its address and the lines read.
+async fn start_logged(
+    prefix: &[&str],
+    dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Child, String, Vec<String>) {
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BINARY);
+            command
+        }
+        None => Command::new(BINARY),
+    };
+    command
+        .current_dir(dir)
+        .env_clear()
+        .env("LISTEN_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line.clone());
+            if let Some(at) = line.find("listening on http://") {
+                return line[at + "listening on http://".len()..].trim().to_owned();
+            }
+        }
+        panic!("the gateway exited before listening: {seen:?}");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr, seen)
+}
+
+#[tokio::test]
+async fn pinned_to_one_cpu_it_serves_on_one_thread_concurrently_and_shuts_down_cleanly() {
+    let (_mock, mock_addr) = MockGemini::start(MockConfig {
+        keys: vec![MockKey::new("k1", "p1")],
+        response_delay: Duration::from_millis(300),
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap();
+    let base = format!("http://{mock_addr}");
+    let env = [
+        ("GEMINI_API_KEYS", "k1@p1"),
+        ("GEMINI_BASE_URL", base.as_str()),
+        ("CLIENT_API_KEYS", "client-key-one-cpu"),
+        ("DEFAULT_RPM_LIMIT", "1000"),
+        ("DEFAULT_RPD_LIMIT", "100000"),
+    ];
+    // `taskset` is part of util-linux, which every Debian system has.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, log) = start_logged(&["taskset", "-c", "0"], dir.path(), &env).await;
+    assert!(
+        log.iter()
+            .any(|line| line.contains("one CPU available: serving on one thread")),
+        "{log:?}"
+    );
+    // Twelve requests at once, each held 300 ms by the upstream, in both dialects and streaming:
+    // on one thread they still overlap, so all of them finish in well under twelve times 300 ms.
+    let http = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let requests = (0..12).map(|n| {
+        let http = http.clone();
+        let addr = addr.clone();
+        async move {
+            let request = match n % 3 {
+                0 => http
+                    .post(format!("http://{addr}/v1/chat/completions"))
+                    .json(&serde_json::json!({"model": "gemini-2.5-flash",
+                        "messages": [{"role": "user", "content": "hi"}]})),
+                1 => http
+                    .post(format!("http://{addr}/v1/chat/completions"))
+                    .json(
+                        &serde_json::json!({"model": "gemini-2.5-flash", "stream": true,
+                        "messages": [{"role": "user", "content": "hi"}]}),
+                    ),
+                _ => http
+                    .post(format!(
+                        "http://{addr}/v1beta/models/gemini-2.5-flash:generateContent"
+                    ))
+                    .json(&serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]})),
+            };
+            let response = request
+                .bearer_auth("client-key-one-cpu")
+                .header("x-goog-api-key", "client-key-one-cpu")
+                .send()
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = response.text().await.unwrap();
+            (n, status, body)
+        }
+    });
+    for (n, status, body) in futures_util::future::join_all(requests).await {
+        assert_eq!(status, 200, "request {n}: {body}");
+        if n % 3 == 1 {
+            assert!(body.trim_end().ends_with("data: [DONE]"), "{body}");
+        } else {
+            assert!(
+                body.contains("candidates") || body.contains("choices"),
+                "{body}"
+            );
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(12 * 300),
+        "the requests ran one after another: {:?}",
+        started.elapsed()
+    );
+    // A burst of 300 new connections at once: more than one accept batch, and more than the
+    // accept queue holds (128), every one answered.
+    let burst = (0..300).map(|n| {
+        let http = reqwest::Client::new();
+        let addr = addr.clone();
+        async move {
+            let response = http
+                .post(format!(
+                    "http://{addr}/v1beta/models/gemini-2.5-flash:generateContent"
+                ))
+                .header("x-goog-api-key", "client-key-one-cpu")
+                .json(&serde_json::json!({"contents": [{"parts": [{"text": "hi"}]}]}))
+                .send()
+                .await;
+            match response {
+                Ok(response) => (n, response.status().as_u16(), response.text().await),
+                Err(error) => panic!("request {n} of the burst: {error}"),
+            }
+        }
+    });
+    let answered = tokio::time::timeout(
+        Duration::from_secs(30),
+        futures_util::future::join_all(burst),
+    )
+    .await
+    .expect("the burst was not answered within 30 s");
+    for (n, status, body) in answered {
+        assert_eq!(status, 200, "request {n} of the burst: {body:?}");
+    }
+    let pid = child.id().unwrap().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap()
+            .success()
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+
+    // Not pinned, it runs one worker thread per CPU this test may use.
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    let dir = tempfile::tempdir().unwrap();
+    let (_child, _addr, log) = start_logged(&[], dir.path(), &env).await;
+    let expected = if cpus == 1 {
+        "one CPU available: serving on one thread".to_owned()
+    } else {
+        format!("{cpus} CPUs available: serving on {cpus} worker threads")
+    };
+    assert!(log.iter().any(|line| line.contains(&expected)), "{log:?}");
+}
