@@ -61,7 +61,7 @@ const REFUSAL_DRAIN: usize = 64 * 1024;
 /// already took. On one thread (the current-thread runtime `main.rs` picks on one CPU), the
 /// loop otherwise takes as many as tokio's budget allows (128) while the connections it took
 /// wait with their requests read but not forwarded, each holding hyper's read buffers: 10,000
-/// streams opened at once (the benchmark's S6) peaked at 340–401 MiB, of which about 110 MiB
+/// streams opened at once (the benchmark's S6, AMD EPYC, 2026-12-02) peaked at 340–401 MiB, of which about 110 MiB
 /// only while they arrived. With 16 the peak was 234–262 MiB over six runs. The price is paid
 /// in a burst: new connections wait in the kernel's accept queue, and past its 128 their
 /// handshakes are retried (S6's clients open 250 every 10 ms). With 8 or 1 the loop fell so far
@@ -190,7 +190,7 @@ pub async fn serve(
             drop(permit);
         });
         // The connections just accepted get to read and forward their requests before more
-        // are taken (see `ACCEPT_BATCH`). A refusal above does not count: it holds no buffers.
+        // are taken (see `ACCEPT_BATCH`). Refusals do not count: `LINGERING_REFUSALS` bounds them.
         accepted_since_yield += 1;
         if accepted_since_yield == ACCEPT_BATCH {
             accepted_since_yield = 0;
