@@ -12,7 +12,19 @@ use tokio::process::{Child, Command};
 const BINARY: &str = env!("CARGO_BIN_EXE_gemini-pool");
 
 fn gateway(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
-    let mut command = Command::new(BINARY);
+    gateway_behind(&[], dir, env)
+}
+
+/// The binary run by `prefix` (say `taskset -c 0`), or by itself when `prefix` is empty.
+fn gateway_behind(prefix: &[&str], dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(BINARY);
+            command
+        }
+        None => Command::new(BINARY),
+    };
     command
         .current_dir(dir)
         .env_clear()
@@ -27,22 +39,30 @@ fn gateway(dir: &std::path::Path, env: &[(&str, &str)]) -> Command {
 
 /// Waits for the "listening on http://…" log line and returns the address.
 async fn listening_addr(child: &mut Child) -> String {
+    listening_addr_and_log(child).await.0
+}
+
+/// Waits for the "listening on http://…" log line and returns the address and the lines up to
+/// it.
+async fn listening_addr_and_log(child: &mut Child) -> (String, Vec<String>) {
     let stdout = child.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
+    let mut seen = Vec::new();
     let find = async {
         while let Some(line) = lines.next_line().await.unwrap() {
+            seen.push(line.clone());
             if let Some(at) = line.find("listening on http://") {
                 return line[at + "listening on http://".len()..].trim().to_owned();
             }
         }
-        panic!("the gateway exited before listening");
+        panic!("the gateway exited before listening: {seen:?}");
     };
     let addr = tokio::time::timeout(Duration::from_secs(20), find)
         .await
         .unwrap();
     // Keep draining stdout so the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    addr
+    (addr, seen)
 }
 
 #[tokio::test]
@@ -240,38 +260,11 @@ async fn start_logged(
     dir: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (Child, String, Vec<String>) {
-    let mut command = match prefix.split_first() {
-        Some((program, args)) => {
-            let mut command = Command::new(program);
-            command.args(args).arg(BINARY);
-            command
-        }
-        None => Command::new(BINARY),
-    };
-    command
-        .current_dir(dir)
-        .env_clear()
-        .env("LISTEN_ADDR", "127.0.0.1:0")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+    let mut child = gateway_behind(prefix, dir, env)
         .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let addr = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            seen.push(line.clone());
-            if let Some(at) = line.find("listening on http://") {
-                return line[at + "listening on http://".len()..].trim().to_owned();
-            }
-        }
-        panic!("the gateway exited before listening: {seen:?}");
-    })
-    .await
-    .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        .spawn()
+        .unwrap();
+    let (addr, seen) = listening_addr_and_log(&mut child).await;
     (child, addr, seen)
 }
 
