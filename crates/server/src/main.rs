@@ -82,15 +82,15 @@ async fn run() -> ExitCode {
             ));
         }
     };
-    let runtime = tokio::runtime::Handle::current().metrics();
-    match tokio::runtime::Handle::current().runtime_flavor() {
+    let runtime = tokio::runtime::Handle::current();
+    match runtime.runtime_flavor() {
         tokio::runtime::RuntimeFlavor::CurrentThread => {
             tracing::info!("one CPU available: serving on one thread");
         }
         _ => tracing::info!(
             "{} CPUs available: serving on {} worker threads",
             std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
-            runtime.num_workers()
+            runtime.metrics().num_workers()
         ),
     }
     if let Ok(addr) = listener.local_addr() {

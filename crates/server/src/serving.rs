@@ -61,11 +61,12 @@ const REFUSAL_DRAIN: usize = 64 * 1024;
 /// already took. On one thread (the current-thread runtime `main.rs` picks on one CPU), the
 /// loop otherwise takes as many as tokio's budget allows (128) while the connections it took
 /// wait with their requests read but not forwarded, each holding hyper's read buffers: 10,000
-/// streams opened at once (the benchmark's S6, AMD EPYC, 2026-12-02) peaked at 340–401 MiB, of which about 110 MiB
-/// only while they arrived. With 16 the peak was 234–262 MiB over six runs. The price is paid
-/// in a burst: new connections wait in the kernel's accept queue, and past its 128 their
-/// handshakes are retried (S6's clients open 250 every 10 ms). With 8 or 1 the loop fell so far
-/// behind (with the queue at 128) that S6 did not finish within four minutes.
+/// streams opened at once (the benchmark's S6, AMD EPYC, 2026-12-02) peaked at 340–401 MiB,
+/// about 110 MiB of it only while they arrived. With 16 the peak was 234–262 MiB over six
+/// runs. The price is paid in a burst: new connections wait in the kernel's accept queue, and
+/// past its 128 their handshakes are retried (S6's clients open 250 every 10 ms). With 8 or 1
+/// the loop fell so far behind (with the queue at 128) that S6 did not finish within four
+/// minutes.
 const ACCEPT_BATCH: usize = 16;
 
 /// The limits on client connections.

@@ -65,6 +65,37 @@ async fn listening_addr_and_log(child: &mut Child) -> (String, Vec<String>) {
     (addr, seen)
 }
 
+/// A stand-in with one key (`k1` in project `p1`) that answers after `delay`.
+async fn mock_answering_after(delay: Duration) -> (MockGemini, std::net::SocketAddr) {
+    MockGemini::start(MockConfig {
+        keys: vec![MockKey::new("k1", "p1")],
+        response_delay: delay,
+        ..MockConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Sends SIGTERM to `child` (with `kill`, which every Debian system has).
+async fn send_sigterm(child: &Child) {
+    let pid = child.id().unwrap().to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(killed.success());
+}
+
+/// Waits up to 10 s for `child` to exit, and asserts it exited with success.
+async fn assert_exits_cleanly(child: &mut Child) {
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exit status {status}");
+}
+
 #[tokio::test]
 async fn a_bad_setting_stops_the_start_with_one_line_naming_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -116,13 +147,7 @@ async fn settings_come_from_a_dot_env_file_and_the_database_folder_is_created() 
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
-    let (_mock, mock_addr) = MockGemini::start(MockConfig {
-        keys: vec![MockKey::new("k1", "p1")],
-        response_delay: Duration::from_millis(800),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let (_mock, mock_addr) = mock_answering_after(Duration::from_millis(800)).await;
     let dir = tempfile::tempdir().unwrap();
     let base = format!("http://{mock_addr}");
     let mut child = gateway(
@@ -149,23 +174,13 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits_cleanly() {
             .status()
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let pid = child.id().unwrap().to_string();
-    let killed = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(killed.success());
+    send_sigterm(&child).await;
     assert_eq!(
         in_flight.await.unwrap(),
         200,
         "the in-flight request finished"
     );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status}");
+    assert_exits_cleanly(&mut child).await;
 }
 
 #[tokio::test]
@@ -270,13 +285,7 @@ async fn start_logged(
 
 #[tokio::test]
 async fn pinned_to_one_cpu_it_serves_on_one_thread_concurrently_and_shuts_down_cleanly() {
-    let (_mock, mock_addr) = MockGemini::start(MockConfig {
-        keys: vec![MockKey::new("k1", "p1")],
-        response_delay: Duration::from_millis(300),
-        ..MockConfig::default()
-    })
-    .await
-    .unwrap();
+    let (_mock, mock_addr) = mock_answering_after(Duration::from_millis(300)).await;
     let base = format!("http://{mock_addr}");
     let env = [
         ("GEMINI_API_KEYS", "k1@p1"),
@@ -285,9 +294,9 @@ async fn pinned_to_one_cpu_it_serves_on_one_thread_concurrently_and_shuts_down_c
         ("DEFAULT_RPM_LIMIT", "1000"),
         ("DEFAULT_RPD_LIMIT", "100000"),
     ];
-    // `taskset` is part of util-linux, which every Debian system has.
     let dir = tempfile::tempdir().unwrap();
-    // The first CPU this test may use (CI may run it in a cpuset that lacks CPU 0).
+    // Pinned with `taskset` (util-linux, which every Debian system has) to the first CPU this
+    // test may use (CI may run it in a cpuset that lacks CPU 0).
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let allowed = status
         .lines()
@@ -383,20 +392,8 @@ async fn pinned_to_one_cpu_it_serves_on_one_thread_concurrently_and_shuts_down_c
     for (n, status, body) in answered {
         assert_eq!(status, 200, "request {n} of the burst: {body:?}");
     }
-    let pid = child.id().unwrap().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap()
-            .success()
-    );
-    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "exit status {status}");
+    send_sigterm(&child).await;
+    assert_exits_cleanly(&mut child).await;
 
     // Not pinned, it runs one worker thread per CPU this test may use.
     let cpus = std::thread::available_parallelism().unwrap().get();
