@@ -140,7 +140,7 @@ pub(crate) async fn send_for_whole_answer(
             outgoing,
             committed,
             attempts,
-            AnswerKind::Content,
+            AnswerKind::ContentToTranslate,
             ANSWER_LIMIT,
         )
         .await
@@ -204,8 +204,12 @@ pub(crate) async fn read_metered_answer(
     if let Some(meter) = meter.as_mut() {
         meter.set_key(&whole.key);
     }
-    serde_json::from_slice(&whole.body)
-        .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string()))
+    match whole.content {
+        Some(answer) => Ok(answer),
+        // Parsed again only to say why it is not of the translation's shape.
+        None => serde_json::from_slice(&whole.body)
+            .map_err(|error| ApiError::UpstreamInvalidResponse(error.to_string())),
+    }
 }
 
 /// Opens a stream for `outgoing` (see [`open_stream`]) and meters it: the upstream calls it
