@@ -116,11 +116,13 @@ impl ClientUsage {
     }
 }
 
-/// The live usage of every client key (a sharded map: no global lock).
+/// The live usage of every client key (a sharded map: no global lock). foldhash instead of
+/// SipHash: the keys are the store's ids, not chosen by clients, and each request looks them up
+/// three times.
 #[derive(Debug, Default)]
 pub struct ClientGate {
-    usage: DashMap<i64, Mutex<ClientUsage>>,
-    in_flight: DashMap<i64, Arc<AtomicU32>>,
+    usage: DashMap<i64, Mutex<ClientUsage>, foldhash::fast::RandomState>,
+    in_flight: DashMap<i64, Arc<AtomicU32>, foldhash::fast::RandomState>,
 }
 
 /// One request of a client in flight: gives its place back when dropped (with the response,
