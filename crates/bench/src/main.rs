@@ -1,5 +1,6 @@
 //! The benchmark rig: `cargo run -p bench --release -- all` (every scenario, a report in
-//! `results/`), `-- smoke` (a short S1 + S4 with a generous gate, for CI). Everything runs on
+//! `results/`), `-- smoke` (a short S1 + S4 with a generous gate, for CI), `-- instructions`
+//! (instructions per request under callgrind, for comparing builds). Everything runs on
 //! loopback: the `mock-gemini` stand-in in its fast mode, a floor proxy (the same stack doing only
 //! key swap and byte piping), nginx as a second floor where it is installed
 //! (`./scripts/nginx-floor.sh`), and the gateway; the gateway and the floors are pinned to core 1,
@@ -7,6 +8,7 @@
 
 mod brownout;
 mod floor;
+mod instructions;
 mod large;
 mod load;
 mod nginx;
@@ -47,8 +49,9 @@ fn main() -> ExitCode {
         ["smoke"] => runtime.block_on(scenarios::run(scenarios::Mode::Smoke)),
         ["part", names @ ..] => runtime.block_on(scenarios::run_part(names)),
         ["peers"] => runtime.block_on(peers::run()),
+        ["instructions"] => runtime.block_on(instructions::run()),
         _ => Err(
-            "usage: bench all | smoke | peers | part S1|S2|S3|S4|S5|S6|S7|S8|S11|S12 ..."
+            "usage: bench all | smoke | peers | instructions | part S1|S2|S3|S4|S5|S6|S7|S8|S11|S12 ..."
                 .to_owned(),
         ),
     };

@@ -101,6 +101,22 @@ impl Server {
         Err(format!("{} did not become ready", program.display()))
     }
 
+    /// Asks it to stop (SIGTERM) and waits up to `within` for it to exit; killed after that.
+    pub fn stop(mut self, within: Duration) -> Result<(), String> {
+        let asked = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status()
+            .is_ok_and(|status| status.success());
+        let deadline = std::time::Instant::now() + within;
+        while asked && std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("process {} did not stop when asked", self.pid()))
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.child.id()

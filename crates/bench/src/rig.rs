@@ -55,6 +55,19 @@ pub(crate) fn gateway(
     name: &str,
     extra: &[(&str, &str)],
 ) -> Result<Server, String> {
+    let env = gateway_env(data, upstream, keys, name, extra);
+    Server::start(&bin.join("gemini-pool"), &[], &env, Some(1))
+}
+
+/// The gateway's settings in the rig: `keys` in front of `upstream`, its database `name` in
+/// `data`, limits out of the way, and `extra` on top.
+pub(crate) fn gateway_env<'a>(
+    data: &Path,
+    upstream: &str,
+    keys: &str,
+    name: &str,
+    extra: &[(&'a str, &str)],
+) -> Vec<(&'a str, String)> {
     let mut env = vec![
         ("LISTEN_ADDR", "127.0.0.1:0".to_owned()),
         (
@@ -75,7 +88,7 @@ pub(crate) fn gateway(
             .iter()
             .map(|(name, value)| (*name, (*value).to_owned())),
     );
-    Server::start(&bin.join("gemini-pool"), &[], &env, Some(1))
+    env
 }
 
 /// Four keys in four projects.
