@@ -24,7 +24,7 @@ LISTENING = re.compile(r"listening on (http://\S+)")
 class Process:
     """A child process whose standard output is read until it announces its address."""
 
-    def __init__(self, args, env=None, cwd=None):
+    def __init__(self, args, env=None, cwd=None, start_within=30):
         self.lines = []
         self.proc = subprocess.Popen(
             args,
@@ -48,7 +48,7 @@ class Process:
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(30) or self.url is None:
+        if not ready.wait(start_within) or self.url is None:
             self.stop()
             raise RuntimeError(f"{args[0]} did not start:\n{''.join(self.lines)}")
 

@@ -58,7 +58,8 @@ def readme_gateway():
     )
     try:
         # `exec env …` so that stopping the process stops the gateway (cargo run replaces itself).
-        gateway = Process(["bash", "-c", f"exec env {command}"], env=env, cwd=REPO)
+        # `cargo run` may first rebuild the binary for its own feature set: more time than a start.
+        gateway = Process(["bash", "-c", f"exec env {command}"], env=env, cwd=REPO, start_within=300)
         yield gateway
         gateway.stop()
     finally:
