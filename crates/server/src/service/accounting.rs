@@ -1,9 +1,10 @@
 //! Accounting: every request's client, key, project, model, route, status, latency and tokens.
 //!
 //! Nothing is written on the request path: a finished request drops a [`RequestMeter`], which
-//! sends one record to a writer task over a channel; the writer writes batches (request log rows,
-//! daily totals, the scheduler's quota counts) every second, and a clean shutdown flushes what is
-//! left.
+//! queues one record for a writer task; the writer writes batches (request log rows, daily
+//! totals, the scheduler's quota counts) every second, or as soon as [`WRITE_AT`] records wait,
+//! and a clean shutdown flushes what is left. A record does not wake the writer (that cost a task
+//! switch per request); only the [`WRITE_AT`]th waiting one does.
 //!
 //! When the database cannot be written (locked, full, gone), records wait in memory and the
 //! writer tries again after a backoff (one second, doubling, at most half a minute), keeping at
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use memchr::memmem;
 use pool::{DayCount, PoolKey};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use translate::gemini::UsageMetadata;
 use translate::gemini::sse::SseDecoder;
 
@@ -37,8 +38,11 @@ const FIRST_PRUNE_AFTER: Duration = Duration::from_secs(2);
 /// Records held while the database cannot be written (tens of MiB at most); newer ones are
 /// dropped and counted.
 pub const MAX_PENDING_RECORDS: usize = 100_000;
-/// Records queued between requests and the writer.
+/// Records queued between requests and the writer: room for the records that arrive while a
+/// batch is written.
 const QUEUE: usize = 10_000;
+/// How many queued records make the writer write before its next tick.
+const WRITE_AT: usize = 1000;
 /// The longest wait between two tries of a failing write.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -55,15 +59,16 @@ pub fn tokens_of(usage: &UsageMetadata) -> Tokens {
     }
 }
 
-enum Message {
-    Record(RequestRecord),
-    Flush(oneshot::Sender<()>),
-}
-
 /// The sending side, shared by all requests.
 #[derive(Clone)]
 pub struct Accountant {
-    sender: mpsc::Sender<Message>,
+    /// Records, taken by the writer when it wakes (nothing waits on this channel, so a send
+    /// wakes no one).
+    records: mpsc::Sender<RequestRecord>,
+    /// Wakes the writer when [`WRITE_AT`] records are queued.
+    backlog: Arc<Notify>,
+    /// Asks the writer to write now, and to say when it has.
+    flushes: mpsc::Sender<oneshot::Sender<()>>,
     retention_days: Arc<AtomicU32>,
     health: Arc<Health>,
 }
@@ -98,28 +103,39 @@ impl Accountant {
         storage: Storage,
         day_counts: impl Fn() -> Vec<DayCount> + Send + 'static,
     ) -> Self {
-        Self::start_holding(storage, day_counts, MAX_PENDING_RECORDS)
+        Self::start_holding(storage, day_counts, MAX_PENDING_RECORDS, FLUSH_INTERVAL)
     }
 
-    /// [`Accountant::start`] holding at most `max_pending` records while writes fail.
+    /// [`Accountant::start`] holding at most `max_pending` records while writes fail, and
+    /// writing every `interval`.
     pub fn start_holding(
         storage: Storage,
         day_counts: impl Fn() -> Vec<DayCount> + Send + 'static,
         max_pending: usize,
+        interval: Duration,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel(QUEUE);
+        let (records, queued) = mpsc::channel(QUEUE);
+        let (flushes, flush_asked) = mpsc::channel(16);
+        let backlog = Arc::new(Notify::new());
         let retention_days = Arc::new(AtomicU32::new(DEFAULT_RETENTION_DAYS));
         let health = Arc::new(Health::default());
         tokio::spawn(write_behind(
             storage,
-            receiver,
+            Inbox {
+                records: queued,
+                backlog: Arc::clone(&backlog),
+                flushes: flush_asked,
+            },
             day_counts,
             Arc::clone(&retention_days),
             Arc::clone(&health),
             max_pending,
+            interval,
         ));
         Self {
-            sender,
+            records,
+            backlog,
+            flushes,
             retention_days,
             health,
         }
@@ -133,7 +149,9 @@ impl Accountant {
                 .failing
                 .load(Ordering::Relaxed)
                 .then(|| self.health.failing_since_ms.load(Ordering::Relaxed)),
-            pending: self.health.pending.load(Ordering::Relaxed),
+            // Those the writer holds, and those queued for it.
+            pending: self.health.pending.load(Ordering::Relaxed)
+                + (self.records.max_capacity() - self.records.capacity()) as u64,
             dropped: self.health.dropped.load(Ordering::Relaxed),
         }
     }
@@ -151,8 +169,12 @@ impl Accountant {
     /// Queues a record, never waiting: when the queue is full (the writer cannot keep up or
     /// the database cannot be written), the record is dropped and counted.
     pub fn record(&self, record: RequestRecord) {
-        match self.sender.try_send(Message::Record(record)) {
-            Ok(()) => {}
+        match self.records.try_send(record) {
+            Ok(()) => {
+                if self.records.max_capacity() - self.records.capacity() >= WRITE_AT {
+                    self.backlog.notify_one();
+                }
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.health.dropped.fetch_add(1, Ordering::Relaxed);
                 crate::service::metrics::record_accounting_dropped();
@@ -166,22 +188,30 @@ impl Accountant {
     /// Writes everything queued so far, and waits (at most ten seconds) until it is written.
     pub async fn flush(&self) {
         let (done, written) = oneshot::channel();
-        if self.sender.send(Message::Flush(done)).await.is_ok() {
+        if self.flushes.send(done).await.is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(10), written).await;
         }
     }
 }
 
+/// What the writer is sent.
+struct Inbox {
+    records: mpsc::Receiver<RequestRecord>,
+    backlog: Arc<Notify>,
+    flushes: mpsc::Receiver<oneshot::Sender<()>>,
+}
+
 async fn write_behind(
     storage: Storage,
-    mut receiver: mpsc::Receiver<Message>,
+    mut inbox: Inbox,
     day_counts: impl Fn() -> Vec<DayCount>,
     retention_days: Arc<AtomicU32>,
     health: Arc<Health>,
     max_pending: usize,
+    interval: Duration,
 ) {
     let mut batch: Vec<RequestRecord> = Vec::new();
-    let mut ticker = tokio::time::interval(FLUSH_INTERVAL);
+    let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first prune comes soon after the start (once the saved settings are loaded), so a
     // shorter retention set before a restart applies at once.
@@ -200,25 +230,21 @@ async fn write_behind(
     loop {
         let mut closed = false;
         tokio::select! {
-            message = receiver.recv() => match message {
-                Some(Message::Record(record)) => {
-                    keep(&mut batch, record);
-                    // Take whatever else is queued without waiting.
-                    while let Ok(message) = receiver.try_recv() {
-                        match message {
-                            Message::Record(record) => keep(&mut batch, record),
-                            Message::Flush(done) => waiting_flushes.push(done),
-                        }
-                    }
-                    if waiting_flushes.is_empty() && batch.len() < 1000 {
-                        health.pending.store(batch.len() as u64, Ordering::Relaxed);
-                        continue;
-                    }
-                }
-                Some(Message::Flush(done)) => waiting_flushes.push(done),
+            asked = inbox.flushes.recv() => match asked {
+                Some(done) => waiting_flushes.push(done),
+                // Every accountant is gone (the records' senders with them).
                 None => closed = true,
             },
+            () = inbox.backlog.notified() => {}
             _ = ticker.tick() => {}
+        }
+        // Flushes first: a flush is asked after its caller's records were queued, so the
+        // records taken next include them.
+        while let Ok(done) = inbox.flushes.try_recv() {
+            waiting_flushes.push(done);
+        }
+        while let Ok(record) = inbox.records.try_recv() {
+            keep(&mut batch, record);
         }
         // A failing database is tried again after the backoff, not at every record; a flush
         // (shutdown) tries at once.
@@ -553,7 +579,7 @@ mod tests {
         let file = dir.path().join("db/accounting.db");
         let url = format!("sqlite://{}?mode=rwc", file.display());
         let storage = Storage::open(&url).await.unwrap();
-        let accountant = Accountant::start_holding(storage.clone(), Vec::new, 10);
+        let accountant = Accountant::start_holding(storage.clone(), Vec::new, 10, FLUSH_INTERVAL);
         // The file is moved away: the open connections would still take writes, and lose them.
         let aside = dir.path().join("db/aside.db");
         std::fs::rename(&file, &aside).unwrap();
@@ -578,6 +604,43 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((total, rows.len()), (10, 10));
+    }
+
+    #[tokio::test]
+    async fn a_backlog_of_records_is_written_before_the_next_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("a.db").display());
+        let storage = Storage::open(&url).await.unwrap();
+        // The first tick comes at the start (at the timer's first turn, which this test's one
+        // thread gets to while it sleeps); the next one not within this test.
+        let hour = Duration::from_secs(3600);
+        let accountant = Accountant::start_holding(storage.clone(), Vec::new, 10_000, hour);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let written = || async {
+            let (_, total) = storage
+                .request_logs(&store::LogFilter::default())
+                .await
+                .unwrap();
+            total
+        };
+        let backlog = i64::try_from(WRITE_AT).unwrap();
+        for at in 0..backlog {
+            accountant.record(record(at.unsigned_abs()));
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while written().await < backlog {
+            assert!(
+                Instant::now() < deadline,
+                "not written: {:?}",
+                accountant.health()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Fewer than that wait for the tick, or a flush.
+        accountant.record(record(0));
+        accountant.flush().await;
+        assert_eq!(written().await, backlog + 1);
+        assert_eq!(accountant.health().pending, 0);
     }
 
     #[test]
